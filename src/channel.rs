@@ -1,0 +1,186 @@
+//! Channel ids and descriptors: what a reactor declares about each channel.
+
+use std::fmt;
+
+/// A channel's number.
+///
+/// One byte, because that is what the wire carries: `NodeInfo.channels` is a
+/// byte string with one byte per channel, and MConnection packets name their
+/// channel in one byte. Go peers only use ids below `0x80`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u8);
+
+impl fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#04x}", self.0)
+    }
+}
+
+/// What a send does when the channel's per-peer send buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum FullPolicy {
+    /// Wait for room (backpressure reaches the sending reactor). The default:
+    /// nothing is lost silently.
+    #[default]
+    Wait,
+    /// Discard the message being sent, and count it.
+    DropNewest,
+    /// Discard the oldest queued message to make room, and count it. Suits
+    /// channels where only the latest state matters.
+    DropOldest,
+}
+
+/// Everything the router needs to know about a channel.
+///
+/// Build with [`ChannelDescriptor::new`] and the `with_*` methods; the
+/// defaults are the `DEFAULT_*` constants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelDescriptor {
+    /// The channel's id, unique within a router.
+    pub id: ChannelId,
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Relative importance; higher is sent first. Maps to QUIC stream
+    /// priority and to MConnection's channel priority.
+    pub priority: u8,
+    /// Messages buffered per peer before [`full_policy`](Self::full_policy)
+    /// applies.
+    pub send_capacity: usize,
+    /// Messages buffered for the receiving reactor before the transport stops
+    /// reading this channel (backpressure to the sender).
+    pub receive_capacity: usize,
+    /// The largest encoded message accepted, in bytes; a bigger one is a peer
+    /// error.
+    pub max_message_size: usize,
+    /// What a send does when the per-peer buffer is full.
+    pub full_policy: FullPolicy,
+}
+
+impl ChannelDescriptor {
+    /// Default [`priority`](Self::priority).
+    pub const DEFAULT_PRIORITY: u8 = 1;
+    /// Default [`send_capacity`](Self::send_capacity), in messages.
+    pub const DEFAULT_SEND_CAPACITY: usize = 64;
+    /// Default [`receive_capacity`](Self::receive_capacity), in messages.
+    pub const DEFAULT_RECEIVE_CAPACITY: usize = 64;
+    /// Default [`max_message_size`](Self::max_message_size): 1 MiB.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+    /// A descriptor with default settings.
+    pub fn new(id: ChannelId, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            priority: Self::DEFAULT_PRIORITY,
+            send_capacity: Self::DEFAULT_SEND_CAPACITY,
+            receive_capacity: Self::DEFAULT_RECEIVE_CAPACITY,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            full_policy: FullPolicy::Wait,
+        }
+    }
+
+    /// Sets the priority.
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the per-peer send buffer capacity, in messages.
+    pub fn with_send_capacity(mut self, capacity: usize) -> Self {
+        self.send_capacity = capacity;
+        self
+    }
+
+    /// Sets the receive buffer capacity, in messages.
+    pub fn with_receive_capacity(mut self, capacity: usize) -> Self {
+        self.receive_capacity = capacity;
+        self
+    }
+
+    /// Sets the maximum encoded message size, in bytes.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets what a send does when the buffer is full.
+    pub fn with_full_policy(mut self, policy: FullPolicy) -> Self {
+        self.full_policy = policy;
+        self
+    }
+
+    /// Checks that every setting is usable.
+    pub fn validate(&self) -> Result<(), ChannelDescriptorError> {
+        if self.priority == 0 {
+            return Err(ChannelDescriptorError::ZeroPriority(self.id));
+        }
+        if self.send_capacity == 0 {
+            return Err(ChannelDescriptorError::ZeroSendCapacity(self.id));
+        }
+        if self.receive_capacity == 0 {
+            return Err(ChannelDescriptorError::ZeroReceiveCapacity(self.id));
+        }
+        if self.max_message_size == 0 {
+            return Err(ChannelDescriptorError::ZeroMaxMessageSize(self.id));
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`ChannelDescriptor`] is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelDescriptorError {
+    /// Priority 0 would never be scheduled next to other channels.
+    #[error("channel {0}: priority must be at least 1")]
+    ZeroPriority(ChannelId),
+    /// A zero send buffer could hold nothing.
+    #[error("channel {0}: send capacity must be at least 1")]
+    ZeroSendCapacity(ChannelId),
+    /// A zero receive buffer could hold nothing.
+    #[error("channel {0}: receive capacity must be at least 1")]
+    ZeroReceiveCapacity(ChannelId),
+    /// No message would fit.
+    #[error("channel {0}: maximum message size must be at least 1 byte")]
+    ZeroMaxMessageSize(ChannelId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let d = ChannelDescriptor::new(ChannelId(0x20), "consensus");
+        assert_eq!(d.validate(), Ok(()));
+        assert_eq!(d.priority, 1);
+        assert_eq!(d.send_capacity, 64);
+        assert_eq!(d.max_message_size, 1 << 20);
+        assert_eq!(d.full_policy, FullPolicy::Wait);
+        assert_eq!(d.id.to_string(), "0x20");
+    }
+
+    #[test]
+    fn zero_settings_are_rejected() {
+        let d = ChannelDescriptor::new(ChannelId(1), "x");
+        let id = ChannelId(1);
+        assert_eq!(
+            d.clone().with_priority(0).validate(),
+            Err(ChannelDescriptorError::ZeroPriority(id))
+        );
+        assert_eq!(
+            d.clone().with_send_capacity(0).validate(),
+            Err(ChannelDescriptorError::ZeroSendCapacity(id))
+        );
+        assert_eq!(
+            d.clone().with_receive_capacity(0).validate(),
+            Err(ChannelDescriptorError::ZeroReceiveCapacity(id))
+        );
+        assert_eq!(
+            d.with_max_message_size(0).validate(),
+            Err(ChannelDescriptorError::ZeroMaxMessageSize(id))
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! p2p-router: the networking layer for nodes of a replicated system.
+//!
+//! Reactors exchange typed protobuf messages on numbered channels; a router
+//! moves them between reactors and peers; a [`PeerManager`] decides whom to
+//! dial, accept and evict; transports carry the bytes. See `DESIGN.md` in the
+//! repository for the architecture.
+//!
+//! This crate is the transport-agnostic core:
+//! - identity: [`NodeKey`], [`NodeId`];
+//! - addressing: [`PeerAddress`] parsed without IO, resolved into
+//!   [`Endpoint`]s at dial time;
+//! - the handshake record [`NodeInfo`] and channel [`ChannelDescriptor`]s;
+//! - the sans-IO [`PeerManager`] and its [`PeerStore`]s.
+
+mod address;
+mod channel;
+mod identity;
+mod node_info;
+mod peer_manager;
+mod peer_store;
+mod resolve;
+
+pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
+pub use channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId, FullPolicy};
+pub use identity::{KeyFileError, NodeId, NodeIdError, NodeKey, NODE_ID_LEN};
+pub use node_info::{
+    IncompatibleError, NodeInfo, NodeInfoError, NodeInfoOther, ProtocolVersion, BLOCK_PROTOCOL,
+    MAX_CHANNELS, P2P_PROTOCOL,
+};
+pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEOUT};
