@@ -23,23 +23,62 @@ fn err(input: String, expected: ParseAddressError) {
 #[test]
 fn valid_addresses_normalize() {
     let cases = [
-        (format!("quic://{ID}@example.com:26656"), format!("quic://{ID}@example.com:26656")),
-        (format!("QUIC://{ID_UPPER}@Example.COM:26656"), format!("quic://{ID}@example.com:26656")),
-        (format!("mconn://{ID}@10.0.0.1:26657"), format!("mconn://{ID}@10.0.0.1:26657")),
-        (format!("MConn://{ID}@node-1.local:1"), format!("mconn://{ID}@node-1.local:1")),
-        (format!("{ID}@host:26656"), format!("quic://{ID}@host:26656")),
-        (format!("{ID_UPPER}@HOST:65535"), format!("quic://{ID}@host:65535")),
-        (format!("quic://{ID}@[::1]:26656"), format!("quic://{ID}@[::1]:26656")),
-        (format!("quic://{ID}@[0:0:0:0:0:0:0:1]:26656"), format!("quic://{ID}@[::1]:26656")),
-        (format!("quic://{ID}@[FE80::AB]:5"), format!("quic://{ID}@[fe80::ab]:5")),
+        (
+            format!("quic://{ID}@example.com:26656"),
+            format!("quic://{ID}@example.com:26656"),
+        ),
+        (
+            format!("QUIC://{ID_UPPER}@Example.COM:26656"),
+            format!("quic://{ID}@example.com:26656"),
+        ),
+        (
+            format!("mconn://{ID}@10.0.0.1:26657"),
+            format!("mconn://{ID}@10.0.0.1:26657"),
+        ),
+        (
+            format!("MConn://{ID}@node-1.local:1"),
+            format!("mconn://{ID}@node-1.local:1"),
+        ),
+        (
+            format!("{ID}@host:26656"),
+            format!("quic://{ID}@host:26656"),
+        ),
+        (
+            format!("{ID_UPPER}@HOST:65535"),
+            format!("quic://{ID}@host:65535"),
+        ),
+        (
+            format!("quic://{ID}@[::1]:26656"),
+            format!("quic://{ID}@[::1]:26656"),
+        ),
+        (
+            format!("quic://{ID}@[0:0:0:0:0:0:0:1]:26656"),
+            format!("quic://{ID}@[::1]:26656"),
+        ),
+        (
+            format!("quic://{ID}@[FE80::AB]:5"),
+            format!("quic://{ID}@[fe80::ab]:5"),
+        ),
         (format!("memory:{ID}"), format!("memory:{ID}")),
         (format!("Memory:{ID_UPPER}"), format!("memory:{ID}")),
         (format!("memory://{ID}"), format!("memory:{ID}")),
-        (format!("quic://{ID}@localhost:26656/some/path?x=1"), format!("quic://{ID}@localhost:26656/some/path?x=1")),
-        (format!("quic://{ID}@h:7?query"), format!("quic://{ID}@h:7?query")),
+        (
+            format!("quic://{ID}@localhost:26656/some/path?x=1"),
+            format!("quic://{ID}@localhost:26656/some/path?x=1"),
+        ),
+        (
+            format!("quic://{ID}@h:7?query"),
+            format!("quic://{ID}@h:7?query"),
+        ),
         (format!("quic://{ID}@h:007"), format!("quic://{ID}@h:7")),
-        (format!("quic://{ID}@under_score.example:80"), format!("quic://{ID}@under_score.example:80")),
-        (format!("quic://{ID}@127.0.0.1:26656"), format!("quic://{ID}@127.0.0.1:26656")),
+        (
+            format!("quic://{ID}@under_score.example:80"),
+            format!("quic://{ID}@under_score.example:80"),
+        ),
+        (
+            format!("quic://{ID}@127.0.0.1:26656"),
+            format!("quic://{ID}@127.0.0.1:26656"),
+        ),
     ];
     for (input, normalized) in cases {
         ok(input, normalized);
@@ -53,13 +92,22 @@ fn invalid_addresses_give_precise_errors() {
     let nonhex = format!("{}z", &ID[..39]);
     let cases = [
         (String::new(), E::Empty),
-        (format!("http://{ID}@host:1"), E::UnknownScheme("http".into())),
+        (
+            format!("http://{ID}@host:1"),
+            E::UnknownScheme("http".into()),
+        ),
         (format!("TCP://{ID}@host:1"), E::UnknownScheme("tcp".into())),
         ("quic://host:26656".to_owned(), E::MissingNodeId),
         ("host:26656".to_owned(), E::MissingNodeId),
         ("quic://@host:26656".to_owned(), E::MissingNodeId),
-        (format!("quic://{short}@host:1"), E::InvalidNodeId(NodeIdError::Length(39))),
-        (format!("quic://{nonhex}@host:1"), E::InvalidNodeId(NodeIdError::NotHex { position: 39 })),
+        (
+            format!("quic://{short}@host:1"),
+            E::InvalidNodeId(NodeIdError::Length(39)),
+        ),
+        (
+            format!("quic://{nonhex}@host:1"),
+            E::InvalidNodeId(NodeIdError::NotHex { position: 39 }),
+        ),
         (format!("quic://{ID}@"), E::MissingHost),
         (format!("quic://{ID}@:26656"), E::MissingHost),
         (format!("quic:{ID}@host:1"), E::MissingHost),
@@ -67,24 +115,65 @@ fn invalid_addresses_give_precise_errors() {
         (format!("quic://{ID}@host:"), E::MissingPort),
         (format!("mconn://{ID}@[::1]"), E::MissingPort),
         (format!("quic://{ID}@host:0"), E::PortZero),
-        (format!("quic://{ID}@host:65536"), E::PortOutOfRange("65536".into())),
-        (format!("quic://{ID}@host:99999999999999999999"), E::PortOutOfRange("99999999999999999999".into())),
+        (
+            format!("quic://{ID}@host:65536"),
+            E::PortOutOfRange("65536".into()),
+        ),
+        (
+            format!("quic://{ID}@host:99999999999999999999"),
+            E::PortOutOfRange("99999999999999999999".into()),
+        ),
         (format!("quic://{ID}@host:-1"), E::InvalidPort("-1".into())),
-        (format!("quic://{ID}@host:26656x"), E::InvalidPort("26656x".into())),
+        (
+            format!("quic://{ID}@host:26656x"),
+            E::InvalidPort("26656x".into()),
+        ),
         (format!("quic://{ID}@::1:26656"), E::UnbracketedIpv6),
-        (format!("quic://{ID}@[::1]x"), E::TrailingGarbage("x".into())),
-        (format!("quic://{ID}@[::1:26656"), E::InvalidHost("[::1:26656".into())),
-        (format!("quic://{ID}@[not-ip]:1"), E::InvalidHost("[not-ip]".into())),
-        (format!("quic://{ID}@bad..name:1"), E::InvalidHost("bad..name".into())),
-        (format!("quic://{ID}@-lead.example:1"), E::InvalidHost("-lead.example".into())),
-        (format!("quic://{ID}@256.1.1.1:1"), E::InvalidHost("256.1.1.1".into())),
+        (
+            format!("quic://{ID}@[::1]x"),
+            E::TrailingGarbage("x".into()),
+        ),
+        (
+            format!("quic://{ID}@[::1:26656"),
+            E::InvalidHost("[::1:26656".into()),
+        ),
+        (
+            format!("quic://{ID}@[not-ip]:1"),
+            E::InvalidHost("[not-ip]".into()),
+        ),
+        (
+            format!("quic://{ID}@bad..name:1"),
+            E::InvalidHost("bad..name".into()),
+        ),
+        (
+            format!("quic://{ID}@-lead.example:1"),
+            E::InvalidHost("-lead.example".into()),
+        ),
+        (
+            format!("quic://{ID}@256.1.1.1:1"),
+            E::InvalidHost("256.1.1.1".into()),
+        ),
         (format!("quic://{ID}@a@b:1"), E::InvalidHost("a@b".into())),
-        (format!("quic://{ID}@host:1 "), E::InvalidCharacter { position: 7 + 40 + 7 }),
-        (format!(" quic://{ID}@host:1"), E::InvalidCharacter { position: 0 }),
+        (
+            format!("quic://{ID}@host:1 "),
+            E::InvalidCharacter {
+                position: 7 + 40 + 7,
+            },
+        ),
+        (
+            format!(" quic://{ID}@host:1"),
+            E::InvalidCharacter { position: 0 },
+        ),
         (format!("memory:{ID}@host:1"), E::HostNotAllowed),
         ("memory:".to_owned(), E::MissingNodeId),
-        (format!("memory:{ID}00"), E::InvalidNodeId(NodeIdError::Length(42))),
-        (format!("quic://{ID}@{}:1", "a".repeat(64)), E::InvalidHost("a".repeat(64))),
+        (
+            format!("memory:{ID}00"),
+            E::InvalidNodeId(NodeIdError::Length(42)),
+        ),
+        (
+            format!("quic://{ID}@{}:1", "a".repeat(64)),
+            E::InvalidHost("a".repeat(64)),
+        ),
     ];
     assert!(cases.len() >= 30);
     for (input, expected) in cases {

@@ -357,7 +357,10 @@ mod tests {
         assert!(matches!(NodeKey::load(&path), Err(KeyFileError::Format(_))));
 
         write(r#"{"priv_key":{"type":"tendermint/PrivKeySecp256k1","value":"AAAA"}}"#);
-        assert!(matches!(NodeKey::load(&path), Err(KeyFileError::KeyType(_))));
+        assert!(matches!(
+            NodeKey::load(&path),
+            Err(KeyFileError::KeyType(_))
+        ));
 
         write(r#"{"priv_key":{"type":"tendermint/PrivKeyEd25519","value":"not base64!"}}"#);
         assert!(matches!(NodeKey::load(&path), Err(KeyFileError::Base64)));

@@ -27,4 +27,16 @@ pub use node_info::{
     IncompatibleError, NodeInfo, NodeInfoError, NodeInfoOther, ProtocolVersion, BLOCK_PROTOCOL,
     MAX_CHANNELS, P2P_PROTOCOL,
 };
+pub use peer_manager::{
+    AddError, AdmitError, Direction, OptionsError, PeerManager, PeerManagerError,
+    PeerManagerOptions, PeerScore, PeerStatus, PeerUpdate, MAX_ADDRESSES_PER_PEER,
+};
+pub use peer_store::{
+    AddressRecord, LoadedPeers, MemoryPeerStore, PeerRecord, PeerStore, RedbPeerStore, StoreError,
+};
 pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEOUT};
+
+/// The README's code examples are compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::address::{split_host_port, parse_port, ParseAddressError};
+use crate::address::{parse_port, split_host_port, ParseAddressError};
 use crate::channel::ChannelId;
 use crate::identity::{NodeId, NodeIdError};
 
@@ -282,15 +282,35 @@ mod tests {
             f(&mut i);
             assert_eq!(i.validate(), Err(expected));
         };
-        check(&|i| i.node_id = "xyz".into(), NodeInfoError::NodeId(NodeIdError::Length(3)));
-        check(&|i| i.channels = (0..17).collect(), NodeInfoError::TooManyChannels(17));
-        check(&|i| i.channels = vec![1, 2, 1], NodeInfoError::DuplicateChannel(ChannelId(1)));
+        check(
+            &|i| i.node_id = "xyz".into(),
+            NodeInfoError::NodeId(NodeIdError::Length(3)),
+        );
+        check(
+            &|i| i.channels = (0..17).collect(),
+            NodeInfoError::TooManyChannels(17),
+        );
+        check(
+            &|i| i.channels = vec![1, 2, 1],
+            NodeInfoError::DuplicateChannel(ChannelId(1)),
+        );
         check(&|i| i.moniker = String::new(), NodeInfoError::EmptyMoniker);
         check(&|i| i.network = String::new(), NodeInfoError::EmptyNetwork);
-        check(&|i| i.moniker = "tab\there".into(), NodeInfoError::NotPrintable("moniker"));
-        check(&|i| i.version = "é".into(), NodeInfoError::NotPrintable("version"));
         check(
-            &|i| i.other = Some(NodeInfoOther { tx_index: "\0".into(), rpc_address: String::new() }),
+            &|i| i.moniker = "tab\there".into(),
+            NodeInfoError::NotPrintable("moniker"),
+        );
+        check(
+            &|i| i.version = "é".into(),
+            NodeInfoError::NotPrintable("version"),
+        );
+        check(
+            &|i| {
+                i.other = Some(NodeInfoOther {
+                    tx_index: "\0".into(),
+                    rpc_address: String::new(),
+                })
+            },
             NodeInfoError::NotPrintable("other.tx_index"),
         );
         check(
@@ -330,19 +350,32 @@ mod tests {
         b.network = "other".into();
         assert_eq!(
             a.compatible_with(&b),
-            Err(IncompatibleError::Network { ours: "test-chain".into(), theirs: "other".into() })
+            Err(IncompatibleError::Network {
+                ours: "test-chain".into(),
+                theirs: "other".into()
+            })
         );
 
         let mut b = info();
-        b.protocol_version = Some(ProtocolVersion { p2p: 8, block: 10, app: 0 });
+        b.protocol_version = Some(ProtocolVersion {
+            p2p: 8,
+            block: 10,
+            app: 0,
+        });
         assert_eq!(
             a.compatible_with(&b),
-            Err(IncompatibleError::BlockVersion { ours: 11, theirs: 10 })
+            Err(IncompatibleError::BlockVersion {
+                ours: 11,
+                theirs: 10
+            })
         );
 
         let mut b = info();
         b.channels = vec![0x40];
-        assert!(matches!(a.compatible_with(&b), Err(IncompatibleError::NoCommonChannel { .. })));
+        assert!(matches!(
+            a.compatible_with(&b),
+            Err(IncompatibleError::NoCommonChannel { .. })
+        ));
 
         let mut b = info();
         b.channels = vec![0x40, 0x30];
@@ -354,26 +387,33 @@ mod tests {
     #[test]
     fn wire_encoding_matches_tendermint_field_layout() {
         let i = NodeInfo {
-            protocol_version: Some(ProtocolVersion { p2p: 8, block: 11, app: 0 }),
+            protocol_version: Some(ProtocolVersion {
+                p2p: 8,
+                block: 11,
+                app: 0,
+            }),
             node_id: "ab".into(),
             listen_addr: "c".into(),
             network: "n".into(),
             version: "v".into(),
             channels: vec![0x20],
             moniker: "m".into(),
-            other: Some(NodeInfoOther { tx_index: "on".into(), rpc_address: String::new() }),
+            other: Some(NodeInfoOther {
+                tx_index: "on".into(),
+                rpc_address: String::new(),
+            }),
         };
         let bytes = i.encode_to_vec();
         assert_eq!(
             hex::encode(&bytes),
             concat!(
                 "0a04", "0808", "100b", // protocol_version {p2p: 8, block: 11}
-                "1202", "6162",         // node_id "ab"
-                "1a01", "63",           // listen_addr "c"
-                "2201", "6e",           // network "n"
-                "2a01", "76",           // version "v"
-                "3201", "20",           // channels [0x20]
-                "3a01", "6d",           // moniker "m"
+                "1202", "6162", // node_id "ab"
+                "1a01", "63", // listen_addr "c"
+                "2201", "6e", // network "n"
+                "2a01", "76", // version "v"
+                "3201", "20", // channels [0x20]
+                "3a01", "6d", // moniker "m"
                 "4204", "0a02", "6f6e", // other {tx_index: "on"}
             )
         );

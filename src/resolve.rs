@@ -186,7 +186,10 @@ async fn lookup(name: &str, port: u16, timeout: Duration) -> Result<Vec<IpAddr>,
         // is the only answer RFC 6761 allows.
         ips.retain(|ip| ip.is_loopback());
         if ips.is_empty() {
-            ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)];
+            ips = vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ];
         }
     }
     // The resolver may list an address once per socket type; keep the first.
@@ -218,7 +221,9 @@ mod tests {
 
     #[tokio::test]
     async fn localhost_resolves_to_loopback_endpoints() {
-        let eps = resolve(&format!("quic://{}@localhost:26656", id())).await.unwrap();
+        let eps = resolve(&format!("quic://{}@localhost:26656", id()))
+            .await
+            .unwrap();
         assert!(!eps.is_empty());
         for ep in &eps {
             assert_eq!(ep.protocol, Protocol::Quic);
@@ -230,7 +235,9 @@ mod tests {
 
     #[tokio::test]
     async fn ipv4_literal_resolves_without_lookup() {
-        let eps = resolve(&format!("mconn://{}@127.0.0.1:7/p", id())).await.unwrap();
+        let eps = resolve(&format!("mconn://{}@127.0.0.1:7/p", id()))
+            .await
+            .unwrap();
         assert_eq!(eps.len(), 1);
         assert_eq!(eps[0].to_string(), "mconn://127.0.0.1:7/p");
         assert_eq!(eps[0].protocol, Protocol::Mconn);
@@ -239,7 +246,10 @@ mod tests {
     #[tokio::test]
     async fn ipv6_literal_resolves_without_lookup() {
         let eps = resolve(&format!("{}@[::1]:26656", id())).await.unwrap();
-        assert_eq!(eps, vec![Endpoint::ip(Protocol::Quic, "[::1]:26656".parse().unwrap())]);
+        assert_eq!(
+            eps,
+            vec![Endpoint::ip(Protocol::Quic, "[::1]:26656".parse().unwrap())]
+        );
     }
 
     #[tokio::test]
@@ -254,12 +264,18 @@ mod tests {
     async fn memory_resolves_to_its_node_id() {
         let eps = resolve(&format!("memory:{}", id())).await.unwrap();
         assert_eq!(eps, vec![Endpoint::memory(id())]);
-        assert_eq!(eps[0].peer_address(id()).to_string(), format!("memory:{}", id()));
+        assert_eq!(
+            eps[0].peer_address(id()).to_string(),
+            format!("memory:{}", id())
+        );
     }
 
     #[test]
     fn endpoint_peer_address_brackets_ipv6() {
         let ep = Endpoint::ip(Protocol::Quic, "[::1]:9".parse().unwrap());
-        assert_eq!(ep.peer_address(id()).to_string(), format!("quic://{}@[::1]:9", id()));
+        assert_eq!(
+            ep.peer_address(id()).to_string(),
+            format!("quic://{}@[::1]:9", id())
+        );
     }
 }

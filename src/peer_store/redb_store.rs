@@ -30,7 +30,9 @@ impl RedbPeerStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let db = Database::create(path.as_ref()).map_err(|e| StoreError::Open(e.to_string()))?;
         // Create the table up front so reads never meet a missing table.
-        let txn = db.begin_write().map_err(|e| StoreError::Open(e.to_string()))?;
+        let txn = db
+            .begin_write()
+            .map_err(|e| StoreError::Open(e.to_string()))?;
         txn.open_table(PEERS)
             .map_err(|e| StoreError::Open(e.to_string()))?;
         txn.commit().map_err(|e| StoreError::Open(e.to_string()))?;
@@ -91,8 +93,11 @@ mod tests {
     fn record(seed: u8) -> PeerRecord {
         let id = NodeKey::from_seed([seed; 32]).node_id();
         let mut r = PeerRecord::new(id);
-        r.addresses
-            .push(AddressRecord::new(format!("quic://{id}@127.0.0.1:{}", 1000 + u16::from(seed)).parse().unwrap()));
+        r.addresses.push(AddressRecord::new(
+            format!("quic://{id}@127.0.0.1:{}", 1000 + u16::from(seed))
+                .parse()
+                .unwrap(),
+        ));
         r
     }
 
@@ -140,7 +145,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("peers.redb");
         std::fs::write(&path, b"this is not a database").unwrap();
-        assert!(matches!(RedbPeerStore::open(&path), Err(StoreError::Open(_))));
+        assert!(matches!(
+            RedbPeerStore::open(&path),
+            Err(StoreError::Open(_))
+        ));
     }
 
     /// Runs in a child process (see `reopen_after_kill_mid_write_is_consistent`):
@@ -210,7 +218,10 @@ mod tests {
         assert_eq!(loaded.peers.len(), 20);
         // Every record comes from the same batch: transactions are atomic.
         let batch = loaded.peers[0].addresses[0].dial_failures;
-        assert!(batch >= committed, "batch {batch} older than committed {committed}");
+        assert!(
+            batch >= committed,
+            "batch {batch} older than committed {committed}"
+        );
         assert!(loaded
             .peers
             .iter()
