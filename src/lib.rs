@@ -19,6 +19,7 @@ mod node_info;
 mod peer_manager;
 mod peer_store;
 mod resolve;
+mod transport;
 
 pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
 pub use channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId, FullPolicy};
@@ -40,3 +41,7 @@ pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEO
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+pub use transport::{
+    AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,
+    RefusalReason, Transport,
+};

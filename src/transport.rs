@@ -1,0 +1,256 @@
+//! The transport abstraction: how bytes reach a peer.
+//!
+//! A [`Transport`] listens, accepts and dials; a [`Connection`] carries one
+//! peer's handshake and then messages **per channel**, so a transport that
+//! has independent streams (QUIC) keeps a stalled channel from blocking the
+//! others. Identity and compatibility checks, and the decision whether to
+//! admit a peer, belong to the router: transports only carry the messages
+//! (`NodeInfo`, [`Admission`]) and report the peer's authenticated key.
+//!
+//! Methods return boxed futures so that transports of different types can be
+//! stored side by side (`Arc<dyn Transport>`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+
+use crate::address::Protocol;
+use crate::channel::ChannelId;
+use crate::node_info::NodeInfo;
+use crate::resolve::Endpoint;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Listens for, accepts and dials connections of one or more protocols.
+pub trait Transport: Send + Sync + 'static {
+    /// The protocols this transport dials and serves.
+    fn protocols(&self) -> Vec<Protocol>;
+
+    /// Where this transport listens (empty when it does not).
+    fn listen_endpoints(&self) -> Vec<Endpoint>;
+
+    /// Waits for the next inbound connection, authenticated at the transport
+    /// level (the peer's key is known) but not yet handshaken. Returns
+    /// [`AcceptError::Closed`] once the transport is closed; any other error
+    /// concerns one connection attempt and the caller should keep accepting.
+    ///
+    /// Cancel safe: dropping the future loses no accepted connection.
+    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>>;
+
+    /// Dials `endpoint`. The caller bounds the time.
+    fn dial<'a>(&'a self, endpoint: &'a Endpoint)
+        -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>>;
+
+    /// Stops listening and makes `accept` return [`AcceptError::Closed`].
+    fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// One connection to one peer.
+///
+/// Call order: [`handshake`](Self::handshake); then the accepting side calls
+/// [`send_admission`](Self::send_admission) and the dialing side
+/// [`recv_admission`](Self::recv_admission); then any number of concurrent
+/// [`send`](Self::send)/[`recv`](Self::recv) calls, at most one of each per
+/// channel at a time; finally [`close`](Self::close).
+pub trait Connection: Send + Sync + 'static {
+    /// The remote end.
+    fn remote_endpoint(&self) -> Endpoint;
+
+    /// The peer's ed25519 key, as authenticated by the transport (TLS
+    /// certificate, SecretConnection signature, or the memory hub).
+    fn peer_key(&self) -> VerifyingKey;
+
+    /// Sends our `NodeInfo` and receives the peer's, concurrently.
+    fn handshake<'a>(&'a self, ours: &'a NodeInfo) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>>;
+
+    /// Accepting side: tells the dialer whether it was admitted.
+    fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>>;
+
+    /// Dialing side: waits for the accepting side's decision.
+    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>>;
+
+    /// Sends one encoded message on `channel`, waiting for that channel's
+    /// credit (this wait is the backpressure).
+    ///
+    /// Not cancel safe for the message being sent: a cancelled send may or
+    /// may not deliver it, but never delivers it truncated.
+    fn send(&self, channel: ChannelId, message: Bytes) -> BoxFuture<'_, Result<(), ConnectionError>>;
+
+    /// Receives the next message on `channel`, refusing one larger than
+    /// `max_size` before reading it into memory. An error that concerns one
+    /// stream ([`ConnectionError::is_stream_error`]) leaves the connection
+    /// and other channels working.
+    fn recv(&self, channel: ChannelId, max_size: usize) -> BoxFuture<'_, Result<Bytes, ConnectionError>>;
+
+    /// Closes the connection; the peer sees the reason where the transport
+    /// can carry one.
+    fn close(&self, reason: CloseReason) -> BoxFuture<'_, ()>;
+
+    /// Resolves once the connection is closed, by either side.
+    fn closed(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The accepting side's decision, sent to the dialer after the handshake.
+///
+/// On the wire it is one byte: 0 for accepted, the refusal code otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Admission {
+    /// The dialer is admitted; the connection is up.
+    Accepted,
+    /// The dialer is refused; the connection will be closed.
+    Refused(RefusalReason),
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// Another connection between the two nodes is kept instead
+    /// (simultaneous dial or duplicate).
+    Duplicate = 1,
+    /// The node is full.
+    Full = 2,
+    /// The peer's `NodeInfo` is invalid, mismatched or incompatible.
+    Incompatible = 3,
+    /// The node is shutting down.
+    ShuttingDown = 4,
+    /// Any other reason.
+    Other = 255,
+}
+
+impl Admission {
+    /// The one-byte wire form.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Admission::Accepted => 0,
+            Admission::Refused(reason) => reason as u8,
+        }
+    }
+
+    /// Parses the one-byte wire form; unknown codes read as
+    /// [`RefusalReason::Other`].
+    pub fn from_byte(byte: u8) -> Self {
+        match byte {
+            0 => Admission::Accepted,
+            1 => Admission::Refused(RefusalReason::Duplicate),
+            2 => Admission::Refused(RefusalReason::Full),
+            3 => Admission::Refused(RefusalReason::Incompatible),
+            4 => Admission::Refused(RefusalReason::ShuttingDown),
+            _ => Admission::Refused(RefusalReason::Other),
+        }
+    }
+}
+
+/// Why a connection is being closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Normal shutdown or the peer is no longer wanted.
+    Normal,
+    /// Refused during the handshake.
+    Refused,
+    /// The peer misbehaved.
+    PeerError,
+    /// Replaced by a newer connection to the same peer.
+    Replaced,
+    /// Our node is shutting down.
+    Shutdown,
+}
+
+/// Why `accept` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The transport is closed; stop accepting.
+    #[error("transport closed")]
+    Closed,
+    /// One incoming connection failed (e.g. its transport-level handshake);
+    /// keep accepting.
+    #[error("incoming connection failed: {0}")]
+    Connection(String),
+}
+
+/// Why `dial` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// This transport does not serve the endpoint's protocol.
+    #[error("protocol {0} not served by this transport")]
+    UnsupportedProtocol(Protocol),
+    /// Nobody listens at the endpoint.
+    #[error("connection refused")]
+    Refused,
+    /// The transport is closed.
+    #[error("transport closed")]
+    Closed,
+    /// The peer failed transport-level authentication.
+    #[error("peer authentication failed: {0}")]
+    Authentication(String),
+    /// Any other failure.
+    #[error("dial failed: {0}")]
+    Other(String),
+}
+
+/// Why a connection operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The peer sent bytes that do not decode.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+    /// The peer sent a message larger than the channel allows; that stream
+    /// was reset.
+    #[error("message of {size} bytes exceeds the channel maximum {max}")]
+    Oversized {
+        /// Declared size.
+        size: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer used a channel it may not use; that stream was reset.
+    #[error("unexpected stream for channel {0}")]
+    UnexpectedChannel(ChannelId),
+    /// An IO error.
+    #[error("i/o: {0}")]
+    Io(String),
+}
+
+impl ConnectionError {
+    /// Whether the error concerns a single stream, leaving the connection and
+    /// its other channels usable.
+    pub fn is_stream_error(&self) -> bool {
+        matches!(
+            self,
+            ConnectionError::Oversized { .. }
+                | ConnectionError::UnexpectedChannel(_)
+                | ConnectionError::Malformed(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_byte_round_trips_and_unknown_is_other() {
+        for a in [
+            Admission::Accepted,
+            Admission::Refused(RefusalReason::Duplicate),
+            Admission::Refused(RefusalReason::Full),
+            Admission::Refused(RefusalReason::Incompatible),
+            Admission::Refused(RefusalReason::ShuttingDown),
+            Admission::Refused(RefusalReason::Other),
+        ] {
+            assert_eq!(Admission::from_byte(a.to_byte()), a);
+        }
+        assert_eq!(Admission::from_byte(77), Admission::Refused(RefusalReason::Other));
+    }
+}

@@ -1,0 +1,221 @@
+//! A connection between two memory transports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ed25519_dalek::VerifyingKey;
+use p2p_router::{
+    Admission, BoxFuture, ChannelId, CloseReason, Connection, ConnectionError, Endpoint, NodeId,
+    NodeInfo,
+};
+use prost::Message;
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
+use tokio_util::sync::CancellationToken;
+
+/// One direction of a connection: a lane per channel, created on first use
+/// by either end, plus the handshake messages.
+#[derive(Debug)]
+struct Direction {
+    capacity: usize,
+    lanes: Mutex<HashMap<ChannelId, Lane>>,
+    /// Encoded `NodeInfo`, then the admission byte; at most one of each.
+    control_tx: mpsc::Sender<Bytes>,
+    control_rx: AsyncMutex<mpsc::Receiver<Bytes>>,
+}
+
+#[derive(Debug, Clone)]
+struct Lane {
+    tx: mpsc::Sender<Bytes>,
+    rx: Arc<AsyncMutex<mpsc::Receiver<Bytes>>>,
+}
+
+impl Direction {
+    fn new(capacity: usize) -> Arc<Self> {
+        let (control_tx, control_rx) = mpsc::channel(2);
+        Arc::new(Self {
+            capacity,
+            lanes: Mutex::new(HashMap::new()),
+            control_tx,
+            control_rx: AsyncMutex::new(control_rx),
+        })
+    }
+
+    fn lane(&self, channel: ChannelId) -> Lane {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .entry(channel)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(self.capacity);
+                Lane {
+                    tx,
+                    rx: Arc::new(AsyncMutex::new(rx)),
+                }
+            })
+            .clone()
+    }
+}
+
+/// One end of an in-memory connection.
+#[derive(Debug, Clone)]
+pub struct MemoryConnection {
+    local: NodeId,
+    remote: NodeId,
+    remote_key: VerifyingKey,
+    outbound: Arc<Direction>,
+    inbound: Arc<Direction>,
+    latency: Duration,
+    /// Shared by both ends: closing either closes both.
+    closed: CancellationToken,
+}
+
+impl MemoryConnection {
+    pub(crate) fn pair(
+        (a, a_key): (NodeId, VerifyingKey),
+        (b, b_key): (NodeId, VerifyingKey),
+        capacity: usize,
+        latency: Duration,
+    ) -> (Self, Self) {
+        let a_to_b = Direction::new(capacity);
+        let b_to_a = Direction::new(capacity);
+        let closed = CancellationToken::new();
+        let ours = Self {
+            local: a,
+            remote: b,
+            remote_key: b_key,
+            outbound: a_to_b.clone(),
+            inbound: b_to_a.clone(),
+            latency,
+            closed: closed.clone(),
+        };
+        let theirs = Self {
+            local: b,
+            remote: a,
+            remote_key: a_key,
+            outbound: b_to_a,
+            inbound: a_to_b,
+            latency,
+            closed,
+        };
+        (ours, theirs)
+    }
+
+    /// The node at our end.
+    pub fn local_id(&self) -> NodeId {
+        self.local
+    }
+
+    /// Sends arbitrary bytes as the handshake message (to test how a peer
+    /// sending garbage is handled).
+    pub async fn send_raw_handshake(&self, bytes: Bytes) -> Result<(), ConnectionError> {
+        self.send_control(bytes).await
+    }
+
+    /// Drops the connection abruptly, as a network failure would.
+    pub fn kill(&self) {
+        self.closed.cancel();
+    }
+
+    async fn send_control(&self, bytes: Bytes) -> Result<(), ConnectionError> {
+        tokio::select! {
+            () = self.closed.cancelled() => Err(ConnectionError::Closed),
+            r = self.outbound.control_tx.send(bytes) => r.map_err(|_| ConnectionError::Closed),
+        }
+    }
+
+    async fn recv_control(&self) -> Result<Bytes, ConnectionError> {
+        let mut rx = self.inbound.control_rx.lock().await;
+        tokio::select! {
+            () = self.closed.cancelled() => Err(ConnectionError::Closed),
+            m = rx.recv() => m.ok_or(ConnectionError::Closed),
+        }
+    }
+}
+
+impl Connection for MemoryConnection {
+    fn remote_endpoint(&self) -> Endpoint {
+        Endpoint::memory(self.remote)
+    }
+
+    fn peer_key(&self) -> VerifyingKey {
+        self.remote_key
+    }
+
+    fn handshake<'a>(
+        &'a self,
+        ours: &'a NodeInfo,
+    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>> {
+        Box::pin(async move {
+            let (sent, theirs) = tokio::join!(
+                self.send_control(Bytes::from(ours.encode_to_vec())),
+                self.recv_control()
+            );
+            sent?;
+            NodeInfo::decode(theirs?).map_err(|e| ConnectionError::Malformed(e.to_string()))
+        })
+    }
+
+    fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(self.send_control(Bytes::copy_from_slice(&[admission.to_byte()])))
+    }
+
+    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
+        Box::pin(async move {
+            let bytes = self.recv_control().await?;
+            match bytes.as_ref() {
+                [b] => Ok(Admission::from_byte(*b)),
+                _ => Err(ConnectionError::Malformed("admission must be one byte".into())),
+            }
+        })
+    }
+
+    fn send(
+        &self,
+        channel: ChannelId,
+        message: Bytes,
+    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async move {
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            let lane = self.outbound.lane(channel);
+            tokio::select! {
+                biased;
+                () = self.closed.cancelled() => Err(ConnectionError::Closed),
+                r = lane.tx.send(message) => r.map_err(|_| ConnectionError::Closed),
+            }
+        })
+    }
+
+    fn recv(
+        &self,
+        channel: ChannelId,
+        max_size: usize,
+    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
+        Box::pin(async move {
+            let lane = self.inbound.lane(channel);
+            let mut rx = lane.rx.lock().await;
+            let message = tokio::select! {
+                biased;
+                () = self.closed.cancelled() => return Err(ConnectionError::Closed),
+                m = rx.recv() => m.ok_or(ConnectionError::Closed)?,
+            };
+            if message.len() > max_size {
+                return Err(ConnectionError::Oversized {
+                    size: message.len() as u64,
+                    max: max_size,
+                });
+            }
+            Ok(message)
+        })
+    }
+
+    fn close(&self, _reason: CloseReason) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.closed.cancel() })
+    }
+
+    fn closed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.closed.cancelled())
+    }
+}
