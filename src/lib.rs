@@ -19,6 +19,7 @@ mod node_info;
 mod peer_manager;
 mod peer_store;
 mod resolve;
+mod router;
 mod transport;
 
 pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
@@ -44,4 +45,8 @@ struct ReadmeDoctests;
 pub use transport::{
     AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,
     RefusalReason, Transport,
+};
+pub use router::{
+    Channel, ChannelReceiver, ChannelSender, Envelope, HandshakeError, OpenChannelError, PeerError,
+    Router, RouterBuilder, RouterOptions, RouterStats, RouterStopped, SendError,
 };

@@ -215,6 +215,13 @@ impl NodeInfo {
             address: self.listen_addr.clone(),
             reason,
         };
+        // A memory-transport node listens at `memory:<node-id>`.
+        if let Some(id) = self.listen_addr.strip_prefix("memory:") {
+            return match id.parse::<NodeId>() {
+                Ok(_) => Ok(()),
+                Err(e) => Err(error(ParseAddressError::InvalidNodeId(e))),
+            };
+        }
         // Tendermint writes `tcp://host:port`; the scheme says nothing the
         // handshake needs, so any is accepted.
         let hostport = match self.listen_addr.split_once("://") {
@@ -272,6 +279,8 @@ mod tests {
         i.listen_addr = "[::1]:1".into();
         assert_eq!(i.validate(), Ok(()));
         i.listen_addr = "localhost:26656".into();
+        assert_eq!(i.validate(), Ok(()));
+        i.listen_addr = format!("memory:{}", i.node_id);
         assert_eq!(i.validate(), Ok(()));
     }
 

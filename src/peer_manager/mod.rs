@@ -355,6 +355,16 @@ impl PeerManager {
         }
     }
 
+    /// Reports a dial that ended without saying anything about the address
+    /// (e.g. a simultaneous dial settled in favour of the other
+    /// connection): the peer is no longer dialing and any upgrade
+    /// reservation is released, with no retry penalty.
+    pub fn dial_cancelled(&mut self, address: &PeerAddress) {
+        let id = address.node_id();
+        self.dialing.remove(&id);
+        self.upgrading.retain(|_, candidate| *candidate != id);
+    }
+
     /// Reports a successful dial and handshake of `address`; on `Ok` the peer
     /// is connected. When this fills the last slot through an upgrade, a
     /// lower-scored peer is marked for eviction.

@@ -1,0 +1,274 @@
+//! Typed channel handles given to reactors.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, Mutex};
+
+use super::queue::Pushed;
+use super::shared::Shared;
+use super::stats::bump;
+use super::Command;
+use crate::channel::ChannelId;
+use crate::identity::NodeId;
+
+/// A message and the peer it comes from (inbound) or goes to (outbound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<M> {
+    /// The peer.
+    pub peer: NodeId,
+    /// The message.
+    pub message: M,
+}
+
+/// A peer's misbehaviour, reported by a reactor or the router.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerError {
+    /// The peer.
+    pub peer: NodeId,
+    /// A fatal error disconnects the peer; a minor one lowers its score
+    /// (and disconnects it when the node is full).
+    pub fatal: bool,
+    /// What it did.
+    pub reason: String,
+}
+
+impl PeerError {
+    /// An error that disconnects the peer.
+    pub fn fatal(peer: NodeId, reason: impl Into<String>) -> Self {
+        Self {
+            peer,
+            fatal: true,
+            reason: reason.into(),
+        }
+    }
+
+    /// An error that lowers the peer's score.
+    pub fn minor(peer: NodeId, reason: impl Into<String>) -> Self {
+        Self {
+            peer,
+            fatal: false,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a send failed. Routing misses (unknown peer, self, a peer without
+/// the channel) are not errors: they are dropped and counted in
+/// [`RouterStats`](super::RouterStats).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The encoded message exceeds the channel's maximum size.
+    #[error("message of {size} bytes exceeds the channel maximum {max}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The router has shut down.
+    #[error("router stopped")]
+    RouterStopped,
+}
+
+/// The sending half of a channel. Cheap to clone.
+pub struct ChannelSender<M> {
+    id: ChannelId,
+    max_message_size: usize,
+    shared: Arc<Shared>,
+    _message: PhantomData<fn(M)>,
+}
+
+impl<M> Clone for ChannelSender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            max_message_size: self.max_message_size,
+            shared: self.shared.clone(),
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for ChannelSender<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSender").field("id", &self.id).finish()
+    }
+}
+
+impl<M: prost::Message> ChannelSender<M> {
+    pub(crate) fn new(id: ChannelId, max_message_size: usize, shared: Arc<Shared>) -> Self {
+        Self {
+            id,
+            max_message_size,
+            shared,
+            _message: PhantomData,
+        }
+    }
+
+    /// The channel's id.
+    pub fn id(&self) -> ChannelId {
+        self.id
+    }
+
+    fn encode(&self, message: &M) -> Result<Bytes, SendError> {
+        let size = message.encoded_len();
+        if size > self.max_message_size {
+            return Err(SendError::TooLarge {
+                size,
+                max: self.max_message_size,
+            });
+        }
+        Ok(Bytes::from(message.encode_to_vec()))
+    }
+
+    /// Sends to `envelope.peer`. Waits while that peer's queue for this
+    /// channel is full if the channel's policy is `Wait`; otherwise drops per
+    /// the policy. Cancel safe.
+    pub async fn send(&self, envelope: Envelope<M>) -> Result<(), SendError> {
+        let bytes = self.encode(&envelope.message)?;
+        let stats = &self.shared.stats;
+        if envelope.peer == self.shared.self_id {
+            bump(&stats.dropped_self);
+            return Ok(());
+        }
+        let Some(route) = self.shared.route(&envelope.peer) else {
+            bump(&stats.dropped_unknown_peer);
+            return Ok(());
+        };
+        let Some(queue) = route.queues.get(&self.id).cloned() else {
+            bump(&stats.dropped_no_channel);
+            return Ok(());
+        };
+        drop(route);
+        self.count(queue.push(bytes).await);
+        Ok(())
+    }
+
+    /// Sends to every connected peer that has this channel. The message is
+    /// encoded once. Peers with room get it at once; the call then waits
+    /// (with the `Wait` policy) for the others concurrently, so a slow peer
+    /// never delays delivery to the rest.
+    pub async fn broadcast(&self, message: M) -> Result<(), SendError> {
+        let bytes = self.encode(&message)?;
+        let queues: Vec<_> = self
+            .shared
+            .routes()
+            .into_iter()
+            .filter_map(|(_, route)| route.queues.get(&self.id).cloned())
+            .collect();
+        let pushes = queues.iter().map(|q| q.push(bytes.clone()));
+        for pushed in futures::future::join_all(pushes).await {
+            self.count(pushed);
+        }
+        Ok(())
+    }
+
+    fn count(&self, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::DroppedNewest | Pushed::DroppedOldest => bump(&self.shared.stats.dropped_full),
+            // The peer left while we waited.
+            Pushed::Closed => bump(&self.shared.stats.dropped_unknown_peer),
+        }
+    }
+
+    /// Reports a peer's misbehaviour to the router.
+    pub async fn report(&self, error: PeerError) -> Result<(), SendError> {
+        self.shared
+            .mailbox
+            .send(Command::Report(error))
+            .await
+            .map_err(|_| SendError::RouterStopped)
+    }
+}
+
+/// The receiving half of a channel. Clones share one stream of messages:
+/// each message goes to exactly one of them.
+pub struct ChannelReceiver<M> {
+    id: ChannelId,
+    rx: Arc<Mutex<mpsc::Receiver<Envelope<M>>>>,
+}
+
+impl<M> Clone for ChannelReceiver<M> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            rx: self.rx.clone(),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for ChannelReceiver<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelReceiver").field("id", &self.id).finish()
+    }
+}
+
+impl<M> ChannelReceiver<M> {
+    pub(crate) fn new(id: ChannelId, rx: mpsc::Receiver<Envelope<M>>) -> Self {
+        Self {
+            id,
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+
+    /// The next inbound message; `None` once the router has stopped.
+    /// Cancel safe.
+    pub async fn recv(&self) -> Option<Envelope<M>> {
+        self.rx.lock().await.recv().await
+    }
+
+    /// The next inbound message if one is waiting.
+    pub fn try_recv(&self) -> Option<Envelope<M>> {
+        self.rx.try_lock().ok()?.try_recv().ok()
+    }
+}
+
+/// A typed channel: send to peers, receive from them, report misbehaviour.
+/// [`split`](Self::split) gives halves that can be cloned and moved to
+/// different tasks.
+#[derive(Debug)]
+pub struct Channel<M> {
+    sender: ChannelSender<M>,
+    receiver: ChannelReceiver<M>,
+}
+
+impl<M: prost::Message> Channel<M> {
+    pub(crate) fn new(sender: ChannelSender<M>, receiver: ChannelReceiver<M>) -> Self {
+        Self { sender, receiver }
+    }
+
+    /// The channel's id.
+    pub fn id(&self) -> ChannelId {
+        self.sender.id
+    }
+
+    /// See [`ChannelSender::send`].
+    pub async fn send(&self, envelope: Envelope<M>) -> Result<(), SendError> {
+        self.sender.send(envelope).await
+    }
+
+    /// See [`ChannelSender::broadcast`].
+    pub async fn broadcast(&self, message: M) -> Result<(), SendError> {
+        self.sender.broadcast(message).await
+    }
+
+    /// See [`ChannelReceiver::recv`].
+    pub async fn recv(&self) -> Option<Envelope<M>> {
+        self.receiver.recv().await
+    }
+
+    /// See [`ChannelSender::report`].
+    pub async fn report(&self, error: PeerError) -> Result<(), SendError> {
+        self.sender.report(error).await
+    }
+
+    /// The two halves.
+    pub fn split(self) -> (ChannelSender<M>, ChannelReceiver<M>) {
+        (self.sender, self.receiver)
+    }
+}

@@ -1,0 +1,147 @@
+//! One task per connected peer: it owns the connection and, in its own
+//! `JoinSet`, one send loop and one receive loop per shared channel, so a
+//! stalled channel blocks only its own loops.
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::queue::SendQueue;
+use super::shared::{Deliver, DeliverError, Shared};
+use super::stats::bump;
+use super::{Command, PeerError};
+use crate::channel::ChannelId;
+use crate::identity::NodeId;
+use crate::transport::{Admission, CloseReason, Connection, ConnectionError};
+
+/// One channel as the peer task serves it.
+pub(crate) struct PeerChannel {
+    pub(crate) id: ChannelId,
+    pub(crate) queue: Arc<SendQueue>,
+    pub(crate) max_message_size: usize,
+    pub(crate) deliver: Deliver,
+}
+
+/// How a peer task ended.
+#[derive(Debug)]
+pub(crate) struct PeerExit {
+    pub(crate) peer: NodeId,
+    pub(crate) conn_id: u64,
+    pub(crate) reason: String,
+}
+
+pub(crate) struct PeerTask {
+    pub(crate) peer: NodeId,
+    pub(crate) conn_id: u64,
+    pub(crate) conn: Arc<dyn Connection>,
+    pub(crate) channels: Vec<PeerChannel>,
+    /// Accepting side: the admission to send before traffic flows.
+    pub(crate) admission: bool,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl PeerTask {
+    pub(crate) async fn run(self) -> PeerExit {
+        let span = tracing::debug_span!("peer", peer = %self.peer, conn = self.conn_id);
+        let (peer, conn_id) = (self.peer, self.conn_id);
+        let reason = self.serve().instrument(span).await;
+        PeerExit {
+            peer,
+            conn_id,
+            reason,
+        }
+    }
+
+    async fn serve(self) -> String {
+        if self.admission {
+            let sent = tokio::select! {
+                () = self.cancel.cancelled() => Err(ConnectionError::Closed),
+                r = self.conn.send_admission(Admission::Accepted) => r,
+            };
+            if let Err(e) = sent {
+                self.conn.close(CloseReason::Normal).await;
+                return format!("sending admission: {e}");
+            }
+        }
+        let mut loops = JoinSet::new();
+        for channel in &self.channels {
+            let conn = self.conn.clone();
+            let queue = channel.queue.clone();
+            let id = channel.id;
+            let span = tracing::trace_span!("send", channel = %id);
+            loops.spawn(
+                async move {
+                    while let Some(message) = queue.pop().await {
+                        if let Err(e) = conn.send(id, message).await {
+                            return format!("send on channel {id}: {e}");
+                        }
+                    }
+                    "send queue closed".to_owned()
+                }
+                .instrument(span),
+            );
+            let receive = receive_loop(
+                self.peer,
+                self.conn.clone(),
+                id,
+                channel.max_message_size,
+                channel.deliver.clone(),
+                self.shared.clone(),
+            );
+            loops.spawn(receive.instrument(tracing::trace_span!("recv", channel = %id)));
+        }
+        let (reason, close) = tokio::select! {
+            () = self.cancel.cancelled() => ("closed by router".to_owned(), CloseReason::Normal),
+            () = self.conn.closed() => ("connection closed".to_owned(), CloseReason::Normal),
+            Some(ended) = loops.join_next() => (
+                ended.unwrap_or_else(|e| format!("channel task failed: {e}")),
+                CloseReason::Normal,
+            ),
+        };
+        for channel in &self.channels {
+            channel.queue.close();
+        }
+        loops.shutdown().await;
+        self.conn.close(close).await;
+        tracing::debug!(%reason, "peer task ended");
+        reason
+    }
+}
+
+async fn receive_loop(
+    peer: NodeId,
+    conn: Arc<dyn Connection>,
+    channel: ChannelId,
+    max_size: usize,
+    deliver: Deliver,
+    shared: Arc<Shared>,
+) -> String {
+    loop {
+        let message = match conn.recv(channel, max_size).await {
+            Ok(message) => message,
+            Err(e) if e.is_stream_error() => {
+                bump(&shared.stats.stream_errors);
+                report(&shared, PeerError::minor(peer, format!("channel {channel}: {e}"))).await;
+                continue;
+            }
+            Err(e) => return format!("receive on channel {channel}: {e}"),
+        };
+        match deliver(peer, message).await {
+            Ok(()) => {}
+            Err(DeliverError::Decode(e)) => {
+                bump(&shared.stats.decode_failures);
+                report(&shared, PeerError::minor(peer, format!("channel {channel}: undecodable message: {e}"))).await;
+            }
+            Err(DeliverError::ReceiverGone) => bump(&shared.stats.dropped_no_receiver),
+        }
+    }
+}
+
+async fn report(shared: &Shared, error: PeerError) {
+    tracing::debug!(peer = %error.peer, reason = %error.reason, "peer error");
+    // The mailbox is bounded; waiting here only slows this peer's channel.
+    let _ = shared.mailbox.send(Command::Report(error)).await;
+}

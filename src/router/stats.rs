@@ -1,0 +1,65 @@
+//! Router counters: drops and peer errors, readable at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A snapshot of the router's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Sends to a peer that is not connected.
+    pub dropped_unknown_peer: u64,
+    /// Sends addressed to ourselves.
+    pub dropped_self: u64,
+    /// Sends to a peer that did not advertise the channel.
+    pub dropped_no_channel: u64,
+    /// Messages discarded by a full queue (`DropNewest`/`DropOldest`).
+    pub dropped_full: u64,
+    /// Inbound messages that did not decode.
+    pub decode_failures: u64,
+    /// Inbound stream errors (oversized, malformed, unexpected channel).
+    pub stream_errors: u64,
+    /// Inbound messages for a channel whose receiver was dropped.
+    pub dropped_no_receiver: u64,
+    /// Inbound connections refused before the handshake (limits).
+    pub refused_inbound: u64,
+    /// Handshakes that failed or were refused, both directions.
+    pub handshake_failures: u64,
+    /// Peer errors reported by reactors or the router.
+    pub peer_errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) dropped_unknown_peer: AtomicU64,
+    pub(crate) dropped_self: AtomicU64,
+    pub(crate) dropped_no_channel: AtomicU64,
+    pub(crate) dropped_full: AtomicU64,
+    pub(crate) decode_failures: AtomicU64,
+    pub(crate) stream_errors: AtomicU64,
+    pub(crate) dropped_no_receiver: AtomicU64,
+    pub(crate) refused_inbound: AtomicU64,
+    pub(crate) handshake_failures: AtomicU64,
+    pub(crate) peer_errors: AtomicU64,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> RouterStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RouterStats {
+            dropped_unknown_peer: r(&self.dropped_unknown_peer),
+            dropped_self: r(&self.dropped_self),
+            dropped_no_channel: r(&self.dropped_no_channel),
+            dropped_full: r(&self.dropped_full),
+            decode_failures: r(&self.decode_failures),
+            stream_errors: r(&self.stream_errors),
+            dropped_no_receiver: r(&self.dropped_no_receiver),
+            refused_inbound: r(&self.refused_inbound),
+            handshake_failures: r(&self.handshake_failures),
+            peer_errors: r(&self.peer_errors),
+        }
+    }
+}
