@@ -14,6 +14,8 @@
 
 mod address;
 mod channel;
+#[cfg(feature = "test-utils")]
+pub mod conformance;
 mod identity;
 mod node_info;
 mod peer_manager;
