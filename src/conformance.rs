@@ -65,7 +65,11 @@ pub async fn connect(
     to: &dyn Transport,
     to_key: &NodeKey,
 ) -> Pair {
-    let endpoint = to.listen_endpoints().into_iter().next().expect("listener has an endpoint");
+    let endpoint = to
+        .listen_endpoints()
+        .into_iter()
+        .next()
+        .expect("listener has an endpoint");
     let (dialed, accepted) = tokio::join!(from.dial(&endpoint), to.accept());
     let dialer: Arc<dyn Connection> = Arc::from(dialed.expect("dial"));
     let acceptor: Arc<dyn Connection> = Arc::from(accepted.expect("accept"));
@@ -113,7 +117,10 @@ where
     assert_eq!(pair.acceptor.peer_key(), ka.public_key());
     assert_eq!(pair.acceptor_info, node_info(&kb));
     assert_eq!(pair.dialer_info, node_info(&ka));
-    assert_eq!(NodeId::from_public_key(&pair.acceptor.peer_key()), ka.node_id());
+    assert_eq!(
+        NodeId::from_public_key(&pair.acceptor.peer_key()),
+        ka.node_id()
+    );
 
     ordering(&pair).await;
     large_messages(&pair, expect.large_message).await;
@@ -131,17 +138,27 @@ where
     .await;
 
     // Close from either side is seen by the other.
-    pair.dialer.close(crate::transport::CloseReason::Normal).await;
+    pair.dialer
+        .close(crate::transport::CloseReason::Normal)
+        .await;
     pair.acceptor.closed().await;
     assert!(pair.acceptor.recv(ChannelId(1), 1024).await.is_err());
     let pair = connect(&*b, &kb, &*a, &ka).await;
-    pair.acceptor.close(crate::transport::CloseReason::Normal).await;
+    pair.acceptor
+        .close(crate::transport::CloseReason::Normal)
+        .await;
     pair.dialer.closed().await;
-    assert!(pair.dialer.send(ChannelId(1), message(1, 0, 8)).await.is_err() || {
-        // A send may be buffered before the close is noticed; a receive
-        // cannot succeed.
-        pair.dialer.recv(ChannelId(1), 1024).await.is_err()
-    });
+    assert!(
+        pair.dialer
+            .send(ChannelId(1), message(1, 0, 8))
+            .await
+            .is_err()
+            || {
+                // A send may be buffered before the close is noticed; a receive
+                // cannot succeed.
+                pair.dialer.recv(ChannelId(1), 1024).await.is_err()
+            }
+    );
 
     // Many concurrent connections to one listener.
     let dialers: Vec<_> = (10..10 + expect.many_connections)
@@ -220,7 +237,10 @@ async fn concurrent_channels(pair: &Pair) {
     let lanes = [ChannelId(3), ChannelId(4)];
     let sends = futures::future::join_all(lanes.iter().map(|&ch| async move {
         for n in 0..100 {
-            pair.dialer.send(ch, message(ch.0, n, 256)).await.expect("send");
+            pair.dialer
+                .send(ch, message(ch.0, n, 256))
+                .await
+                .expect("send");
         }
     }));
     let recvs = futures::future::join_all(lanes.iter().map(|&ch| async move {
@@ -241,19 +261,28 @@ async fn backpressure(pair: &Pair, isolation: bool) {
     const COUNT: u32 = 3000;
     let flood = async {
         for n in 0..COUNT {
-            pair.dialer.send(stalled, message(3, n, 1024)).await.expect("flood send");
+            pair.dialer
+                .send(stalled, message(3, n, 1024))
+                .await
+                .expect("flood send");
         }
     };
     let others = async {
         if isolation {
             for n in 0..50 {
-                pair.dialer.send(live, message(4, n, 64)).await.expect("live send");
+                pair.dialer
+                    .send(live, message(4, n, 64))
+                    .await
+                    .expect("live send");
                 let m = pair.acceptor.recv(live, 1024).await.expect("live recv");
                 assert_eq!(index(&m), n);
             }
             // And the other direction.
             for n in 0..50 {
-                pair.acceptor.send(live, message(4, n, 64)).await.expect("reverse send");
+                pair.acceptor
+                    .send(live, message(4, n, 64))
+                    .await
+                    .expect("reverse send");
                 let m = pair.dialer.recv(live, 1024).await.expect("reverse recv");
                 assert_eq!(index(&m), n);
             }

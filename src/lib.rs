@@ -44,11 +44,11 @@ pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEO
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-pub use transport::{
-    AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,
-    RefusalReason, Transport,
-};
 pub use router::{
     Channel, ChannelReceiver, ChannelSender, Envelope, HandshakeError, OpenChannelError, PeerError,
     Router, RouterBuilder, RouterOptions, RouterStats, RouterStopped, SendError,
+};
+pub use transport::{
+    AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,
+    RefusalReason, Transport,
 };

@@ -41,8 +41,10 @@ pub trait Transport: Send + Sync + 'static {
     fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>>;
 
     /// Dials `endpoint`. The caller bounds the time.
-    fn dial<'a>(&'a self, endpoint: &'a Endpoint)
-        -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>>;
+    fn dial<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>>;
 
     /// Stops listening and makes `accept` return [`AcceptError::Closed`].
     fn close(&self) -> BoxFuture<'_, ()>;
@@ -64,7 +66,10 @@ pub trait Connection: Send + Sync + 'static {
     fn peer_key(&self) -> VerifyingKey;
 
     /// Sends our `NodeInfo` and receives the peer's, concurrently.
-    fn handshake<'a>(&'a self, ours: &'a NodeInfo) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>>;
+    fn handshake<'a>(
+        &'a self,
+        ours: &'a NodeInfo,
+    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>>;
 
     /// Accepting side: tells the dialer whether it was admitted.
     fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>>;
@@ -77,13 +82,21 @@ pub trait Connection: Send + Sync + 'static {
     ///
     /// Not cancel safe for the message being sent: a cancelled send may or
     /// may not deliver it, but never delivers it truncated.
-    fn send(&self, channel: ChannelId, message: Bytes) -> BoxFuture<'_, Result<(), ConnectionError>>;
+    fn send(
+        &self,
+        channel: ChannelId,
+        message: Bytes,
+    ) -> BoxFuture<'_, Result<(), ConnectionError>>;
 
     /// Receives the next message on `channel`, refusing one larger than
     /// `max_size` before reading it into memory. An error that concerns one
     /// stream ([`ConnectionError::is_stream_error`]) leaves the connection
     /// and other channels working.
-    fn recv(&self, channel: ChannelId, max_size: usize) -> BoxFuture<'_, Result<Bytes, ConnectionError>>;
+    fn recv(
+        &self,
+        channel: ChannelId,
+        max_size: usize,
+    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>>;
 
     /// Closes the connection; the peer sees the reason where the transport
     /// can carry one.
@@ -251,6 +264,9 @@ mod tests {
         ] {
             assert_eq!(Admission::from_byte(a.to_byte()), a);
         }
-        assert_eq!(Admission::from_byte(77), Admission::Refused(RefusalReason::Other));
+        assert_eq!(
+            Admission::from_byte(77),
+            Admission::Refused(RefusalReason::Other)
+        );
     }
 }

@@ -24,9 +24,7 @@ use crate::address::PeerAddress;
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::{AdmitError, Direction, PeerManager};
-use crate::transport::{
-    AcceptError, Admission, CloseReason, Connection, RefusalReason, Transport,
-};
+use crate::transport::{AcceptError, Admission, CloseReason, Connection, RefusalReason, Transport};
 
 /// Maps the tokio clock (pausable in tests) to the wall-clock times the
 /// peer manager persists.
@@ -149,7 +147,8 @@ impl Actor {
             for transport in self.transports.clone() {
                 let mailbox = self.shared.mailbox.clone();
                 let cancel = self.cancel.clone();
-                self.accept_loops.spawn(accept_loop(transport, mailbox, cancel));
+                self.accept_loops
+                    .spawn(accept_loop(transport, mailbox, cancel));
             }
             loop {
                 self.drive();
@@ -294,7 +293,11 @@ impl Actor {
                 Ok(Ok(info)) => {
                     let key = conn.peer_key();
                     match check_peer_info(&ours, &info, &key, None, self_id) {
-                        Ok(peer) => Ok(Handshaken { conn: conn.clone(), info, peer }),
+                        Ok(peer) => Ok(Handshaken {
+                            conn: conn.clone(),
+                            info,
+                            peer,
+                        }),
                         Err(e) => Err((Some(NodeId::from_public_key(&key)), e)),
                     }
                 }
@@ -495,7 +498,9 @@ impl Actor {
         let timeout = self.options.handshake_timeout;
         self.closers.spawn(async move {
             if let Some(reason) = refusal {
-                let _ = tokio::time::timeout(timeout, conn.send_admission(Admission::Refused(reason))).await;
+                let _ =
+                    tokio::time::timeout(timeout, conn.send_admission(Admission::Refused(reason)))
+                        .await;
             }
             conn.close(CloseReason::Refused).await;
         });
@@ -578,22 +583,33 @@ async fn dial(
             else {
                 continue;
             };
-            let conn = match tokio::time::timeout(options.dial_timeout, transport.dial(&endpoint)).await {
-                Ok(Ok(conn)) => Arc::<dyn Connection>::from(conn),
-                Ok(Err(e)) => {
-                    last = DialFailure::Dial(format!("{endpoint}: {e}"));
-                    continue;
-                }
-                Err(_) => {
-                    last = DialFailure::Dial(format!("{endpoint}: timed out"));
-                    continue;
-                }
-            };
+            let conn =
+                match tokio::time::timeout(options.dial_timeout, transport.dial(&endpoint)).await {
+                    Ok(Ok(conn)) => Arc::<dyn Connection>::from(conn),
+                    Ok(Err(e)) => {
+                        last = DialFailure::Dial(format!("{endpoint}: {e}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        last = DialFailure::Dial(format!("{endpoint}: timed out"));
+                        continue;
+                    }
+                };
             let handshake = async {
                 let info = conn.handshake(&ours).await?;
-                let peer = check_peer_info(&ours, &info, &conn.peer_key(), Some(address.node_id()), self_id)?;
+                let peer = check_peer_info(
+                    &ours,
+                    &info,
+                    &conn.peer_key(),
+                    Some(address.node_id()),
+                    self_id,
+                )?;
                 match conn.recv_admission().await? {
-                    Admission::Accepted => Ok(Handshaken { conn: conn.clone(), info, peer }),
+                    Admission::Accepted => Ok(Handshaken {
+                        conn: conn.clone(),
+                        info,
+                        peer,
+                    }),
                     Admission::Refused(reason) => Err(HandshakeError::Refused(reason)),
                 }
             };

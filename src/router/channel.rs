@@ -95,7 +95,9 @@ impl<M> Clone for ChannelSender<M> {
 
 impl<M> std::fmt::Debug for ChannelSender<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChannelSender").field("id", &self.id).finish()
+        f.debug_struct("ChannelSender")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -204,7 +206,9 @@ impl<M> Clone for ChannelReceiver<M> {
 
 impl<M> std::fmt::Debug for ChannelReceiver<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChannelReceiver").field("id", &self.id).finish()
+        f.debug_struct("ChannelReceiver")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

@@ -139,7 +139,13 @@ mod tests {
         let (me, them) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
         let ours = info(&me, "n", &[1, 2]);
         let theirs = info(&them, "n", &[2, 3]);
-        let got = check_peer_info(&ours, &theirs, &them.public_key(), Some(them.node_id()), me.node_id());
+        let got = check_peer_info(
+            &ours,
+            &theirs,
+            &them.public_key(),
+            Some(them.node_id()),
+            me.node_id(),
+        );
         assert_eq!(got, Ok(them.node_id()));
         assert!(ours.has_channel(ChannelId(2)));
     }
@@ -187,11 +193,19 @@ mod tests {
         let window = Duration::from_secs(5);
         use Direction::{Inbound, Outbound};
         // On the small node: its outbound loses to the large node's dial.
-        assert!(new_connection_wins(small, large, Outbound, young, Inbound, window));
-        assert!(!new_connection_wins(small, large, Inbound, young, Outbound, window));
+        assert!(new_connection_wins(
+            small, large, Outbound, young, Inbound, window
+        ));
+        assert!(!new_connection_wins(
+            small, large, Inbound, young, Outbound, window
+        ));
         // On the large node: its own dial wins, whichever arrives first.
-        assert!(!new_connection_wins(large, small, Outbound, young, Inbound, window));
-        assert!(new_connection_wins(large, small, Inbound, young, Outbound, window));
+        assert!(!new_connection_wins(
+            large, small, Outbound, young, Inbound, window
+        ));
+        assert!(new_connection_wins(
+            large, small, Inbound, young, Outbound, window
+        ));
     }
 
     #[test]
@@ -200,7 +214,16 @@ mod tests {
         let large = NodeId::from_bytes([2; 20]);
         let window = Duration::from_secs(5);
         use Direction::{Inbound, Outbound};
-        assert!(new_connection_wins(large, small, Outbound, window, Inbound, window));
-        assert!(new_connection_wins(small, large, Inbound, Duration::ZERO, Inbound, window));
+        assert!(new_connection_wins(
+            large, small, Outbound, window, Inbound, window
+        ));
+        assert!(new_connection_wins(
+            small,
+            large,
+            Inbound,
+            Duration::ZERO,
+            Inbound,
+            window
+        ));
     }
 }

@@ -114,7 +114,10 @@ mod tests {
             l.admit(ip(1), t0).unwrap();
             l.release(ip(1));
         }
-        assert_eq!(l.admit(ip(1), t0 + Duration::from_secs(9)), Err(IpLimitError::TooFast));
+        assert_eq!(
+            l.admit(ip(1), t0 + Duration::from_secs(9)),
+            Err(IpLimitError::TooFast)
+        );
         l.admit(ip(1), t0 + Duration::from_secs(10)).unwrap();
     }
 

@@ -144,7 +144,12 @@ impl RouterBuilder {
         let mut node_info = self.node_info;
         node_info.node_id = self.key.node_id().to_string();
         if node_info.listen_addr.is_empty() {
-            if let Some(ep) = self.transports.iter().flat_map(|t| t.listen_endpoints()).next() {
+            if let Some(ep) = self
+                .transports
+                .iter()
+                .flat_map(|t| t.listen_endpoints())
+                .next()
+            {
                 node_info.listen_addr = match ep.socket_addr() {
                     Some(addr) => addr.to_string(),
                     None => ep.to_string(),
@@ -219,7 +224,10 @@ impl Router {
     }
 
     /// Opens a typed channel. Its id is announced in later handshakes.
-    pub fn open_channel<M>(&self, descriptor: ChannelDescriptor) -> Result<Channel<M>, OpenChannelError>
+    pub fn open_channel<M>(
+        &self,
+        descriptor: ChannelDescriptor,
+    ) -> Result<Channel<M>, OpenChannelError>
     where
         M: prost::Message + Default + Send + 'static,
     {
@@ -243,7 +251,13 @@ impl Router {
             })
         });
         let sender = ChannelSender::new(id, descriptor.max_message_size, self.shared.clone());
-        channels.insert(id, ChannelEntry { descriptor, deliver });
+        channels.insert(
+            id,
+            ChannelEntry {
+                descriptor,
+                deliver,
+            },
+        );
         self.shared.node_info_mut().channels.push(id.0);
         Ok(Channel::new(sender, ChannelReceiver::new(id, rx)))
     }
@@ -256,7 +270,10 @@ impl Router {
     }
 
     /// Adds a peer address to the peer manager; it is dialed when due.
-    pub async fn add_peer(&self, address: PeerAddress) -> Result<Result<bool, AddError>, RouterStopped> {
+    pub async fn add_peer(
+        &self,
+        address: PeerAddress,
+    ) -> Result<Result<bool, AddError>, RouterStopped> {
         let (tx, rx) = oneshot::channel();
         self.shared
             .mailbox

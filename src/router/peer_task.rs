@@ -124,7 +124,11 @@ async fn receive_loop(
             Ok(message) => message,
             Err(e) if e.is_stream_error() => {
                 bump(&shared.stats.stream_errors);
-                report(&shared, PeerError::minor(peer, format!("channel {channel}: {e}"))).await;
+                report(
+                    &shared,
+                    PeerError::minor(peer, format!("channel {channel}: {e}")),
+                )
+                .await;
                 continue;
             }
             Err(e) => return format!("receive on channel {channel}: {e}"),
@@ -133,7 +137,11 @@ async fn receive_loop(
             Ok(()) => {}
             Err(DeliverError::Decode(e)) => {
                 bump(&shared.stats.decode_failures);
-                report(&shared, PeerError::minor(peer, format!("channel {channel}: undecodable message: {e}"))).await;
+                report(
+                    &shared,
+                    PeerError::minor(peer, format!("channel {channel}: undecodable message: {e}")),
+                )
+                .await;
             }
             Err(DeliverError::ReceiverGone) => bump(&shared.stats.dropped_no_receiver),
         }

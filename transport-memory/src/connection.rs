@@ -124,11 +124,20 @@ impl MemoryConnection {
         }
     }
 
+    /// Receives the next raw handshake message (the peer's encoded
+    /// `NodeInfo`, then its one-byte admission), for tests acting as a peer.
+    pub async fn recv_raw_control(&self) -> Result<Bytes, ConnectionError> {
+        self.recv_control().await
+    }
+
     async fn recv_control(&self) -> Result<Bytes, ConnectionError> {
         let mut rx = self.inbound.control_rx.lock().await;
+        // Messages sent before a close are still delivered, as a graceful
+        // close of a real transport would.
         tokio::select! {
-            () = self.closed.cancelled() => Err(ConnectionError::Closed),
+            biased;
             m = rx.recv() => m.ok_or(ConnectionError::Closed),
+            () = self.closed.cancelled() => Err(ConnectionError::Closed),
         }
     }
 }
@@ -165,7 +174,9 @@ impl Connection for MemoryConnection {
             let bytes = self.recv_control().await?;
             match bytes.as_ref() {
                 [b] => Ok(Admission::from_byte(*b)),
-                _ => Err(ConnectionError::Malformed("admission must be one byte".into())),
+                _ => Err(ConnectionError::Malformed(
+                    "admission must be one byte".into(),
+                )),
             }
         })
     }
@@ -198,8 +209,8 @@ impl Connection for MemoryConnection {
             let mut rx = lane.rx.lock().await;
             let message = tokio::select! {
                 biased;
-                () = self.closed.cancelled() => return Err(ConnectionError::Closed),
                 m = rx.recv() => m.ok_or(ConnectionError::Closed)?,
+                () = self.closed.cancelled() => return Err(ConnectionError::Closed),
             };
             if message.len() > max_size {
                 return Err(ConnectionError::Oversized {

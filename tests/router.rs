@@ -1,0 +1,515 @@
+//! Router scenarios over the memory transport, on paused tokio time.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use p2p_router::{
+    Admission, ChannelDescriptor, ChannelId, Connection, Envelope, FullPolicy, NodeInfo,
+    OpenChannelError, PeerError, PeerUpdate, RefusalReason,
+};
+use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
+use prost::Message;
+
+#[tokio::test(start_paused = true)]
+async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
+    let (_net, mut nodes) = network(8);
+    connect_all(&mut nodes).await;
+    let ids: Vec<_> = nodes.iter().map(Node::id).collect();
+    let (first, rest) = nodes.split_first().unwrap();
+
+    let echoes: Vec<_> = rest.iter().map(spawn_echo).collect();
+    for id in &ids[1..] {
+        first
+            .tx
+            .send(Envelope {
+                peer: *id,
+                message: text("hi"),
+            })
+            .await
+            .unwrap();
+    }
+    let mut from = BTreeSet::new();
+    for _ in 1..ids.len() {
+        let env = require_receive(&first.rx).await;
+        assert_eq!(env.message, text("echo:hi"));
+        from.insert(env.peer);
+    }
+    assert_eq!(from, ids[1..].iter().copied().collect());
+    for e in echoes {
+        e.abort();
+    }
+    settle().await;
+
+    first.tx.broadcast(text("all")).await.unwrap();
+    for n in rest {
+        let env = require_receive(&n.rx).await;
+        assert_eq!((env.peer, env.message), (first.id(), text("all")));
+    }
+    for n in rest {
+        require_no_message(&n.rx).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_peer_error_gives_down_then_up_by_redial() {
+    let (_net, mut nodes) = network(2);
+    let (a, b) = nodes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    connect(a, b).await;
+    a.tx.report(PeerError::fatal(b.id(), "bad behaviour"))
+        .await
+        .unwrap();
+    require_down(&mut a.updates, b.id()).await;
+    require_up(&mut a.updates, b.id()).await;
+    assert_eq!(a.router.stats().peer_errors, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn minor_peer_error_lowers_score_without_disconnecting() {
+    let (_net, mut nodes) = network(2);
+    let (a, b) = nodes.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    connect(a, b).await;
+    a.tx.report(PeerError::minor(b.id(), "slightly off"))
+        .await
+        .unwrap();
+    settle().await;
+    assert!(a.updates.try_recv().is_err(), "no Down");
+    assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_channel_rejects_duplicates_and_advertises_the_channel() {
+    let (_net, nodes) = network(1);
+    let r = &nodes[0].router;
+    let again = r.open_channel::<Text>(ChannelDescriptor::new(CHANNEL, "dup"));
+    assert_eq!(again.err(), Some(OpenChannelError::Duplicate(CHANNEL)));
+    r.open_channel::<Number>(ChannelDescriptor::new(ChannelId(9), "n"))
+        .unwrap();
+    assert_eq!(r.node_info().channels, vec![CHANNEL.0, 9]);
+    let bad =
+        r.open_channel::<Text>(ChannelDescriptor::new(ChannelId(10), "x").with_send_capacity(0));
+    assert!(matches!(bad, Err(OpenChannelError::Descriptor(_))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_to_unknown_self_and_departed_peers_are_dropped_and_counted() {
+    let (_net, mut nodes) = network(3);
+    connect_all(&mut nodes).await;
+    let a = &nodes[0];
+    let stranger = key(99).node_id();
+    a.tx.send(Envelope {
+        peer: stranger,
+        message: text("?"),
+    })
+    .await
+    .unwrap();
+    a.tx.send(Envelope {
+        peer: a.id(),
+        message: text("me"),
+    })
+    .await
+    .unwrap();
+    let stats = a.router.stats();
+    assert_eq!((stats.dropped_unknown_peer, stats.dropped_self), (1, 1));
+
+    // Received envelopes carry the sender.
+    a.tx.send(Envelope {
+        peer: nodes[1].id(),
+        message: text("x"),
+    })
+    .await
+    .unwrap();
+    let env = require_receive(&nodes[1].rx).await;
+    assert_eq!(env.peer, a.id());
+
+    // After a peer leaves, sends to it are dropped and broadcast skips it.
+    let mut nodes = nodes;
+    let c = nodes.pop().unwrap();
+    let c_id = c.id();
+    c.router.shutdown().await;
+    require_down(&mut nodes[0].updates, c_id).await;
+    nodes[0]
+        .tx
+        .send(Envelope {
+            peer: c_id,
+            message: text("gone"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(nodes[0].router.stats().dropped_unknown_peer, 2);
+    nodes[0].tx.broadcast(text("still here")).await.unwrap();
+    assert_eq!(
+        require_receive(&nodes[1].rx).await.message,
+        text("still here")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_without_the_channel_is_never_sent_to() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let (other_tx, _other_rx) = a
+        .router
+        .open_channel::<Text>(ChannelDescriptor::new(ChannelId(7), "only-a"))
+        .unwrap()
+        .split();
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut a, &mut b).await;
+    other_tx
+        .send(Envelope {
+            peer: b.id(),
+            message: text("nope"),
+        })
+        .await
+        .unwrap();
+    other_tx.broadcast(text("nope")).await.unwrap();
+    assert_eq!(a.router.stats().dropped_no_channel, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut a, &mut b).await;
+    // Same channel id on b, but as another message type: a's bytes for
+    // `Number` (fixed64 on field 1) do not decode as `Text` (string).
+    let raw_tx = a
+        .router
+        .open_channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
+        .unwrap()
+        .split()
+        .0;
+    // Reconnect so the new channel is in both handshakes.
+    let (_bt, b_rx) = b
+        .router
+        .open_channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
+        .unwrap()
+        .split();
+    a.tx.report(PeerError::fatal(b.id(), "reconnect"))
+        .await
+        .unwrap();
+    require_down(&mut a.updates, b.id()).await;
+    require_up(&mut a.updates, b.id()).await;
+    raw_tx
+        .send(Envelope {
+            peer: b.id(),
+            message: Number { value: 7 },
+        })
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(b.router.stats().decode_failures, 1);
+    assert!(b_rx.try_recv().is_none());
+    // The connection survives a minor error.
+    a.tx.send(Envelope {
+        peer: b.id(),
+        message: text("fine"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(require_receive(&b.rx).await.message, text("fine"));
+}
+
+/// Dials the router's node from a raw memory connection, sends `info` as
+/// the handshake and returns what the router answered.
+async fn raw_handshake(
+    net: &MemoryNetwork,
+    from: &p2p_router::NodeKey,
+    to: p2p_router::NodeId,
+    info: Bytes,
+) -> (MemoryConnection, Option<Admission>) {
+    let t = net.transport(from);
+    let conn = t
+        .dial_memory(&p2p_router::Endpoint::memory(to))
+        .await
+        .unwrap();
+    conn.send_raw_handshake(info).await.unwrap();
+    // The router's NodeInfo arrives first, then its decision.
+    let _theirs = conn.recv_raw_control().await;
+    let admission = conn
+        .recv_raw_control()
+        .await
+        .ok()
+        .and_then(|b| (b.len() == 1).then(|| Admission::from_byte(b[0])));
+    (conn, admission)
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_side_refusals_close_the_connection_without_up() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let peer = key(5);
+    let good = {
+        let mut i = NodeInfo::new(peer.node_id(), NETWORK, "p");
+        i.listen_addr = format!("memory:{}", peer.node_id());
+        i.channels = vec![CHANNEL.0];
+        i
+    };
+    let mut cases: Vec<(&str, NodeInfo)> = Vec::new();
+    cases.push(("empty", NodeInfo::default()));
+    let mut i = good.clone();
+    i.node_id = key(6).node_id().to_string();
+    cases.push(("key mismatch", i));
+    let mut i = good.clone();
+    i.network = "elsewhere".into();
+    cases.push(("other network", i));
+    let mut i = good.clone();
+    i.channels = vec![0x55];
+    cases.push(("no common channel", i));
+    for (name, info) in cases {
+        let (conn, admission) =
+            raw_handshake(&net, &peer, a.id(), Bytes::from(info.encode_to_vec())).await;
+        assert_eq!(
+            admission,
+            Some(Admission::Refused(RefusalReason::Incompatible)),
+            "{name}"
+        );
+        conn.closed().await;
+    }
+    // Garbage instead of a NodeInfo.
+    let (conn, _) = raw_handshake(&net, &peer, a.id(), Bytes::from_static(b"\xff\xff\xff")).await;
+    conn.closed().await;
+    assert!(a.updates.try_recv().is_err(), "no Up for refused peers");
+    assert_eq!(a.router.stats().handshake_failures, 5);
+    // Still serving: a good peer connects.
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut b, &mut a).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dialing_a_peer_whose_key_does_not_match_the_address_fails() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    // Node 2's transport authenticates with node 3's key.
+    let impostor = Arc::new(net.transport_claiming(&key(2), key(3).public_key()));
+    let _b = NodeBuilder::new(key(2)).start_with(impostor);
+    a.router
+        .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
+        .await
+        .unwrap()
+        .unwrap();
+    settle().await;
+    assert!(a.updates.try_recv().is_err());
+    assert!(a.router.stats().handshake_failures >= 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_network_peer_is_refused_and_marked_inactive() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut builder = NodeBuilder::new(key(2));
+    builder.network = "another".into();
+    let _b = builder.start(&net);
+    a.router
+        .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
+        .await
+        .unwrap()
+        .unwrap();
+    settle().await;
+    assert!(a.updates.try_recv().is_err());
+    // Inactive: adding its address again is a no-op.
+    let again = p2p_router::PeerAddress::memory(key(2).node_id());
+    assert_eq!(a.router.add_peer(again).await.unwrap(), Ok(false));
+}
+
+#[tokio::test(start_paused = true)]
+async fn simultaneous_dial_ends_with_exactly_one_connection() {
+    for _ in 0..5 {
+        let (_net, mut nodes) = network(2);
+        let (a_addr, b_addr) = (nodes[0].address(), nodes[1].address());
+        let (ra, rb) = (&nodes[0].router, &nodes[1].router);
+        let (x, y) = tokio::join!(ra.add_peer(b_addr), rb.add_peer(a_addr));
+        x.unwrap().unwrap();
+        y.unwrap().unwrap();
+        let (a_id, b_id) = (nodes[0].id(), nodes[1].id());
+        wait_until_up(&mut nodes[0].updates, &[b_id].into()).await;
+        wait_until_up(&mut nodes[1].updates, &[a_id].into()).await;
+        settle().await;
+        assert_eq!(nodes[0].router.connected_peers().await.unwrap(), vec![b_id]);
+        assert_eq!(nodes[1].router.connected_peers().await.unwrap(), vec![a_id]);
+        // The surviving connection carries traffic both ways.
+        nodes[0]
+            .tx
+            .send(Envelope {
+                peer: b_id,
+                message: text("x"),
+            })
+            .await
+            .unwrap();
+        nodes[1]
+            .tx
+            .send(Envelope {
+                peer: a_id,
+                message: text("y"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(require_receive(&nodes[1].rx).await.message, text("x"));
+        assert_eq!(require_receive(&nodes[0].rx).await.message, text("y"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restarted_peer_takes_over_its_stale_connection() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut b, &mut a).await;
+    // b "crashes": its router is gone, but a never saw the connection close.
+    std::mem::forget(b.router);
+    // Let the old connection age past the takeover window.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let mut b2 = NodeBuilder::new(key(2)).start(&net);
+    b2.router.add_peer(a.address()).await.unwrap().unwrap();
+    require_up(&mut b2.updates, a.id()).await;
+    b2.tx
+        .send(Envelope {
+            peer: a.id(),
+            message: text("back"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(require_receive(&a.rx).await.message, text("back"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_peer_does_not_delay_broadcast_to_others() {
+    let net = MemoryNetwork::new();
+    let mut builder = NodeBuilder::new(key(1));
+    builder.descriptor = ChannelDescriptor::new(CHANNEL, "blocks").with_send_capacity(2);
+    let mut a = builder.start(&net);
+    let mut fast = NodeBuilder::new(key(2)).start(&net);
+    let mut slow = NodeBuilder::new(key(3)).start(&net);
+    connect(&mut a, &mut fast).await;
+    connect(&mut a, &mut slow).await;
+    // `slow` never reads. Broadcast until a broadcast is stuck on its full
+    // queue; `fast` must get every message, including the stuck one.
+    let mut n = 0;
+    loop {
+        let message = text(&format!("m{n}"));
+        let broadcast = a.tx.broadcast(message.clone());
+        tokio::pin!(broadcast);
+        let stuck = tokio::select! {
+            biased;
+            r = &mut broadcast => { r.unwrap(); false }
+            () = settle() => true,
+        };
+        assert_eq!(require_receive(&fast.rx).await.message, message);
+        if stuck {
+            // Delivered to `fast` while still waiting on `slow`.
+            assert!(n > 2, "slow peer buffers filled after {n} messages");
+            break;
+        }
+        n += 1;
+    }
+    let _ = &mut slow;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drop_oldest_channel_never_waits_on_a_stalled_peer() {
+    let net = MemoryNetwork::new();
+    let mut builder = NodeBuilder::new(key(1));
+    builder.descriptor = ChannelDescriptor::new(CHANNEL, "votes")
+        .with_send_capacity(4)
+        .with_full_policy(FullPolicy::DropOldest);
+    let mut a = builder.start(&net);
+    let mut fast = NodeBuilder::new(key(2)).start(&net);
+    let mut slow = NodeBuilder::new(key(3)).start(&net);
+    connect(&mut a, &mut fast).await;
+    connect(&mut a, &mut slow).await;
+    for n in 0..2000 {
+        a.tx.broadcast(text(&format!("m{n}"))).await.unwrap();
+        assert_eq!(
+            require_receive(&fast.rx).await.message,
+            text(&format!("m{n}"))
+        );
+    }
+    assert!(
+        a.router.stats().dropped_full > 0,
+        "the stalled peer's queue overflowed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn eviction_closes_the_connection_and_gives_down() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1));
+    a.pm.disconnect_cooldown = std::time::Duration::from_secs(3600);
+    let mut a = a.start(&net);
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut a, &mut b).await;
+    a.tx.report(PeerError::fatal(b.id(), "evict me"))
+        .await
+        .unwrap();
+    require_down(&mut a.updates, b.id()).await;
+    require_down(&mut b.updates, a.id()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_handshakes_do_not_delay_other_peers() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    // Three connections that never send a NodeInfo.
+    let mut hung = Vec::new();
+    for n in 10..13 {
+        let t = net.transport(&key(n));
+        hung.push(
+            t.dial_memory(&p2p_router::Endpoint::memory(a.id()))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut b, &mut a).await;
+    // Dials proceed too while a dial to a silent peer hangs.
+    let silent = net.transport(&key(20));
+    a.router
+        .add_peer(p2p_router::PeerAddress::memory(key(20).node_id()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = NodeBuilder::new(key(3)).start(&net);
+    connect(&mut a, &mut c).await;
+    drop(silent);
+    drop(hung);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_leaves_no_task_behind() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let (_net, mut nodes) = network(4);
+    connect_all(&mut nodes).await;
+    for n in nodes {
+        n.router.shutdown().await;
+    }
+    assert_eq!(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
+        before
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn peer_updates_carry_the_shared_channels() {
+    let (_net, mut nodes) = network(2);
+    let b_id = nodes[1].id();
+    let b_addr = nodes[1].address();
+    nodes[0].router.add_peer(b_addr).await.unwrap().unwrap();
+    match require_update(&mut nodes[0].updates).await {
+        PeerUpdate::Up { peer, channels } => {
+            assert_eq!(peer, b_id);
+            assert_eq!(channels, vec![CHANNEL]);
+        }
+        other => panic!("expected Up, got {other:?}"),
+    }
+}
