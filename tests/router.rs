@@ -513,3 +513,53 @@ async fn peer_updates_carry_the_shared_channels() {
         other => panic!("expected Up, got {other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_claiming_our_own_key_is_refused_as_self() {
+    let net = MemoryNetwork::new();
+    let a = NodeBuilder::new(key(1)).start(&net);
+    let mirror = net.transport_claiming(&key(50), key(1).public_key());
+    let conn = mirror
+        .dial_memory(&p2p_router::Endpoint::memory(a.id()))
+        .await
+        .unwrap();
+    let mut info = NodeInfo::new(a.id(), NETWORK, "mirror");
+    info.listen_addr = format!("memory:{}", a.id());
+    info.channels = vec![CHANNEL.0];
+    conn.send_raw_handshake(Bytes::from(info.encode_to_vec()))
+        .await
+        .unwrap();
+    let _theirs = conn.recv_raw_control().await.unwrap();
+    let admission = conn.recv_raw_control().await.unwrap();
+    assert_eq!(
+        Admission::from_byte(admission[0]),
+        Admission::Refused(RefusalReason::Duplicate)
+    );
+    conn.closed().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn oversized_inbound_message_is_a_peer_error_and_not_delivered() {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut small = NodeBuilder::new(key(2));
+    small.descriptor = ChannelDescriptor::new(CHANNEL, "small").with_max_message_size(100);
+    let mut b = small.start(&net);
+    connect(&mut a, &mut b).await;
+    a.tx.send(Envelope {
+        peer: b.id(),
+        message: text(&"x".repeat(500)),
+    })
+    .await
+    .unwrap();
+    a.tx.send(Envelope {
+        peer: b.id(),
+        message: text("small"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(require_receive(&b.rx).await.message, text("small"));
+    settle().await;
+    let stats = b.router.stats();
+    assert_eq!((stats.stream_errors, stats.peer_errors), (1, 1));
+}
