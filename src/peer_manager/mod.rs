@@ -663,19 +663,7 @@ impl PeerManager {
         if let Some(ranked) = &self.ranked {
             return ranked.clone();
         }
-        let mut ids: Vec<_> = self
-            .peers
-            .values()
-            .map(|p| {
-                (
-                    Reverse(self.score_of(&p.id)),
-                    Reverse(p.last_connected),
-                    p.id,
-                )
-            })
-            .collect();
-        ids.sort_unstable();
-        let ranked: Arc<[NodeId]> = ids.into_iter().map(|(_, _, id)| id).collect();
+        let ranked = self.rank_snapshot();
         self.ranked = Some(ranked.clone());
         ranked
     }
@@ -775,7 +763,8 @@ impl PeerManager {
         None
     }
 
-    /// The ranking without caching it (for `&self` callers).
+    /// The ranking, computed afresh: score, then most recently connected,
+    /// then id. `ranked` caches it; `&self` callers use it directly.
     fn rank_snapshot(&self) -> Arc<[NodeId]> {
         let mut ids: Vec<_> = self
             .peers
