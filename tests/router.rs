@@ -58,10 +58,7 @@ async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
 
 #[tokio::test(start_paused = true)]
 async fn fatal_peer_error_gives_down_then_up_by_redial() {
-    let (_net, mut nodes) = network(2);
-    let (a, b) = nodes.split_at_mut(1);
-    let (a, b) = (&mut a[0], &mut b[0]);
-    connect(a, b).await;
+    let (_net, mut a, b) = connected_pair().await;
     a.tx.report(PeerError::fatal(b.id(), "bad behaviour"))
         .await
         .unwrap();
@@ -72,10 +69,7 @@ async fn fatal_peer_error_gives_down_then_up_by_redial() {
 
 #[tokio::test(start_paused = true)]
 async fn minor_peer_error_lowers_score_without_disconnecting() {
-    let (_net, mut nodes) = network(2);
-    let (a, b) = nodes.split_at_mut(1);
-    let (a, b) = (&mut a[0], &mut b[0]);
-    connect(a, b).await;
+    let (_net, mut a, b) = connected_pair().await;
     a.tx.report(PeerError::minor(b.id(), "slightly off"))
         .await
         .unwrap();
@@ -175,10 +169,7 @@ async fn a_peer_without_the_channel_is_never_sent_to() {
 
 #[tokio::test(start_paused = true)]
 async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
-    let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
-    let mut b = NodeBuilder::new(key(2)).start(&net);
-    connect(&mut a, &mut b).await;
+    let (_net, mut a, b) = connected_pair().await;
     // Same channel id on b, but as another message type: a's bytes for
     // `Number` (fixed64 on field 1) do not decode as `Text` (string).
     let raw_tx = a

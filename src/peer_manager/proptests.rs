@@ -40,15 +40,7 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
-fn id(n: u8) -> NodeId {
-    NodeId::from_bytes([n; 20])
-}
-
-fn addr(n: u8) -> PeerAddress {
-    format!("quic://{}@127.0.0.1:{}", id(n), 1000 + u16::from(n))
-        .parse()
-        .unwrap()
-}
+use super::tests::{addr, id};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]

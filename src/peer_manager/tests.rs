@@ -15,11 +15,11 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn id(n: u8) -> NodeId {
+pub(super) fn id(n: u8) -> NodeId {
     NodeId::from_bytes([n; 20])
 }
 
-fn addr(n: u8) -> PeerAddress {
+pub(super) fn addr(n: u8) -> PeerAddress {
     format!("quic://{}@127.0.0.1:{}", id(n), 1000 + u16::from(n))
         .parse()
         .unwrap()

@@ -100,8 +100,8 @@ pub(super) struct Actor {
     dials: JoinSet<DialOutcome>,
     handshakes: JoinSet<InboundOutcome>,
     peers: JoinSet<PeerExit>,
-    /// Connections being closed after a refusal; bounded by the handshake
-    /// limits that produced them.
+    /// Connections being closed after a refusal, at most
+    /// `max_inbound_handshakes` at once (see `close_in_background`).
     closers: JoinSet<()>,
     active: HashMap<NodeId, Active>,
     ip_limiter: IpLimiter,
@@ -495,6 +495,12 @@ impl Actor {
     }
 
     fn close_in_background(&mut self, conn: Arc<dyn Connection>, refusal: Option<RefusalReason>) {
+        if self.closers.len() >= self.options.max_inbound_handshakes.max(1) {
+            // A flood of refused connections must not grow the task count:
+            // drop this one without telling the peer why.
+            drop(conn);
+            return;
+        }
         let timeout = self.options.handshake_timeout;
         self.closers.spawn(async move {
             if let Some(reason) = refusal {

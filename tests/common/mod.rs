@@ -146,6 +146,15 @@ pub async fn connect_all(nodes: &mut [Node]) {
     }
 }
 
+/// Two nodes, the first having dialed the second, both seeing Up.
+pub async fn connected_pair() -> (MemoryNetwork, Node, Node) {
+    let net = MemoryNetwork::new();
+    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut a, &mut b).await;
+    (net, a, b)
+}
+
 /// Connects `a` to `b` (a dials) and waits for both to see Up.
 pub async fn connect(a: &mut Node, b: &mut Node) {
     a.router.add_peer(b.address()).await.unwrap().unwrap();
