@@ -70,7 +70,7 @@ pub async fn connect(
         .into_iter()
         .next()
         .expect("listener has an endpoint");
-    let (dialed, accepted) = tokio::join!(from.dial(&endpoint), to.accept());
+    let (dialed, accepted) = tokio::join!(from.dial(to_key.node_id(), &endpoint), to.accept());
     let dialer: Arc<dyn Connection> = Arc::from(dialed.expect("dial"));
     let acceptor: Arc<dyn Connection> = Arc::from(accepted.expect("accept"));
     let (a_info, b_info) = (node_info(from_key), node_info(to_key));
@@ -169,7 +169,8 @@ where
         transports.push(make(k.clone()).await);
     }
     let endpoint = b.listen_endpoints()[0].clone();
-    let dials = futures::future::join_all(transports.iter().map(|t| t.dial(&endpoint)));
+    let dials =
+        futures::future::join_all(transports.iter().map(|t| t.dial(kb.node_id(), &endpoint)));
     let accepts = async {
         let mut accepted = Vec::new();
         for _ in 0..dialers.len() {
@@ -192,7 +193,7 @@ where
     let closed_endpoint = a.listen_endpoints()[0].clone();
     a.close().await;
     assert!(matches!(a.accept().await, Err(AcceptError::Closed)));
-    assert!(b.dial(&closed_endpoint).await.is_err());
+    assert!(b.dial(ka.node_id(), &closed_endpoint).await.is_err());
     b.close().await;
 }
 

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 
 use crate::address::Protocol;
-use crate::channel::ChannelId;
+use crate::channel::{ChannelDescriptor, ChannelId};
+use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::resolve::Endpoint;
 
@@ -40,9 +41,12 @@ pub trait Transport: Send + Sync + 'static {
     /// Cancel safe: dropping the future loses no accepted connection.
     fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>>;
 
-    /// Dials `endpoint`. The caller bounds the time.
+    /// Dials node `peer` at `endpoint`. A transport that authenticates
+    /// peers refuses a peer proving another id ([`DialError::WrongPeer`]).
+    /// The caller bounds the time.
     fn dial<'a>(
         &'a self,
+        peer: NodeId,
         endpoint: &'a Endpoint,
     ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>>;
 
@@ -104,6 +108,24 @@ pub trait Connection: Send + Sync + 'static {
 
     /// Resolves once the connection is closed, by either side.
     fn closed(&self) -> BoxFuture<'_, ()>;
+
+    /// Tells the transport how the router will use `channel` on this
+    /// connection, before any traffic on it: transports with per-channel
+    /// streams map the descriptor's priority onto the stream. The default
+    /// ignores it.
+    fn prepare_channel(&self, channel: &ChannelDescriptor) {
+        let _ = channel;
+    }
+
+    /// Waits for the next stream-level misbehaviour the transport detected
+    /// outside any [`recv`](Self::recv) call (for example, a stream opened
+    /// for a channel the peer did not negotiate). The stream is already
+    /// reset; the router reports the error against the peer and keeps the
+    /// connection. Transports without such errors never resolve (the
+    /// default).
+    fn next_stream_error(&self) -> BoxFuture<'_, ConnectionError> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// The accepting side's decision, sent to the dialer after the handshake.
@@ -203,6 +225,18 @@ pub enum DialError {
     /// The peer failed transport-level authentication.
     #[error("peer authentication failed: {0}")]
     Authentication(String),
+    /// The peer authenticated as another node than the one dialed.
+    #[error("dialed node {expected} but reached {actual}")]
+    WrongPeer {
+        /// The node id in the dialed address.
+        expected: NodeId,
+        /// The node id the peer proved.
+        actual: NodeId,
+    },
+    /// The peer speaks another protocol version or belongs to another
+    /// network; nothing was exchanged.
+    #[error("incompatible peer: {0}")]
+    Incompatible(String),
     /// Any other failure.
     #[error("dial failed: {0}")]
     Other(String),
@@ -230,6 +264,14 @@ pub enum ConnectionError {
     /// The peer used a channel it may not use; that stream was reset.
     #[error("unexpected stream for channel {0}")]
     UnexpectedChannel(ChannelId),
+    /// The peer stopped or reset this channel's stream (it refused a
+    /// message, or the sender abandoned one). Messages in flight on it may be
+    /// lost; the channel carries on with a new stream.
+    #[error("stream stopped by the peer (code {code})")]
+    StreamStopped {
+        /// The application error code the peer gave.
+        code: u64,
+    },
     /// An IO error.
     #[error("i/o: {0}")]
     Io(String),
@@ -244,6 +286,7 @@ impl ConnectionError {
             ConnectionError::Oversized { .. }
                 | ConnectionError::UnexpectedChannel(_)
                 | ConnectionError::Malformed(_)
+                | ConnectionError::StreamStopped { .. }
         )
     }
 }

@@ -24,7 +24,9 @@ use crate::address::PeerAddress;
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::{AdmitError, Direction, PeerManager};
-use crate::transport::{AcceptError, Admission, CloseReason, Connection, RefusalReason, Transport};
+use crate::transport::{
+    AcceptError, Admission, CloseReason, Connection, DialError, RefusalReason, Transport,
+};
 
 /// Maps the tokio clock (pausable in tests) to the wall-clock times the
 /// peer manager persists.
@@ -431,6 +433,7 @@ impl Actor {
                 continue;
             }
             let d = &entry.descriptor;
+            conn.prepare_channel(d);
             let queue = Arc::new(SendQueue::new(d.send_capacity, d.full_policy));
             queues.insert(*id, queue.clone());
             channels.push(PeerChannel {
@@ -589,18 +592,32 @@ async fn dial(
             else {
                 continue;
             };
-            let conn =
-                match tokio::time::timeout(options.dial_timeout, transport.dial(&endpoint)).await {
-                    Ok(Ok(conn)) => Arc::<dyn Connection>::from(conn),
-                    Ok(Err(e)) => {
-                        last = DialFailure::Dial(format!("{endpoint}: {e}"));
-                        continue;
-                    }
-                    Err(_) => {
-                        last = DialFailure::Dial(format!("{endpoint}: timed out"));
-                        continue;
-                    }
-                };
+            let conn = match tokio::time::timeout(
+                options.dial_timeout,
+                transport.dial(address.node_id(), &endpoint),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => Arc::<dyn Connection>::from(conn),
+                // Authenticated, but not whom we want: a handshake
+                // failure, not an unreachable address.
+                Ok(Err(DialError::WrongPeer { expected, actual })) => {
+                    last = DialFailure::Handshake(HandshakeError::WrongPeer { expected, actual });
+                    continue;
+                }
+                Ok(Err(DialError::Incompatible(e))) => {
+                    last = DialFailure::Handshake(HandshakeError::IncompatibleTransport(e));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    last = DialFailure::Dial(format!("{endpoint}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    last = DialFailure::Dial(format!("{endpoint}: timed out"));
+                    continue;
+                }
+            };
             let handshake = async {
                 let info = conn.handshake(&ours).await?;
                 let peer = check_peer_info(

@@ -38,6 +38,10 @@ pub enum HandshakeError {
     /// The peer cannot talk to us (other network, no common channel...).
     #[error("incompatible peer: {0}")]
     Incompatible(#[from] IncompatibleError),
+    /// The transport found the peer incompatible before any exchange
+    /// (another network or protocol version, e.g. a QUIC ALPN mismatch).
+    #[error("incompatible transport: {0}")]
+    IncompatibleTransport(String),
     /// The peer refused us.
     #[error("refused by peer: {0:?}")]
     Refused(crate::transport::RefusalReason),
@@ -56,7 +60,7 @@ impl HandshakeError {
             self,
             HandshakeError::Incompatible(
                 IncompatibleError::Network { .. } | IncompatibleError::NoCommonChannel { .. }
-            )
+            ) | HandshakeError::IncompatibleTransport(_)
         )
     }
 }

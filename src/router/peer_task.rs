@@ -75,8 +75,14 @@ impl PeerTask {
             loops.spawn(
                 async move {
                     while let Some(message) = queue.pop().await {
-                        if let Err(e) = conn.send(id, message).await {
-                            return format!("send on channel {id}: {e}");
+                        match conn.send(id, message).await {
+                            Ok(()) => {}
+                            // The peer refused one stream; the channel
+                            // continues on a new one.
+                            Err(e) if e.is_stream_error() => {
+                                tracing::debug!(channel = %id, error = %e, "send: stream error");
+                            }
+                            Err(e) => return format!("send on channel {id}: {e}"),
                         }
                     }
                     "send queue closed".to_owned()
@@ -93,6 +99,16 @@ impl PeerTask {
             );
             loops.spawn(receive.instrument(tracing::trace_span!("recv", channel = %id)));
         }
+        // Misbehaviour on streams no channel loop reads (e.g. an unknown
+        // channel): reported like a bad message, the connection stays.
+        let (conn, peer, shared) = (self.conn.clone(), self.peer, self.shared.clone());
+        loops.spawn(async move {
+            loop {
+                let e = conn.next_stream_error().await;
+                bump(&shared.stats.stream_errors);
+                report(&shared, PeerError::minor(peer, e.to_string())).await;
+            }
+        });
         let (reason, close) = tokio::select! {
             () = self.cancel.cancelled() => ("closed by router".to_owned(), CloseReason::Normal),
             () = self.conn.closed() => ("connection closed".to_owned(), CloseReason::Normal),

@@ -204,10 +204,20 @@ impl Transport for MemoryTransport {
 
     fn dial<'a>(
         &'a self,
+        peer: NodeId,
         endpoint: &'a Endpoint,
     ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
         Box::pin(async move {
             let conn = self.dial_memory(endpoint).await?;
+            // The hub authenticates the listener's key, as TLS would.
+            let actual = NodeId::from_public_key(&conn.peer_key());
+            if actual != peer {
+                conn.kill();
+                return Err(DialError::WrongPeer {
+                    expected: peer,
+                    actual,
+                });
+            }
             Ok(Box::new(conn) as Box<dyn Connection>)
         })
     }

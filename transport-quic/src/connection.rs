@@ -1,0 +1,304 @@
+//! One authenticated QUIC connection to a peer: the control stream for the
+//! handshake, then the channel streams.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use ed25519_dalek::VerifyingKey;
+use p2p_router::{
+    Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
+    Endpoint, NodeInfo, Protocol,
+};
+use prost::Message;
+use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::codes::CloseCode;
+use crate::config::QuicConfig;
+use crate::framing::{get_varint, put_varint, MAX_VARINT_LEN};
+use crate::streams::{accept_streams, Channels, StreamErrors};
+
+/// Largest encoded `NodeInfo` accepted on the control stream.
+pub const MAX_NODE_INFO_SIZE: usize = 10_240;
+
+/// A connection of the QUIC transport.
+pub struct QuicConnection {
+    conn: quinn::Connection,
+    peer_key: VerifyingKey,
+    dialer: bool,
+    config: Arc<QuicConfig>,
+    control: AsyncMutex<Control>,
+    channels: OnceLock<Arc<Channels>>,
+    errors: StreamErrors,
+    error_rx: AsyncMutex<mpsc::Receiver<ConnectionError>>,
+    acceptor: OnceLock<AbortOnDropHandle<()>>,
+    /// Counts against the transport's connection limit while we live.
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Default)]
+struct Control {
+    send: Option<SendStream>,
+    recv: Option<RecvStream>,
+}
+
+impl std::fmt::Debug for QuicConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicConnection")
+            .field("remote", &self.conn.remote_address())
+            .field("dialer", &self.dialer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicConnection {
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        peer_key: VerifyingKey,
+        dialer: bool,
+        config: Arc<QuicConfig>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let (errors, error_rx) = StreamErrors::new(conn.clone(), config.max_stream_errors);
+        Self {
+            conn,
+            peer_key,
+            dialer,
+            config,
+            control: AsyncMutex::default(),
+            channels: OnceLock::new(),
+            errors,
+            error_rx: AsyncMutex::new(error_rx),
+            acceptor: OnceLock::new(),
+            _permit: permit,
+        }
+    }
+
+    /// The underlying quinn connection (statistics such as RTT and lost
+    /// packets; tests acting as a hostile peer).
+    pub fn quinn(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    fn channels(&self) -> Result<&Arc<Channels>, ConnectionError> {
+        self.channels
+            .get()
+            .ok_or_else(|| ConnectionError::Malformed("channel use before the handshake".into()))
+    }
+
+    async fn exchange(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
+        let encoded = ours.encode_to_vec();
+        if encoded.len() > MAX_NODE_INFO_SIZE {
+            return Err(ConnectionError::Oversized {
+                size: encoded.len() as u64,
+                max: MAX_NODE_INFO_SIZE,
+            });
+        }
+        let mut frame = BytesMut::with_capacity(encoded.len() + MAX_VARINT_LEN);
+        put_varint(&mut frame, encoded.len() as u64);
+        frame.extend_from_slice(&encoded);
+        let (mut send, mut recv) = if self.dialer {
+            self.conn
+                .open_bi()
+                .await
+                .map_err(|_| ConnectionError::Closed)?
+        } else {
+            self.conn
+                .accept_bi()
+                .await
+                .map_err(|_| ConnectionError::Closed)?
+        };
+        let write = async {
+            send.write_all(&frame)
+                .await
+                .map_err(|_| ConnectionError::Closed)?;
+            if self.dialer {
+                // The dialer has nothing more to say on the control stream.
+                let _ = send.finish();
+            }
+            Ok::<_, ConnectionError>(())
+        };
+        let (written, theirs) = tokio::join!(write, read_frame(&mut recv, MAX_NODE_INFO_SIZE));
+        written?;
+        let theirs = NodeInfo::decode(theirs?)
+            .map_err(|e| ConnectionError::Malformed(format!("NodeInfo: {e}")))?;
+        *self.control.lock().await = Control {
+            send: Some(send),
+            recv: Some(recv),
+        };
+        self.open_channels(ours, &theirs);
+        Ok(theirs)
+    }
+
+    /// Channels both sides listed; peer streams for others are refused.
+    fn open_channels(&self, ours: &NodeInfo, theirs: &NodeInfo) {
+        let ours: BTreeSet<u8> = ours.channels.iter().copied().collect();
+        let shared: Vec<ChannelId> = theirs
+            .channels
+            .iter()
+            .copied()
+            .collect::<BTreeSet<u8>>()
+            .intersection(&ours)
+            .map(|&c| ChannelId(c))
+            .collect();
+        let streams = self.config.max_uni_streams(shared.len());
+        self.conn
+            .set_max_concurrent_uni_streams(VarInt::from_u32(streams));
+        let channels = Arc::new(Channels::new(
+            self.conn.clone(),
+            &shared,
+            self.errors.clone(),
+        ));
+        if self.channels.set(channels.clone()).is_ok() {
+            let task = accept_streams(
+                channels,
+                self.config.stream_header_timeout,
+                streams as usize,
+            );
+            let _ = self
+                .acceptor
+                .set(AbortOnDropHandle::new(tokio::spawn(task)));
+        }
+    }
+
+    /// Number of channels negotiated (after the handshake).
+    pub fn channel_count(&self) -> usize {
+        self.channels.get().map_or(0, |c| c.len())
+    }
+}
+
+/// Reads one varint-length-delimited frame of at most `max` bytes.
+async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, ConnectionError> {
+    let mut prefix = [0u8; MAX_VARINT_LEN];
+    let mut len = None;
+    for n in 1..=MAX_VARINT_LEN {
+        read_exact(recv, &mut prefix[n - 1..n]).await?;
+        match get_varint(&prefix[..n]) {
+            Ok(Some((value, _))) => {
+                len = Some(value);
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(ConnectionError::Malformed(e.to_string())),
+        }
+    }
+    let len = len.ok_or_else(|| ConnectionError::Malformed("bad length".into()))?;
+    if len > max as u64 {
+        return Err(ConnectionError::Oversized { size: len, max });
+    }
+    let mut body = vec![0u8; len as usize];
+    read_exact(recv, &mut body).await?;
+    Ok(Bytes::from(body))
+}
+
+async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), ConnectionError> {
+    recv.read_exact(buf).await.map_err(|e| match e {
+        ReadExactError::FinishedEarly(_) => {
+            ConnectionError::Malformed("control stream ended early".into())
+        }
+        ReadExactError::ReadError(_) => ConnectionError::Closed,
+    })
+}
+
+impl Connection for QuicConnection {
+    fn remote_endpoint(&self) -> Endpoint {
+        Endpoint::ip(Protocol::Quic, self.conn.remote_address())
+    }
+
+    fn peer_key(&self) -> VerifyingKey {
+        self.peer_key
+    }
+
+    fn handshake<'a>(
+        &'a self,
+        ours: &'a NodeInfo,
+    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>> {
+        Box::pin(self.exchange(ours))
+    }
+
+    fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async move {
+            let mut control = self.control.lock().await;
+            let send = control
+                .send
+                .as_mut()
+                .ok_or_else(|| ConnectionError::Malformed("admission before handshake".into()))?;
+            send.write_all(&[admission.to_byte()])
+                .await
+                .map_err(|_| ConnectionError::Closed)?;
+            let _ = send.finish();
+            Ok(())
+        })
+    }
+
+    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
+        Box::pin(async move {
+            let mut control = self.control.lock().await;
+            let recv = control
+                .recv
+                .as_mut()
+                .ok_or_else(|| ConnectionError::Malformed("admission before handshake".into()))?;
+            let mut byte = [0u8];
+            read_exact(recv, &mut byte).await?;
+            Ok(Admission::from_byte(byte[0]))
+        })
+    }
+
+    fn send(
+        &self,
+        channel: ChannelId,
+        message: Bytes,
+    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async move { self.channels()?.send(channel, message).await })
+    }
+
+    fn recv(
+        &self,
+        channel: ChannelId,
+        max_size: usize,
+    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
+        Box::pin(async move { self.channels()?.recv(channel, max_size).await })
+    }
+
+    fn close(&self, reason: CloseReason) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let control = self.control.try_lock().ok().and_then(|mut c| c.send.take());
+            if let Some(channels) = self.channels.get() {
+                channels
+                    .drain(control, self.config.close_drain_timeout)
+                    .await;
+            } else if let Some(mut control) = control {
+                let _ = control.finish();
+                let _ =
+                    tokio::time::timeout(self.config.close_drain_timeout, control.stopped()).await;
+            }
+            let code = CloseCode::from(reason);
+            self.conn.close(code.varint(), code.phrase());
+        })
+    }
+
+    fn closed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.conn.closed().await;
+        })
+    }
+
+    fn prepare_channel(&self, channel: &ChannelDescriptor) {
+        if let Some(channels) = self.channels.get() {
+            channels.set_priority(channel.id, channel.priority);
+        }
+    }
+
+    fn next_stream_error(&self) -> BoxFuture<'_, ConnectionError> {
+        Box::pin(async move {
+            let mut rx = self.error_rx.lock().await;
+            match rx.recv().await {
+                Some(error) => error,
+                // The sender lives as long as we do; never reached.
+                None => std::future::pending().await,
+            }
+        })
+    }
+}

@@ -1,0 +1,405 @@
+//! Channel streams: one unidirectional QUIC stream per channel and
+//! direction, opened lazily by the sender, named by a header, replaced only
+//! by a newer generation after a reset (see `docs/PROTOCOL.md`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use p2p_router::{ChannelId, ConnectionError};
+use quinn::{ReadError, ReadExactError, RecvStream, SendStream, WriteError};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify};
+use tokio::task::JoinSet;
+
+use crate::codes::{CloseCode, StreamCode};
+use crate::framing::{frame_prefix, FrameDecoder, FrameError, StreamHeader, MAX_VARINT_LEN};
+
+/// Largest chunk taken from quinn per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The channels of one connection and their streams in both directions.
+pub(crate) struct Channels {
+    map: HashMap<ChannelId, Arc<ChannelStreams>>,
+    conn: quinn::Connection,
+    errors: StreamErrors,
+}
+
+/// Stream misbehaviour seen on a connection: reported to the router, and
+/// the connection closed once there is too much of it.
+#[derive(Clone)]
+pub(crate) struct StreamErrors {
+    tx: mpsc::Sender<ConnectionError>,
+    count: Arc<AtomicU32>,
+    max: u32,
+    conn: quinn::Connection,
+}
+
+impl StreamErrors {
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        max: u32,
+    ) -> (Self, mpsc::Receiver<ConnectionError>) {
+        let (tx, rx) = mpsc::channel(16);
+        let errors = Self {
+            tx,
+            count: Arc::new(AtomicU32::new(0)),
+            max,
+            conn,
+        };
+        (errors, rx)
+    }
+
+    /// Counts one error; `report` also queues it for `next_stream_error`
+    /// (errors returned from `recv` reach the router that way instead).
+    fn record(&self, error: ConnectionError, report: bool) {
+        tracing::debug!(%error, "bad stream");
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if report {
+            // A full queue means the router is behind; the count still
+            // closes the connection if this goes on.
+            let _ = self.tx.try_send(error);
+        }
+        if n > self.max {
+            let code = CloseCode::TooManyStreamErrors;
+            self.conn.close(code.varint(), code.phrase());
+        }
+    }
+}
+
+/// One channel's streams.
+pub(crate) struct ChannelStreams {
+    id: ChannelId,
+    priority: AtomicI32,
+    outbound: AsyncMutex<Outbound>,
+    /// Streams accepted for this channel, waiting for `recv`.
+    waiting: Mutex<Waiting>,
+    arrived: Notify,
+    inbound: AsyncMutex<Inbound>,
+}
+
+#[derive(Default)]
+struct Outbound {
+    stream: Option<SendStream>,
+    /// Generation of the next stream we open.
+    next_generation: u64,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// Highest generation the peer opened so far.
+    highest: Option<u64>,
+    /// The newest stream not yet being read.
+    next: Option<RecvStream>,
+}
+
+#[derive(Default)]
+struct Inbound {
+    stream: Option<RecvStream>,
+    decoder: FrameDecoder,
+}
+
+impl Channels {
+    /// The channels both sides listed in their `NodeInfo`.
+    pub(crate) fn new(conn: quinn::Connection, ids: &[ChannelId], errors: StreamErrors) -> Self {
+        let map = ids
+            .iter()
+            .map(|&id| {
+                let streams = ChannelStreams {
+                    id,
+                    priority: AtomicI32::new(0),
+                    outbound: AsyncMutex::default(),
+                    waiting: Mutex::default(),
+                    arrived: Notify::new(),
+                    inbound: AsyncMutex::default(),
+                };
+                (id, Arc::new(streams))
+            })
+            .collect();
+        Self { map, conn, errors }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn get(&self, id: ChannelId) -> Result<&Arc<ChannelStreams>, ConnectionError> {
+        self.map
+            .get(&id)
+            .ok_or(ConnectionError::UnexpectedChannel(id))
+    }
+
+    pub(crate) fn set_priority(&self, id: ChannelId, priority: u8) {
+        if let Some(streams) = self.map.get(&id) {
+            streams
+                .priority
+                .store(i32::from(priority), Ordering::Relaxed);
+        }
+    }
+
+    /// Sends one message on `id`'s stream, opening it first if needed.
+    pub(crate) async fn send(&self, id: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
+        let streams = self.get(id)?;
+        let mut outbound = streams.outbound.lock().await;
+        let mut chunks = [Bytes::new(), frame_prefix(message.len()), message];
+        if outbound.stream.is_none() {
+            let stream = self
+                .conn
+                .open_uni()
+                .await
+                .map_err(|_| ConnectionError::Closed)?;
+            // Higher channel priority is sent first.
+            let _ = stream.set_priority(streams.priority.load(Ordering::Relaxed));
+            chunks[0] = StreamHeader {
+                channel: id,
+                generation: outbound.next_generation,
+            }
+            .encode();
+            outbound.next_generation += 1;
+            outbound.stream = Some(stream);
+        }
+        let mut sending = Sending {
+            outbound: &mut outbound,
+            done: false,
+        };
+        let start = usize::from(chunks[0].is_empty());
+        let result = match sending.outbound.stream.as_mut() {
+            Some(stream) => stream.write_all_chunks(&mut chunks[start..]).await,
+            None => return Err(ConnectionError::Closed),
+        };
+        sending.done = true;
+        match result {
+            Ok(()) => Ok(()),
+            Err(WriteError::Stopped(code)) => {
+                // The peer refused this stream; the next message opens a
+                // new generation.
+                sending.outbound.stream = None;
+                Err(ConnectionError::StreamStopped {
+                    code: code.into_inner(),
+                })
+            }
+            Err(_) => {
+                sending.outbound.stream = None;
+                Err(ConnectionError::Closed)
+            }
+        }
+    }
+
+    /// Receives the next message on `id`, refusing frames over `max`.
+    pub(crate) async fn recv(&self, id: ChannelId, max: usize) -> Result<Bytes, ConnectionError> {
+        let streams = self.get(id)?;
+        let mut guard = streams.inbound.lock().await;
+        let inbound = &mut *guard;
+        loop {
+            if inbound.stream.is_none() {
+                inbound.stream = Some(self.next_stream(streams).await?);
+                inbound.decoder = FrameDecoder::default();
+            }
+            let Some(stream) = inbound.stream.as_mut() else {
+                continue;
+            };
+            match inbound.decoder.next_frame(max) {
+                Ok(Some(frame)) => return Ok(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    let (code, error) = match e {
+                        FrameError::Oversized { size, max } => (
+                            StreamCode::Oversized,
+                            ConnectionError::Oversized { size, max },
+                        ),
+                        FrameError::Varint => (
+                            StreamCode::Malformed,
+                            ConnectionError::Malformed("bad frame length".into()),
+                        ),
+                    };
+                    let _ = stream.stop(code.varint());
+                    inbound.stream = None;
+                    self.errors.record(error.clone(), false);
+                    return Err(error);
+                }
+            }
+            match stream.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => inbound.decoder.push(chunk.bytes),
+                Ok(None) => {
+                    // FIN. Senders only finish a stream when closing; a
+                    // frame cut short by it is an error.
+                    let truncated = !inbound.decoder.is_empty();
+                    inbound.stream = None;
+                    if truncated {
+                        let error = ConnectionError::Malformed("frame cut short by FIN".into());
+                        self.errors.record(error.clone(), false);
+                        return Err(error);
+                    }
+                }
+                // The sender abandoned the stream (a cancelled send): the
+                // partial frame is dropped, a newer generation follows.
+                Err(ReadError::Reset(_)) => inbound.stream = None,
+                Err(_) => return Err(ConnectionError::Closed),
+            }
+        }
+    }
+
+    async fn next_stream(&self, streams: &ChannelStreams) -> Result<RecvStream, ConnectionError> {
+        loop {
+            let next = streams
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next
+                .take();
+            if let Some(stream) = next {
+                return Ok(stream);
+            }
+            // `notify_one` stores a permit, so an arrival between the check
+            // and this wait is not missed.
+            tokio::select! {
+                () = streams.arrived.notified() => {}
+                _ = self.conn.closed() => return Err(ConnectionError::Closed),
+            }
+        }
+    }
+
+    /// Hands a stream whose header was read to its channel, or refuses it.
+    fn arrive(&self, header: StreamHeader, mut stream: RecvStream) {
+        let Some(streams) = self.map.get(&header.channel) else {
+            let _ = stream.stop(StreamCode::UnknownChannel.varint());
+            self.errors
+                .record(ConnectionError::UnexpectedChannel(header.channel), true);
+            return;
+        };
+        let mut waiting = streams.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.highest.is_some_and(|h| header.generation <= h) {
+            drop(waiting);
+            let _ = stream.stop(StreamCode::DuplicateStream.varint());
+            self.errors.record(
+                ConnectionError::Malformed(format!(
+                    "second stream for channel {} (generation {})",
+                    streams.id, header.generation
+                )),
+                true,
+            );
+            return;
+        }
+        waiting.highest = Some(header.generation);
+        if let Some(mut older) = waiting.next.replace(stream) {
+            // Never read: its sender reset it before opening this one.
+            let _ = older.stop(StreamCode::Superseded.varint());
+        }
+        drop(waiting);
+        streams.arrived.notify_one();
+    }
+
+    /// Finishes every idle outbound stream and waits until the peer has
+    /// acknowledged their data, or `timeout`.
+    pub(crate) async fn drain(&self, extra: Option<SendStream>, timeout: Duration) {
+        let mut finished: Vec<SendStream> = extra.into_iter().collect();
+        for streams in self.map.values() {
+            // A stream busy in a send is left alone: the router cancels its
+            // sends before closing, which resets it.
+            if let Ok(mut outbound) = streams.outbound.try_lock() {
+                if let Some(stream) = outbound.stream.take() {
+                    finished.push(stream);
+                }
+            }
+        }
+        for stream in &mut finished {
+            let _ = stream.finish();
+        }
+        let acked = futures_join_all(finished.iter().map(|s| s.stopped()));
+        let _ = tokio::time::timeout(timeout, acked).await;
+    }
+}
+
+/// Awaits all futures (quinn's `stopped` futures are independent).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) {
+    let mut set: Vec<_> = futures.map(Box::pin).collect();
+    for f in &mut set {
+        f.as_mut().await;
+    }
+}
+
+/// Resets the stream if a send is dropped mid-message: finishing it (what
+/// dropping a quinn `SendStream` does) would hand the peer a cut frame.
+struct Sending<'a> {
+    outbound: &'a mut Outbound,
+    done: bool,
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            if let Some(mut stream) = self.outbound.stream.take() {
+                let _ = stream.reset(StreamCode::Cancelled.varint());
+            }
+        }
+    }
+}
+
+/// Accepts the peer's channel streams for the life of the connection:
+/// reads each header (in its own task, bounded by the stream limit and a
+/// timeout) and hands the stream to its channel.
+pub(crate) async fn accept_streams(
+    channels: Arc<Channels>,
+    header_timeout: Duration,
+    max_pending: usize,
+) {
+    let mut headers = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = channels.conn.accept_uni() => {
+                let Ok(mut stream) = accepted else { break };
+                if headers.len() >= max_pending {
+                    let _ = stream.stop(StreamCode::HeaderTimeout.varint());
+                    continue;
+                }
+                let channels = channels.clone();
+                headers.spawn(async move {
+                    match tokio::time::timeout(header_timeout, read_header(&mut stream)).await {
+                        Ok(Ok(header)) => channels.arrive(header, stream),
+                        Ok(Err(HeaderError::Malformed)) => {
+                            let _ = stream.stop(StreamCode::Malformed.varint());
+                            channels.errors.record(
+                                ConnectionError::Malformed("bad stream header".into()),
+                                true,
+                            );
+                        }
+                        Ok(Err(HeaderError::Ended)) => {}
+                        Err(_) => {
+                            let _ = stream.stop(StreamCode::HeaderTimeout.varint());
+                            channels.errors.record(
+                                ConnectionError::Malformed("stream header timed out".into()),
+                                true,
+                            );
+                        }
+                    }
+                });
+            }
+            Some(_) = headers.join_next() => {}
+        }
+    }
+}
+
+enum HeaderError {
+    Malformed,
+    /// Reset, finished before a header, or the connection is gone.
+    Ended,
+}
+
+async fn read_header(stream: &mut RecvStream) -> Result<StreamHeader, HeaderError> {
+    // Byte by byte, so no frame bytes are consumed with the header.
+    let mut buf = [0u8; 1 + MAX_VARINT_LEN];
+    for len in 1..=buf.len() {
+        match stream.read_exact(&mut buf[len - 1..len]).await {
+            Ok(()) => {}
+            Err(ReadExactError::FinishedEarly(_)) => return Err(HeaderError::Malformed),
+            Err(_) => return Err(HeaderError::Ended),
+        }
+        match StreamHeader::decode(&buf[..len]) {
+            Ok(Some((header, _))) => return Ok(header),
+            Ok(None) => {}
+            Err(_) => return Err(HeaderError::Malformed),
+        }
+    }
+    Err(HeaderError::Malformed)
+}

@@ -1,0 +1,441 @@
+//! The QUIC transport: UDP endpoints, the accept loops with their limits,
+//! and dialing.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use p2p_router::{
+    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
+    Protocol, Transport,
+};
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::codes::CloseCode;
+use crate::config::QuicConfig;
+use crate::connection::QuicConnection;
+use crate::socket::bind_udp;
+use crate::tls::{self, CertificateError, Identity};
+
+/// Why a QUIC transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The node key could not become a certificate.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// TLS configuration failed.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+    /// A socket could not be bound.
+    #[error("bind {address}: {source}")]
+    Socket {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+type Accepted = Result<QuicConnection, AcceptError>;
+
+/// The QUIC transport: see the crate documentation.
+pub struct QuicTransport {
+    inner: Arc<Inner>,
+    /// Accept loops (each owning its handshake tasks); aborted on drop.
+    tasks: Mutex<JoinSet<()>>,
+}
+
+struct Inner {
+    config: Arc<QuicConfig>,
+    identity: Identity,
+    alpn: Vec<u8>,
+    endpoint_config: quinn::EndpointConfig,
+    listeners: Vec<quinn::Endpoint>,
+    /// Client-only endpoints for address families we do not listen on.
+    dialers: Mutex<HashMap<bool, quinn::Endpoint>>,
+    accepted: AsyncMutex<mpsc::Receiver<Accepted>>,
+    closed: CancellationToken,
+    /// Live connections, both directions.
+    connections: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("listen", &self.local_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicTransport {
+    /// Binds the listen addresses of `config` and starts accepting.
+    /// Must be called within a tokio runtime.
+    pub fn bind(key: &NodeKey, config: QuicConfig) -> Result<Self, BindError> {
+        config.validate().map_err(BindError::Config)?;
+        let config = Arc::new(config);
+        let identity = Identity::new(key).map_err(|e| BindError::Certificate(e.to_string()))?;
+        let alpn = tls::alpn(&config.network);
+        let endpoint_config = endpoint_config(key);
+
+        let server_tls = tls::server_config(&identity, alpn.clone())?;
+        let server_crypto =
+            QuicServerConfig::try_from(server_tls).map_err(|e| BindError::Config(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(config.transport(true).map_err(BindError::Config)?);
+        // Connections waiting for `Incoming` handling; our accept loop takes
+        // them at once, so this only absorbs bursts.
+        server.max_incoming(config.max_incoming_handshakes.saturating_mul(2).max(16));
+
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let mut listeners = Vec::new();
+        for &address in &config.listen {
+            let socket = bind_udp(address, config.socket_buffer)
+                .map_err(|source| BindError::Socket { address, source })?;
+            let endpoint = quinn::Endpoint::new(
+                endpoint_config.clone(),
+                Some(server.clone()),
+                socket,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .map_err(|source| BindError::Socket { address, source })?;
+            listeners.push(endpoint);
+        }
+        let inner = Arc::new(Inner {
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            identity,
+            alpn,
+            endpoint_config,
+            listeners,
+            dialers: Mutex::default(),
+            accepted: AsyncMutex::new(rx),
+            closed: CancellationToken::new(),
+        });
+        let mut tasks = JoinSet::new();
+        for endpoint in &inner.listeners {
+            tasks.spawn(accept_loop(inner.clone(), endpoint.clone(), tx.clone()));
+        }
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The bound addresses (with the actual ports when 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner
+            .listeners
+            .iter()
+            .filter_map(|e| e.local_addr().ok())
+            .collect()
+    }
+
+    /// Dials `peer` at `address` and returns the concrete connection type.
+    pub async fn dial_quic(
+        &self,
+        peer: NodeId,
+        address: SocketAddr,
+    ) -> Result<QuicConnection, DialError> {
+        self.inner.dial(peer, address).await
+    }
+
+    /// The certificate this node presents.
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        self.inner.identity.cert.clone()
+    }
+}
+
+/// The endpoint settings: the stateless-reset key is derived from the node
+/// key, so after a restart the node can still reset its peers' stale
+/// connections instead of leaving them to time out.
+fn endpoint_config(key: &NodeKey) -> quinn::EndpointConfig {
+    let mut hasher = Sha256::new();
+    hasher.update(b"p2p-router quic stateless reset v1");
+    hasher.update(key.seed());
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &hasher.finalize());
+    quinn::EndpointConfig::new(Arc::new(reset_key))
+}
+
+impl Inner {
+    fn client_endpoint(&self, v6: bool) -> Result<quinn::Endpoint, DialError> {
+        // Dialing from the listening socket lets the peer see (and reach) us
+        // at our listen port.
+        if let Some(listener) = self
+            .listeners
+            .iter()
+            .find(|e| e.local_addr().is_ok_and(|a| a.is_ipv6() == v6))
+        {
+            return Ok(listener.clone());
+        }
+        let mut dialers = self.dialers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(endpoint) = dialers.get(&v6) {
+            return Ok(endpoint.clone());
+        }
+        let any: SocketAddr = if v6 {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = bind_udp(any, self.config.socket_buffer)
+            .map_err(|e| DialError::Other(format!("bind {any}: {e}")))?;
+        let endpoint = quinn::Endpoint::new(
+            self.endpoint_config.clone(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| DialError::Other(format!("endpoint: {e}")))?;
+        dialers.insert(v6, endpoint.clone());
+        Ok(endpoint)
+    }
+
+    async fn dial(&self, peer: NodeId, address: SocketAddr) -> Result<QuicConnection, DialError> {
+        if self.closed.is_cancelled() {
+            return Err(DialError::Closed);
+        }
+        let endpoint = self.client_endpoint(address.is_ipv6())?;
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DialError::Other("connection limit reached".into()))?;
+        // A verifier per dial, so its verdict comes back typed.
+        let (client_tls, verdict) = tls::client_config(&self.identity, self.alpn.clone())
+            .map_err(|e| DialError::Other(e.to_string()))?;
+        let crypto =
+            QuicClientConfig::try_from(client_tls).map_err(|e| DialError::Other(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.config.transport(false).map_err(DialError::Other)?);
+        let server_name = peer.to_string();
+        let connecting = endpoint
+            .connect_with(client, address, &server_name)
+            .map_err(|e| DialError::Other(e.to_string()))?;
+        let conn = tokio::select! {
+            () = self.closed.cancelled() => return Err(DialError::Closed),
+            r = tokio::time::timeout(self.config.handshake_timeout, connecting) => match r {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    let verdict = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    return Err(dial_error(e, verdict));
+                }
+                Err(_) => return Err(DialError::Other("QUIC handshake timed out".into())),
+            },
+        };
+        let key = self
+            .check_peer(&conn)
+            .map_err(|e| DialError::Authentication(e.to_string()))?;
+        let actual = NodeId::from_public_key(&key);
+        if actual != peer {
+            // Unreachable with our verifier; kept as a second line.
+            conn.close(CloseCode::ProtocolViolation.varint(), b"wrong node");
+            return Err(DialError::WrongPeer {
+                expected: peer,
+                actual,
+            });
+        }
+        Ok(QuicConnection::new(
+            conn,
+            key,
+            true,
+            self.config.clone(),
+            permit,
+        ))
+    }
+
+    /// Checks what TLS negotiated and returns the peer's key.
+    fn check_peer(&self, conn: &quinn::Connection) -> Result<ed25519_dalek::VerifyingKey, String> {
+        let protocol = conn
+            .handshake_data()
+            .and_then(|d| d.downcast::<HandshakeData>().ok())
+            .and_then(|d| d.protocol);
+        if protocol.as_deref() != Some(self.alpn.as_slice()) {
+            conn.close(CloseCode::ProtocolViolation.varint(), b"alpn");
+            return Err("peer did not negotiate our ALPN".into());
+        }
+        let certs = conn
+            .peer_identity()
+            .and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok());
+        let Some(cert) = certs.as_deref().and_then(|c| c.first()) else {
+            conn.close(CloseCode::ProtocolViolation.varint(), b"no certificate");
+            return Err(CertificateError::Missing.to_string());
+        };
+        tls::certificate_key(cert).map_err(|e| {
+            conn.close(CloseCode::ProtocolViolation.varint(), b"certificate");
+            e.to_string()
+        })
+    }
+}
+
+/// Maps a failed QUIC handshake to the dial error a caller can act on.
+fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) -> DialError {
+    match verdict {
+        Some(CertificateError::WrongNodeId { expected, actual }) => {
+            return DialError::WrongPeer { expected, actual }
+        }
+        Some(other) => return DialError::Authentication(other.to_string()),
+        None => {}
+    }
+    match &error {
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
+        {
+            DialError::Incompatible(
+                "peer refused our ALPN: another network or protocol version".into(),
+            )
+        }
+        quinn::ConnectionError::ConnectionClosed(close) if is_crypto(close.error_code) => {
+            DialError::Authentication(format!("peer refused the TLS handshake: {close}"))
+        }
+        quinn::ConnectionError::TimedOut => DialError::Other("QUIC handshake timed out".into()),
+        quinn::ConnectionError::LocallyClosed => DialError::Closed,
+        other => DialError::Other(other.to_string()),
+    }
+}
+
+/// TLS alert `no_application_protocol` (RFC 7301).
+const NO_APPLICATION_PROTOCOL: u8 = 120;
+
+fn is_crypto(code: quinn::TransportErrorCode) -> bool {
+    (0x100..0x200).contains(&u64::from(code))
+}
+
+async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint, tx: mpsc::Sender<Accepted>) {
+    let handshaking = Arc::new(Semaphore::new(inner.config.max_incoming_handshakes));
+    let mut handshakes = JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            () = inner.closed.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+            Some(_) = handshakes.join_next() => continue,
+        };
+        // Both limits are checked before any TLS work is done.
+        let Ok(slot) = handshaking.clone().try_acquire_owned() else {
+            tracing::debug!(remote = %incoming.remote_address(), "refused: too many handshakes");
+            incoming.refuse();
+            continue;
+        };
+        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
+            tracing::debug!(remote = %incoming.remote_address(), "refused: connection limit");
+            incoming.refuse();
+            continue;
+        };
+        let (inner, tx) = (inner.clone(), tx.clone());
+        handshakes.spawn(async move {
+            let remote = incoming.remote_address();
+            let handshake = async {
+                let conn = incoming
+                    .accept()
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let key = inner.check_peer(&conn)?;
+                Ok::<_, String>((conn, key))
+            };
+            let result = tokio::time::timeout(inner.config.handshake_timeout, handshake).await;
+            drop(slot);
+            match result {
+                Ok(Ok((conn, key))) => {
+                    let conn = QuicConnection::new(conn, key, false, inner.config.clone(), permit);
+                    // Waits while the backlog is full: the permit keeps
+                    // counting this connection meanwhile.
+                    let _ = tx.send(Ok(conn)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "incoming QUIC handshake failed");
+                    let _ = tx.try_send(Err(AcceptError::Connection(format!("{remote}: {e}"))));
+                }
+                Err(_) => {
+                    let _ = tx.try_send(Err(AcceptError::Connection(format!(
+                        "{remote}: QUIC handshake timed out"
+                    ))));
+                }
+            }
+        });
+    }
+}
+
+impl Transport for QuicTransport {
+    fn protocols(&self) -> Vec<Protocol> {
+        vec![Protocol::Quic]
+    }
+
+    fn listen_endpoints(&self) -> Vec<Endpoint> {
+        self.local_addrs()
+            .into_iter()
+            .map(|a| Endpoint::ip(Protocol::Quic, a))
+            .collect()
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
+        Box::pin(async move {
+            let mut rx = self.inner.accepted.lock().await;
+            tokio::select! {
+                biased;
+                () = self.inner.closed.cancelled() => Err(AcceptError::Closed),
+                next = rx.recv() => match next {
+                    Some(Ok(conn)) => Ok(Box::new(conn) as Box<dyn Connection>),
+                    Some(Err(e)) => Err(e),
+                    None => Err(AcceptError::Closed),
+                },
+            }
+        })
+    }
+
+    fn dial<'a>(
+        &'a self,
+        peer: NodeId,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
+        Box::pin(async move {
+            if endpoint.protocol != Protocol::Quic {
+                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
+            }
+            let EndpointAddress::Ip(address) = endpoint.address else {
+                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
+            };
+            let conn = self.inner.dial(peer, address).await?;
+            Ok(Box::new(conn) as Box<dyn Connection>)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.closed.cancel();
+            let code = CloseCode::Shutdown;
+            let dialers: Vec<_> = self
+                .inner
+                .dialers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for endpoint in self.inner.listeners.iter().chain(&dialers) {
+                endpoint.set_server_config(None);
+                endpoint.close(code.varint(), code.phrase());
+            }
+            let mut tasks =
+                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            tasks.shutdown().await;
+            for endpoint in self.inner.listeners.iter().chain(&dialers) {
+                let _ = tokio::time::timeout(
+                    self.inner.config.close_drain_timeout,
+                    endpoint.wait_idle(),
+                )
+                .await;
+            }
+        })
+    }
+}
