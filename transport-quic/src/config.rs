@@ -120,7 +120,10 @@ impl QuicConfig {
         );
         t.send_window(self.send_window);
         t.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(accept_bidi)));
-        t.max_concurrent_uni_streams(VarInt::from_u32(self.max_uni_streams(self.max_channels)));
+        // No channel stream before the handshake: credit for them is
+        // granted once both sides' channels are known (QUIC can raise a
+        // stream limit later, never lower it).
+        t.max_concurrent_uni_streams(VarInt::from_u32(0));
         t.keep_alive_interval(Some(self.keep_alive_interval));
         t.max_idle_timeout(Some(
             IdleTimeout::try_from(self.idle_timeout).map_err(|e| e.to_string())?,

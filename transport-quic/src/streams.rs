@@ -138,8 +138,20 @@ impl Channels {
         }
     }
 
-    /// Sends one message on `id`'s stream, opening it first if needed.
+    /// Sends one message on `id`'s stream, opening it first if needed. If
+    /// the peer stopped the stream (it refused an earlier message), the
+    /// message is sent once more on a new stream.
     pub(crate) async fn send(&self, id: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
+        match self.send_once(id, message.clone()).await {
+            Err(ConnectionError::StreamStopped { code }) => {
+                tracing::debug!(channel = %id, code, "peer stopped our stream; using a new one");
+                self.send_once(id, message).await
+            }
+            other => other,
+        }
+    }
+
+    async fn send_once(&self, id: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
         let streams = self.get(id)?;
         let mut outbound = streams.outbound.lock().await;
         let mut chunks = [Bytes::new(), frame_prefix(message.len()), message];

@@ -295,6 +295,12 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
         quinn::ConnectionError::ConnectionClosed(close) if is_crypto(close.error_code) => {
             DialError::Authentication(format!("peer refused the TLS handshake: {close}"))
         }
+        // The listener refused before any TLS work (over its limits).
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            DialError::Refused
+        }
         quinn::ConnectionError::TimedOut => DialError::Other("QUIC handshake timed out".into()),
         quinn::ConnectionError::LocallyClosed => DialError::Closed,
         other => DialError::Other(other.to_string()),

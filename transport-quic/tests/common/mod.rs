@@ -1,0 +1,418 @@
+//! Helpers for QUIC tests: routers on loopback QUIC, raw connection pairs,
+//! and hand-built TLS clients for hostile-peer cases. Everything waits on
+//! events; time bounds only turn a hang into a failure.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_router::conformance;
+use p2p_router::{
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, MemoryPeerStore, NodeId,
+    NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Router,
+    RouterOptions, Transport,
+};
+use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
+use tokio::sync::broadcast;
+
+pub const NETWORK: &str = "quic-test";
+pub const CHAT: ChannelId = ChannelId(1);
+pub const BULK: ChannelId = ChannelId(2);
+
+/// Upper bound for anything a test waits for: a hang becomes a failure.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Text {
+    #[prost(string, tag = "1")]
+    pub text: String,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct Blob {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: Vec<u8>,
+}
+
+pub fn text(s: impl Into<String>) -> Text {
+    Text { text: s.into() }
+}
+
+pub fn key(n: u8) -> NodeKey {
+    NodeKey::from_seed([n; 32])
+}
+
+/// Awaits `f`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+pub fn quic_config(listen: &str) -> QuicConfig {
+    let mut config = QuicConfig::new(NETWORK).listen_on(listen.parse().unwrap());
+    config.handshake_timeout = Duration::from_secs(5);
+    config
+}
+
+pub fn pm_options() -> PeerManagerOptions {
+    let mut o = PeerManagerOptions::default();
+    o.min_retry_time = Duration::from_millis(50);
+    o.max_retry_time = Duration::from_millis(500);
+    o.max_retry_time_persistent = Duration::from_millis(500);
+    o.retry_time_jitter = Duration::ZERO;
+    o.disconnect_cooldown = Duration::from_millis(50);
+    o
+}
+
+pub struct QuicNode {
+    pub key: NodeKey,
+    pub router: Router,
+    pub chat: ChannelSender<Text>,
+    pub chat_rx: ChannelReceiver<Text>,
+    pub bulk: ChannelSender<Blob>,
+    pub bulk_rx: ChannelReceiver<Blob>,
+    pub updates: broadcast::Receiver<PeerUpdate>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl QuicNode {
+    pub fn id(&self) -> NodeId {
+        self.key.node_id()
+    }
+
+    /// `quic://<id>@<ip>:<port>` of the first listen address.
+    pub fn address(&self) -> PeerAddress {
+        self.address_at(0)
+    }
+
+    pub fn address_at(&self, i: usize) -> PeerAddress {
+        format!("quic://{}@{}", self.id(), self.addrs[i])
+            .parse()
+            .unwrap()
+    }
+
+    /// The first listen address with `localhost` as host (resolved by DNS
+    /// at dial time).
+    pub fn localhost_address(&self) -> PeerAddress {
+        format!("quic://{}@localhost:{}", self.id(), self.addrs[0].port())
+            .parse()
+            .unwrap()
+    }
+}
+
+pub struct NodeBuilder {
+    pub key: NodeKey,
+    pub network: String,
+    pub quic: QuicConfig,
+    pub pm: PeerManagerOptions,
+    pub router: RouterOptions,
+    pub chat: ChannelDescriptor,
+    pub bulk: ChannelDescriptor,
+}
+
+impl NodeBuilder {
+    pub fn new(key: NodeKey) -> Self {
+        Self {
+            key,
+            network: NETWORK.into(),
+            quic: quic_config("127.0.0.1:0"),
+            pm: pm_options(),
+            router: RouterOptions::default(),
+            chat: ChannelDescriptor::new(CHAT, "chat").with_priority(10),
+            bulk: ChannelDescriptor::new(BULK, "bulk")
+                .with_max_message_size(32 << 20)
+                .with_priority(1),
+        }
+    }
+
+    pub fn listen(mut self, addrs: &[&str]) -> Self {
+        self.quic.listen = addrs.iter().map(|a| a.parse().unwrap()).collect();
+        self
+    }
+
+    pub fn start(self) -> QuicNode {
+        let transport = Arc::new(QuicTransport::bind(&self.key, self.quic).unwrap());
+        let addrs = transport.local_addrs();
+        let id = self.key.node_id();
+        let pm = PeerManager::new(id, self.pm, MemoryPeerStore::new(), 1).unwrap();
+        let mut info = NodeInfo::new(id, self.network, "quic-node");
+        info.listen_addr = addrs[0].to_string();
+        let router = Router::builder(self.key.clone(), info, pm)
+            .transport(transport)
+            .options(self.router)
+            .spawn();
+        let (chat, chat_rx) = router.open_channel::<Text>(self.chat).unwrap().split();
+        let (bulk, bulk_rx) = router.open_channel::<Blob>(self.bulk).unwrap().split();
+        let updates = router.subscribe_peer_updates();
+        QuicNode {
+            key: self.key,
+            router,
+            chat,
+            chat_rx,
+            bulk,
+            bulk_rx,
+            updates,
+            addrs,
+        }
+    }
+}
+
+pub async fn require_up(updates: &mut broadcast::Receiver<PeerUpdate>, peer: NodeId) {
+    within("peer up", async {
+        loop {
+            if let PeerUpdate::Up { peer: p, .. } = updates.recv().await.unwrap() {
+                if p == peer {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+pub async fn require_down(updates: &mut broadcast::Receiver<PeerUpdate>, peer: NodeId) {
+    within("peer down", async {
+        loop {
+            if let PeerUpdate::Down { peer: p } = updates.recv().await.unwrap() {
+                if p == peer {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Tracks Up/Down events until exactly `want` are up.
+pub async fn wait_until_up(updates: &mut broadcast::Receiver<PeerUpdate>, want: &BTreeSet<NodeId>) {
+    within("peers up", async {
+        let mut up = BTreeSet::new();
+        while &up != want {
+            match updates.recv().await.unwrap() {
+                PeerUpdate::Up { peer, .. } => {
+                    up.insert(peer);
+                }
+                PeerUpdate::Down { peer } => {
+                    up.remove(&peer);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+/// `a` dials `b` at `address`; both see each other Up.
+pub async fn connect(a: &mut QuicNode, b: &mut QuicNode, address: PeerAddress) {
+    a.router.add_peer(address).await.unwrap().unwrap();
+    require_up(&mut a.updates, b.id()).await;
+    require_up(&mut b.updates, a.id()).await;
+}
+
+/// Waits until `cond` holds on the router's counters. Counters have no
+/// change event, so this polls; the bound turns a miss into a failure.
+pub async fn wait_for_stats(
+    router: &Router,
+    what: &str,
+    cond: impl Fn(&p2p_router::RouterStats) -> bool,
+) {
+    within(what, async {
+        while !cond(&router.stats()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+/// A listening transport and a dialing one, connected and handshaken with
+/// the conformance suite's `NodeInfo` (channels 1 to 4).
+pub struct RawPair {
+    pub listener: Arc<QuicTransport>,
+    pub dialer: Arc<QuicTransport>,
+    pub pair: conformance::Pair,
+}
+
+pub async fn raw_pair() -> RawPair {
+    let (ka, kb) = (key(101), key(102));
+    let dialer = Arc::new(QuicTransport::bind(&ka, quic_config("127.0.0.1:0")).unwrap());
+    let listener = Arc::new(QuicTransport::bind(&kb, quic_config("127.0.0.1:0")).unwrap());
+    let pair = conformance::connect(&*dialer, &ka, &*listener, &kb).await;
+    RawPair {
+        listener,
+        dialer,
+        pair,
+    }
+}
+
+/// A peer that completed the handshake with a listener and may then
+/// misbehave through `conn.quinn()`; `accepted` is the listener's side.
+pub struct Hostile {
+    pub transport: QuicTransport,
+    pub conn: QuicConnection,
+    pub accepted: Box<dyn p2p_router::Connection>,
+}
+
+/// Dials `listener` and completes the handshake (channels 1 to 4).
+pub async fn hostile_pair(listener: &QuicTransport, listener_key: &NodeKey) -> Hostile {
+    let hostile_key = key(103);
+    let hostile = QuicTransport::bind(&hostile_key, quic_config("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addrs()[0];
+    let (dialed, accepted) = tokio::join!(
+        hostile.dial_quic(listener_key.node_id(), addr),
+        listener.accept()
+    );
+    let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
+    use p2p_router::{Admission, Connection};
+    let (a, b) = (
+        conformance::node_info(&hostile_key),
+        conformance::node_info(listener_key),
+    );
+    let (x, y) = tokio::join!(dialed.handshake(&a), accepted.handshake(&b));
+    x.unwrap();
+    y.unwrap();
+    let (s, r) = tokio::join!(
+        accepted.send_admission(Admission::Accepted),
+        dialed.recv_admission()
+    );
+    s.unwrap();
+    assert_eq!(r.unwrap(), Admission::Accepted);
+    Hostile {
+        transport: hostile,
+        conn: dialed,
+        accepted,
+    }
+}
+
+/// A rustls server-certificate verifier that accepts anything, for raw
+/// clients probing the listener's checks.
+#[derive(Debug)]
+pub struct AcceptAnyServer(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client certificate a raw client presents.
+pub enum ClientCert {
+    None,
+    /// A self-signed certificate of `key` (what a real node presents).
+    Node(NodeKey),
+    /// A self-signed ECDSA P-256 certificate.
+    Ecdsa,
+}
+
+/// Connects a raw quinn client to `addr` with the given certificate and
+/// ALPN, and returns how the connection ended (or `Ok` if it is still up
+/// after the handshake completed and a round trip of stream data).
+pub async fn raw_client(
+    addr: SocketAddr,
+    cert: ClientCert,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)));
+    let mut tls = match cert {
+        ClientCert::None => builder.with_no_client_auth(),
+        ClientCert::Node(key) => {
+            let mut der = vec![
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
+            ];
+            der.extend_from_slice(&key.seed());
+            let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(der);
+            let pair =
+                rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["x".into()])
+                .unwrap()
+                .self_signed(&pair)
+                .unwrap();
+            builder
+                .with_client_auth_cert(vec![cert.der().clone()], pkcs8.into())
+                .unwrap()
+        }
+        ClientCert::Ecdsa => {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["x".into()])
+                .unwrap()
+                .self_signed(&pair)
+                .unwrap();
+            let key = rustls::pki_types::PrivatePkcs8KeyDer::from(pair.serialize_der());
+            builder
+                .with_client_auth_cert(vec![cert.der().clone()], key.into())
+                .unwrap()
+        }
+    };
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint.connect(addr, "peer").unwrap().await?;
+    // TLS 1.3 lets the client finish before the server has checked the
+    // client's certificate: a round trip shows the server's verdict.
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let _ = send.write_all(&[0]).await;
+    let mut byte = [0u8; 1];
+    match recv.read_exact(&mut byte).await {
+        Ok(()) => Ok(conn),
+        Err(_) => Err(conn.closed().await),
+    }
+}
+
+/// The listener's ALPN for [`NETWORK`], computed independently of the
+/// crate's code (from the protocol document).
+pub fn alpn_for(network: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(network.as_bytes());
+    let mut out = b"p2p-router/1/".to_vec();
+    out.extend_from_slice(hex_lower(&digest[..8]).as_bytes());
+    out
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every transport test owns its transports; this closes one.
+pub async fn close(t: &dyn Transport) {
+    t.close().await;
+}

@@ -1,0 +1,170 @@
+//! Who the QUIC transport refuses, and that the listener keeps serving
+//! everyone else afterwards.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{alpn_for, key, quic_config, raw_client, within, ClientCert, NETWORK};
+use p2p_router::{conformance, AcceptError, DialError, Transport};
+use p2p_transport_quic::{QuicConfig, QuicTransport};
+
+/// TLS alerts as QUIC CRYPTO_ERROR codes (0x100 + alert).
+const CERTIFICATE_REQUIRED: u64 = 0x100 + 116;
+const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
+
+fn listener(n: u8) -> (Arc<QuicTransport>, p2p_router::NodeKey) {
+    let k = key(n);
+    (
+        Arc::new(QuicTransport::bind(&k, quic_config("127.0.0.1:0")).unwrap()),
+        k,
+    )
+}
+
+/// A well-behaved node can still connect.
+async fn still_serving(listener: &QuicTransport, listener_key: &p2p_router::NodeKey) {
+    let k = key(150);
+    let good = QuicTransport::bind(&k, quic_config("127.0.0.1:0")).unwrap();
+    // Skip the failed attempts' errors the listener queued for `accept`.
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok(conn) => return conn,
+                Err(AcceptError::Connection(_)) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let endpoint = listener.listen_endpoints()[0].clone();
+    let (dialed, accepted) = tokio::join!(good.dial(listener_key.node_id(), &endpoint), accept);
+    assert_eq!(dialed.unwrap().peer_key(), listener_key.public_key());
+    assert_eq!(accepted.peer_key(), k.public_key());
+}
+
+fn transport_close_code(e: &quinn::ConnectionError) -> Option<u64> {
+    match e {
+        quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn dialing_an_address_whose_id_is_not_the_listeners_fails() {
+    let (l, lk) = listener(120);
+    let d = QuicTransport::bind(&key(121), quic_config("127.0.0.1:0")).unwrap();
+    let claimed = key(122).node_id();
+    let endpoint = l.listen_endpoints()[0].clone();
+    let got = within("dial", d.dial(claimed, &endpoint)).await;
+    match got {
+        Err(DialError::WrongPeer { expected, actual }) => {
+            assert_eq!(expected, claimed);
+            assert_eq!(actual, lk.node_id());
+        }
+        other => panic!("expected WrongPeer, got {:?}", other.map(|_| ())),
+    }
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn a_peer_of_another_network_is_refused_in_the_tls_handshake() {
+    let (l, lk) = listener(123);
+    let mut config = quic_config("127.0.0.1:0");
+    config.network = "another-network".into();
+    let other = QuicTransport::bind(&key(124), config).unwrap();
+    let endpoint = l.listen_endpoints()[0].clone();
+    let got = within("dial", other.dial(lk.node_id(), &endpoint)).await;
+    assert!(
+        matches!(got, Err(DialError::Incompatible(_))),
+        "{:?}",
+        got.map(|_| ())
+    );
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn a_raw_client_without_a_certificate_is_refused() {
+    let (l, lk) = listener(125);
+    let addr = l.local_addrs()[0];
+    let got = within(
+        "raw client",
+        raw_client(addr, ClientCert::None, &alpn_for(NETWORK)),
+    )
+    .await;
+    let error = got.expect_err("refused");
+    assert_eq!(
+        transport_close_code(&error),
+        Some(CERTIFICATE_REQUIRED),
+        "{error:?}"
+    );
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn a_raw_client_with_a_non_ed25519_certificate_is_refused() {
+    let (l, lk) = listener(126);
+    let addr = l.local_addrs()[0];
+    let got = within(
+        "raw client",
+        raw_client(addr, ClientCert::Ecdsa, &alpn_for(NETWORK)),
+    )
+    .await;
+    let error = got.expect_err("refused");
+    // The listener only offers ed25519 for client signatures, so the client
+    // cannot even use its certificate: either way the alert is a TLS one.
+    let code = transport_close_code(&error).unwrap_or(0);
+    assert!((0x100..0x200).contains(&code), "{error:?}");
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn a_raw_client_with_another_alpn_is_refused() {
+    let (l, lk) = listener(127);
+    let addr = l.local_addrs()[0];
+    let got = within(
+        "raw client",
+        raw_client(addr, ClientCert::Node(key(128)), b"h3"),
+    )
+    .await;
+    let error = got.expect_err("refused");
+    assert_eq!(
+        transport_close_code(&error),
+        Some(NO_APPLICATION_PROTOCOL),
+        "{error:?}"
+    );
+    // The listener's accept reports the failed attempt and keeps going.
+    let failed = within("accept error", l.accept()).await;
+    assert!(matches!(failed, Err(AcceptError::Connection(_))));
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_before_tls() {
+    let lk = key(129);
+    let mut config = quic_config("127.0.0.1:0");
+    config.max_connections = 1;
+    let l = QuicTransport::bind(&lk, config).unwrap();
+    let (a, b) = (key(130), key(131));
+    let ta = QuicTransport::bind(&a, quic_config("127.0.0.1:0")).unwrap();
+    let tb = QuicTransport::bind(&b, quic_config("127.0.0.1:0")).unwrap();
+    let first = conformance::connect(&ta, &a, &l, &lk).await;
+    let endpoint = l.listen_endpoints()[0].clone();
+    let second = within("dial", tb.dial(lk.node_id(), &endpoint)).await;
+    assert!(
+        matches!(second, Err(DialError::Refused)),
+        "{:?}",
+        second.map(|_| ())
+    );
+    // Closing the first frees the slot.
+    first.dialer.close(p2p_router::CloseReason::Normal).await;
+    first.acceptor.closed().await;
+    drop(first);
+    let third = within("dial", tb.dial(lk.node_id(), &endpoint)).await;
+    assert!(third.is_ok());
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_an_error_not_a_panic() {
+    let mut config = QuicConfig::new(NETWORK);
+    config.idle_timeout = config.keep_alive_interval;
+    assert!(QuicTransport::bind(&key(132), config).is_err());
+}

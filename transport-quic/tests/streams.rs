@@ -1,0 +1,206 @@
+//! Channel streams under hostile input, over loopback QUIC: each bad stream
+//! is reset with its code and reported, the connection and the other
+//! channels carry on.
+
+mod common;
+
+use bytes::Bytes;
+use common::{hostile_pair, key, quic_config, within, Hostile};
+use p2p_router::{ChannelId, Connection, ConnectionError};
+use p2p_transport_quic::QuicTransport;
+use quinn::{SendStream, VarInt};
+
+/// Stream codes from docs/PROTOCOL.md.
+const CANCELLED: u32 = 0x01;
+const UNKNOWN_CHANNEL: u32 = 0x02;
+const DUPLICATE_STREAM: u32 = 0x03;
+const OVERSIZED: u32 = 0x04;
+const MALFORMED: u32 = 0x05;
+
+fn listener() -> (QuicTransport, p2p_router::NodeKey) {
+    let k = key(110);
+    (
+        QuicTransport::bind(&k, quic_config("127.0.0.1:0")).unwrap(),
+        k,
+    )
+}
+
+/// Opens a raw channel stream: header (channel, generation), then `body`.
+async fn raw_stream(h: &Hostile, channel: u8, generation: u8, body: &[u8]) -> SendStream {
+    let mut s = h.conn.quinn().open_uni().await.unwrap();
+    s.write_all(&[channel, generation]).await.unwrap();
+    s.write_all(body).await.unwrap();
+    s
+}
+
+fn frame(message: &[u8]) -> Vec<u8> {
+    assert!(message.len() < 128);
+    let mut v = vec![message.len() as u8];
+    v.extend_from_slice(message);
+    v
+}
+
+/// The code the listener stopped `stream` with.
+async fn stopped_with(stream: &SendStream) -> u32 {
+    let code = within("stop", stream.stopped()).await.unwrap();
+    u32::try_from(code.expect("stopped, not acknowledged").into_inner()).unwrap()
+}
+
+/// The other channels still work both ways.
+async fn others_still_flow(h: &Hostile, channel: ChannelId) {
+    h.conn
+        .send(channel, Bytes::from_static(b"still here"))
+        .await
+        .unwrap();
+    let got = within("other channel", h.accepted.recv(channel, 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"still here"));
+    h.accepted
+        .send(channel, Bytes::from_static(b"and back"))
+        .await
+        .unwrap();
+    let got = within("reverse", h.conn.recv(channel, 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"and back"));
+}
+
+#[tokio::test]
+async fn garbage_resets_only_that_stream() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    let s = raw_stream(&h, 1, 0, &[0xff; 24]).await;
+    let got = within("recv", h.accepted.recv(ChannelId(1), 1024)).await;
+    assert!(matches!(got, Err(ConnectionError::Malformed(_))), "{got:?}");
+    assert!(got.unwrap_err().is_stream_error());
+    assert_eq!(stopped_with(&s).await, MALFORMED);
+    others_still_flow(&h, ChannelId(2)).await;
+    // The channel itself carries on with a newer stream.
+    let _s = raw_stream(&h, 1, 1, &frame(b"fresh")).await;
+    let got = within("recv", h.accepted.recv(ChannelId(1), 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"fresh"));
+}
+
+#[tokio::test]
+async fn oversized_length_prefix_is_refused_before_any_body_arrives() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    // 2^40 as a varint and not one byte of body: the refusal cannot have
+    // waited for (or allocated) the body.
+    let s = raw_stream(&h, 1, 0, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x20]).await;
+    let got = within("recv", h.accepted.recv(ChannelId(1), 1024)).await;
+    assert_eq!(
+        got,
+        Err(ConnectionError::Oversized {
+            size: 1 << 40,
+            max: 1024
+        })
+    );
+    assert_eq!(stopped_with(&s).await, OVERSIZED);
+    others_still_flow(&h, ChannelId(3)).await;
+}
+
+#[tokio::test]
+async fn unknown_channel_is_reset_and_reported() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    // Channel 9 is in neither NodeInfo.
+    let s = raw_stream(&h, 9, 0, &frame(b"x")).await;
+    let error = within("stream error", h.accepted.next_stream_error()).await;
+    assert_eq!(error, ConnectionError::UnexpectedChannel(ChannelId(9)));
+    assert_eq!(stopped_with(&s).await, UNKNOWN_CHANNEL);
+    others_still_flow(&h, ChannelId(1)).await;
+}
+
+#[tokio::test]
+async fn truncated_frame_followed_by_fin_is_an_error() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    let mut s = raw_stream(&h, 3, 0, &[100, 1, 2, 3, 4, 5]).await;
+    s.finish().unwrap();
+    let got = within("recv", h.accepted.recv(ChannelId(3), 1024)).await;
+    assert!(matches!(got, Err(ConnectionError::Malformed(_))), "{got:?}");
+    others_still_flow(&h, ChannelId(4)).await;
+}
+
+#[tokio::test]
+async fn second_stream_for_a_channel_is_reset_and_the_first_keeps_working() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    let mut first = raw_stream(&h, 4, 0, &frame(b"one")).await;
+    let got = within("recv", h.accepted.recv(ChannelId(4), 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"one"));
+    let second = raw_stream(&h, 4, 0, &frame(b"two")).await;
+    let error = within("stream error", h.accepted.next_stream_error()).await;
+    assert!(matches!(error, ConnectionError::Malformed(ref m) if m.contains("second stream")));
+    assert_eq!(stopped_with(&second).await, DUPLICATE_STREAM);
+    first.write_all(&frame(b"three")).await.unwrap();
+    let got = within("recv", h.accepted.recv(ChannelId(4), 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"three"));
+}
+
+#[tokio::test]
+async fn a_cancelled_send_resets_its_stream_and_never_delivers_a_cut_frame() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    let ch = ChannelId(2);
+    // Larger than every window and buffer between the two, with nobody
+    // reading: this send cannot complete, so cancelling it always cuts the
+    // message.
+    let huge = Bytes::from(vec![7u8; 64 << 20]);
+    let cancelled =
+        tokio::time::timeout(std::time::Duration::from_millis(200), h.conn.send(ch, huge)).await;
+    assert!(cancelled.is_err(), "the send could not have completed");
+    h.conn.send(ch, Bytes::from_static(b"after")).await.unwrap();
+    // The receiver skips the reset stream's partial frame and reads the
+    // next generation.
+    let got = within("recv", h.accepted.recv(ch, 128 << 20)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"after"));
+    let _ = CANCELLED;
+}
+
+#[tokio::test]
+async fn a_flood_of_bad_streams_closes_the_connection() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    let mut refused = 0;
+    for _ in 0..100 {
+        // Stream credit only returns as each bad stream is refused.
+        let Ok(mut s) = within("open", h.conn.quinn().open_uni()).await else {
+            break;
+        };
+        if s.write_all(&[200, 0]).await.is_err() {
+            break;
+        }
+        if within("stop", s.stopped()).await.is_err() {
+            break;
+        }
+        refused += 1;
+    }
+    // The default tolerance is 32 bad streams.
+    assert!((32..=33).contains(&refused), "{refused}");
+    within("close", h.accepted.closed()).await;
+    let reason = h.conn.quinn().close_reason().unwrap();
+    assert!(
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(ref c) if c.error_code == VarInt::from_u32(0x11)),
+        "{reason:?}"
+    );
+}
+
+#[tokio::test]
+async fn stream_limit_is_sized_from_the_channel_count() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    // Four shared channels: at most 8 streams may be open at once. Open 8
+    // that never send a header, then a ninth must wait for credit.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(within("open", h.conn.quinn().open_uni()).await.unwrap());
+    }
+    for s in &mut held {
+        s.write_all(&[1]).await.unwrap(); // channel byte, no generation yet
+    }
+    let ninth = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        h.conn.quinn().open_uni(),
+    )
+    .await;
+    assert!(ninth.is_err(), "a ninth concurrent stream was allowed");
+}
