@@ -154,15 +154,30 @@ impl QuicTransport {
     }
 }
 
-/// The endpoint settings: the stateless-reset key is derived from the node
-/// key, so after a restart the node can still reset its peers' stale
-/// connections instead of leaving them to time out.
+/// The endpoint settings: the stateless-reset key and the key that signs
+/// our connection ids are derived from the node key, so after a restart the
+/// node still recognises its old connection ids as its own and resets its
+/// peers' stale connections instead of leaving them to time out.
 fn endpoint_config(key: &NodeKey) -> quinn::EndpointConfig {
-    let mut hasher = Sha256::new();
-    hasher.update(b"p2p-router quic stateless reset v1");
-    hasher.update(key.seed());
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &hasher.finalize());
-    quinn::EndpointConfig::new(Arc::new(reset_key))
+    let derive = |label: &[u8]| {
+        let mut hasher = Sha256::new();
+        hasher.update(label);
+        hasher.update(key.seed());
+        hasher.finalize()
+    };
+    let reset_key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &derive(b"p2p-router quic stateless reset v1"),
+    );
+    let cid_digest = derive(b"p2p-router quic connection id v1");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid_digest[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 impl Inner {

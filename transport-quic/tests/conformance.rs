@@ -1,5 +1,7 @@
 //! The core conformance suite over loopback QUIC.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

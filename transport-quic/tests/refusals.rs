@@ -1,6 +1,8 @@
 //! Who the QUIC transport refuses, and that the listener keeps serving
 //! everyone else afterwards.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -122,7 +124,7 @@ async fn a_raw_client_with_another_alpn_is_refused() {
     let addr = l.local_addrs()[0];
     let got = within(
         "raw client",
-        raw_client(addr, ClientCert::Node(key(128)), b"h3"),
+        raw_client(addr, ClientCert::Node(Box::new(key(128))), b"h3"),
     )
     .await;
     let error = got.expect_err("refused");

@@ -2,6 +2,8 @@
 //! is reset with its code and reported, the connection and the other
 //! channels carry on.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use bytes::Bytes;

@@ -332,7 +332,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
 pub enum ClientCert {
     None,
     /// A self-signed certificate of `key` (what a real node presents).
-    Node(NodeKey),
+    Node(Box<NodeKey>),
     /// A self-signed ECDSA P-256 certificate.
     Ecdsa,
 }
@@ -415,4 +415,47 @@ fn hex_lower(bytes: &[u8]) -> String {
 /// Every transport test owns its transports; this closes one.
 pub async fn close(t: &dyn Transport) {
     t.close().await;
+}
+
+/// A UDP relay on loopback: peers talking through it lose each other the
+/// moment it is killed, without any close frame (a crash or a cut cable).
+pub struct UdpProxy {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpProxy {
+    /// Relays between the first client that sends to `addr` and `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(target).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut client = None;
+            let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut up) => {
+                        let Ok((n, from)) = r else { return };
+                        client = Some(from);
+                        let _ = back.send(&up[..n]).await;
+                    }
+                    r = back.recv(&mut down) => {
+                        let Ok(n) = r else { continue };
+                        if let Some(c) = client {
+                            let _ = front.send_to(&down[..n], c).await;
+                        }
+                    }
+                }
+            }
+        });
+        Self { addr, task }
+    }
+
+    /// Drops everything from now on; its port is free when this returns.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
