@@ -185,9 +185,7 @@ where
     let mut want: Vec<_> = dialers.iter().map(|k| k.public_key().to_bytes()).collect();
     want.sort();
     assert_eq!(keys, want);
-    for t in &transports {
-        t.close().await;
-    }
+    futures::future::join_all(transports.iter().map(|t| t.close())).await;
 
     // Dialing a closed listener fails; accept on a closed transport returns.
     let closed_endpoint = a.listen_endpoints()[0].clone();

@@ -455,6 +455,7 @@ impl Actor {
             channels,
             admission: direction == Direction::Inbound,
             cancel: cancel.clone(),
+            router_cancel: self.cancel.clone(),
             shared: self.shared.clone(),
         };
         self.peers.spawn(task.run());

@@ -40,6 +40,8 @@ pub(crate) struct PeerTask {
     /// Accepting side: the admission to send before traffic flows.
     pub(crate) admission: bool,
     pub(crate) cancel: CancellationToken,
+    /// The router's own token: cancelled means the node shuts down.
+    pub(crate) router_cancel: CancellationToken,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -110,7 +112,15 @@ impl PeerTask {
             }
         });
         let (reason, close) = tokio::select! {
-            () = self.cancel.cancelled() => ("closed by router".to_owned(), CloseReason::Normal),
+            () = self.cancel.cancelled() => {
+                // Tell the peer whether we are leaving or just dropping it.
+                let close = if self.router_cancel.is_cancelled() {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::Normal
+                };
+                ("closed by router".to_owned(), close)
+            }
             () = self.conn.closed() => ("connection closed".to_owned(), CloseReason::Normal),
             Some(ended) = loops.join_next() => (
                 ended.unwrap_or_else(|e| format!("channel task failed: {e}")),

@@ -443,5 +443,7 @@ mod tests {
         assert_ne!(alpn("chain-a"), alpn("chain-b"));
         assert!(alpn("chain-a").starts_with(ALPN_PREFIX.as_bytes()));
         assert_eq!(alpn("chain-a").len(), ALPN_PREFIX.len() + 16);
+        // docs/PROTOCOL.md, section 3.4.
+        assert_eq!(alpn("test-chain"), b"p2p-router/1/26b0b83e7281be3b");
     }
 }
