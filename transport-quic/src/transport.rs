@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex as AsyncMutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::codes::CloseCode;
 use crate::config::QuicConfig;
@@ -214,6 +215,19 @@ impl Inner {
     }
 
     async fn dial(&self, peer: NodeId, address: SocketAddr) -> Result<QuicConnection, DialError> {
+        let span = tracing::debug_span!("quic_dial", %peer, %address);
+        let result = self.dial_inner(peer, address).instrument(span).await;
+        if let Err(e) = &result {
+            tracing::debug!(%peer, %address, error = %e, "QUIC dial failed");
+        }
+        result
+    }
+
+    async fn dial_inner(
+        &self,
+        peer: NodeId,
+        address: SocketAddr,
+    ) -> Result<QuicConnection, DialError> {
         if self.closed.is_cancelled() {
             return Err(DialError::Closed);
         }
@@ -353,37 +367,42 @@ async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint, tx: mpsc::Sen
             continue;
         };
         let (inner, tx) = (inner.clone(), tx.clone());
-        handshakes.spawn(async move {
-            let remote = incoming.remote_address();
-            let handshake = async {
-                let conn = incoming
-                    .accept()
-                    .map_err(|e| e.to_string())?
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let key = inner.check_peer(&conn)?;
-                Ok::<_, String>((conn, key))
-            };
-            let result = tokio::time::timeout(inner.config.handshake_timeout, handshake).await;
-            drop(slot);
-            match result {
-                Ok(Ok((conn, key))) => {
-                    let conn = QuicConnection::new(conn, key, false, inner.config.clone(), permit);
-                    // Waits while the backlog is full: the permit keeps
-                    // counting this connection meanwhile.
-                    let _ = tx.send(Ok(conn)).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "incoming QUIC handshake failed");
-                    let _ = tx.try_send(Err(AcceptError::Connection(format!("{remote}: {e}"))));
-                }
-                Err(_) => {
-                    let _ = tx.try_send(Err(AcceptError::Connection(format!(
-                        "{remote}: QUIC handshake timed out"
-                    ))));
+        let span = tracing::debug_span!("quic_accept", remote = %incoming.remote_address());
+        handshakes.spawn(
+            async move {
+                let remote = incoming.remote_address();
+                let handshake = async {
+                    let conn = incoming
+                        .accept()
+                        .map_err(|e| e.to_string())?
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let key = inner.check_peer(&conn)?;
+                    Ok::<_, String>((conn, key))
+                };
+                let result = tokio::time::timeout(inner.config.handshake_timeout, handshake).await;
+                drop(slot);
+                match result {
+                    Ok(Ok((conn, key))) => {
+                        let conn =
+                            QuicConnection::new(conn, key, false, inner.config.clone(), permit);
+                        // Waits while the backlog is full: the permit keeps
+                        // counting this connection meanwhile.
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "incoming QUIC handshake failed");
+                        let _ = tx.try_send(Err(AcceptError::Connection(format!("{remote}: {e}"))));
+                    }
+                    Err(_) => {
+                        let _ = tx.try_send(Err(AcceptError::Connection(format!(
+                            "{remote}: QUIC handshake timed out"
+                        ))));
+                    }
                 }
             }
-        });
+            .instrument(span),
+        );
     }
 }
 
