@@ -272,6 +272,11 @@ pub enum ConnectionError {
         /// The application error code the peer gave.
         code: u64,
     },
+    /// The peer broke the protocol and the connection was closed because
+    /// of it (for example an undecodable MConnection packet). The router
+    /// reports it against the peer.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
     /// An IO error.
     #[error("i/o: {0}")]
     Io(String),

@@ -157,6 +157,14 @@ async fn receive_loop(
                 .await;
                 continue;
             }
+            Err(ConnectionError::Protocol(reason)) => {
+                report(
+                    &shared,
+                    PeerError::fatal(peer, format!("protocol violation: {reason}")),
+                )
+                .await;
+                return format!("receive on channel {channel}: protocol violation: {reason}");
+            }
             Err(e) => return format!("receive on channel {channel}: {e}"),
         };
         match deliver(peer, message).await {

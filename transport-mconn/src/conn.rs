@@ -1,0 +1,572 @@
+//! One MConnection: the `NodeInfo` exchange on the SecretConnection, then
+//! a writer task that interleaves the channels' messages as packets
+//! (Tendermint's scheduling) and a reader task that reassembles them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ed25519_dalek::VerifyingKey;
+use p2p_router::{
+    Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
+    Endpoint, NodeInfo, Protocol,
+};
+use prost::Message;
+use tokio::io::BufReader;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use crate::config::MconnConfig;
+use crate::proto::{self, packet, DelimitedError, Packet};
+use crate::rate::RateLimit;
+use crate::secret::{ReadError, SecretError, SecretReader, SecretWriter};
+
+/// Largest encoded `NodeInfo` accepted (Tendermint's `MaxNodeInfoSize`).
+pub const MAX_NODE_INFO_SIZE: usize = 10_240;
+/// Packets written per scheduling round, as in Tendermint.
+const BATCH: usize = 10;
+/// How often the channels' recently-sent counters decay.
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
+
+pub(crate) type Reader = SecretReader<BufReader<OwnedReadHalf>>;
+pub(crate) type Writer = SecretWriter<OwnedWriteHalf>;
+
+/// A connection of the MConnection transport.
+pub struct MconnConnection {
+    remote: SocketAddr,
+    peer_key: VerifyingKey,
+    config: Arc<MconnConfig>,
+    halves: AsyncMutex<Option<(Reader, Writer)>>,
+    channels: OnceLock<Arc<Channels>>,
+    shared: Arc<ConnShared>,
+    tasks: Mutex<Vec<AbortOnDropHandle<()>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for MconnConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MconnConnection")
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the connection handle and its two tasks.
+#[derive(Default)]
+struct ConnShared {
+    /// The connection is over.
+    closed: CancellationToken,
+    /// A local close was asked for: the writer sends what is queued, then
+    /// ends.
+    closing: CancellationToken,
+    /// The writer has ended.
+    writer_done: CancellationToken,
+    /// The protocol violation that ended the connection, until reported.
+    failure: Mutex<Option<String>>,
+    wake_writer: Notify,
+    pong_requested: AtomicBool,
+    /// Any packet arrived since our last ping.
+    heard_from_peer: AtomicBool,
+}
+
+impl ConnShared {
+    fn fail(&self, reason: String) {
+        tracing::debug!(%reason, "mconn failed");
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        failure.get_or_insert(reason);
+        drop(failure);
+        self.closed.cancel();
+    }
+
+    /// The error a call on a closed connection returns: the violation once
+    /// (so the peer is reported once), `Closed` after.
+    fn closed_error(&self) -> ConnectionError {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(reason) => ConnectionError::Protocol(reason),
+            None => ConnectionError::Closed,
+        }
+    }
+}
+
+struct Channels {
+    map: HashMap<ChannelId, ChannelState>,
+}
+
+struct ChannelState {
+    send_tx: mpsc::Sender<Bytes>,
+    send_rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+    recv_tx: mpsc::Sender<Bytes>,
+    recv_rx: AsyncMutex<mpsc::Receiver<Bytes>>,
+    priority: Arc<AtomicU8>,
+    max_size: AtomicUsize,
+}
+
+impl Channels {
+    fn get(&self, id: ChannelId) -> Result<&ChannelState, ConnectionError> {
+        self.map
+            .get(&id)
+            .ok_or(ConnectionError::UnexpectedChannel(id))
+    }
+}
+
+impl MconnConnection {
+    pub(crate) fn new(
+        remote: SocketAddr,
+        peer_key: VerifyingKey,
+        reader: Reader,
+        writer: Writer,
+        config: Arc<MconnConfig>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        Self {
+            remote,
+            peer_key,
+            config,
+            halves: AsyncMutex::new(Some((reader, writer))),
+            channels: OnceLock::new(),
+            shared: Arc::default(),
+            tasks: Mutex::default(),
+            _permit: permit,
+        }
+    }
+
+    fn channels(&self) -> Result<&Arc<Channels>, ConnectionError> {
+        self.channels
+            .get()
+            .ok_or_else(|| ConnectionError::Malformed("channel use before the handshake".into()))
+    }
+
+    async fn exchange(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
+        let mut halves = self.halves.lock().await;
+        let (reader, writer) = halves.as_mut().ok_or(ConnectionError::Closed)?;
+        let (sent, theirs) = tokio::join!(
+            writer.write_delimited(ours),
+            reader.read_delimited(MAX_NODE_INFO_SIZE)
+        );
+        sent.map_err(secret_error)?;
+        let theirs = theirs.map_err(|e| match e {
+            ReadError::Secret(e) => secret_error(e),
+            ReadError::Delimited(DelimitedError::TooLong(size)) => ConnectionError::Oversized {
+                size,
+                max: MAX_NODE_INFO_SIZE,
+            },
+            ReadError::Delimited(DelimitedError::BadLength) => {
+                ConnectionError::Malformed("NodeInfo length".into())
+            }
+        })?;
+        let theirs = NodeInfo::decode(theirs)
+            .map_err(|e| ConnectionError::Malformed(format!("NodeInfo: {e}")))?;
+        let Some((reader, writer)) = halves.take() else {
+            return Err(ConnectionError::Closed);
+        };
+        self.start(ours, &theirs, reader, writer);
+        Ok(theirs)
+    }
+
+    /// Starts the reader and writer on the channels both sides listed.
+    fn start(&self, ours: &NodeInfo, theirs: &NodeInfo, reader: Reader, writer: Writer) {
+        let mut map = HashMap::new();
+        for &id in &ours.channels {
+            if !theirs.channels.contains(&id) {
+                continue;
+            }
+            let (send_tx, send_rx) = mpsc::channel(self.config.send_queue_capacity);
+            let (recv_tx, recv_rx) = mpsc::channel(self.config.recv_queue_capacity);
+            map.insert(
+                ChannelId(id),
+                ChannelState {
+                    send_tx,
+                    send_rx: Mutex::new(Some(send_rx)),
+                    recv_tx,
+                    recv_rx: AsyncMutex::new(recv_rx),
+                    priority: Arc::new(AtomicU8::new(1)),
+                    max_size: AtomicUsize::new(self.config.max_message_size),
+                },
+            );
+        }
+        let channels = Arc::new(Channels { map });
+        if self.channels.set(channels.clone()).is_err() {
+            return;
+        }
+        let span = tracing::debug_span!("mconn", remote = %self.remote);
+        let (shared, config) = (self.shared.clone(), self.config.clone());
+        let read = {
+            let (shared, channels, config) = (shared.clone(), channels.clone(), config.clone());
+            async move {
+                let result = tokio::select! {
+                    r = read_loop(reader, &channels, &shared, &config) => r,
+                    () = shared.closed.cancelled() => Ok(()),
+                };
+                match result {
+                    Ok(()) => shared.closed.cancel(),
+                    Err(reason) => shared.fail(reason),
+                }
+            }
+        };
+        let write = async move {
+            let outs = channels
+                .map
+                .iter()
+                .filter_map(|(&id, c)| {
+                    let rx = c.send_rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+                    Some(Out {
+                        id,
+                        rx,
+                        current: None,
+                        recently_sent: 0,
+                        priority: c.priority.clone(),
+                    })
+                })
+                .collect();
+            let result = write_loop(writer, outs, &shared, &config).await;
+            shared.writer_done.cancel();
+            match result {
+                Ok(()) => shared.closed.cancel(),
+                Err(reason) => shared.fail(reason),
+            }
+        };
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(
+            read.instrument(span.clone()),
+        )));
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(write.instrument(span))));
+    }
+}
+
+fn secret_error(e: SecretError) -> ConnectionError {
+    match e {
+        SecretError::Io(_) => ConnectionError::Closed,
+        other => ConnectionError::Protocol(other.to_string()),
+    }
+}
+
+/// One channel as the writer sees it.
+struct Out {
+    id: ChannelId,
+    rx: mpsc::Receiver<Bytes>,
+    /// The rest of the message being sent.
+    current: Option<Bytes>,
+    recently_sent: u64,
+    priority: Arc<AtomicU8>,
+}
+
+async fn flush(writer: &mut Writer) -> Result<(), String> {
+    writer.flush().await.map_err(|e| format!("write: {e}"))
+}
+
+async fn write_loop(
+    mut writer: Writer,
+    mut outs: Vec<Out>,
+    shared: &ConnShared,
+    config: &MconnConfig,
+) -> Result<(), String> {
+    let mut rate = RateLimit::new(config.send_rate);
+    let now = Instant::now();
+    let mut next_ping = now + config.ping_interval;
+    let mut next_stats = now + STATS_INTERVAL;
+    let mut pong_deadline: Option<Instant> = None;
+    let mut flush_at: Option<Instant> = None;
+    loop {
+        let mut pending = false;
+        for out in &mut outs {
+            if out.current.is_none() {
+                out.current = out.rx.try_recv().ok();
+            }
+            pending |= out.current.is_some();
+        }
+        let now = Instant::now();
+        if shared.pong_requested.swap(false, Ordering::AcqRel) {
+            Packet::pong()
+                .encode_length_delimited(writer.staged())
+                .map_err(|e| e.to_string())?;
+            flush(&mut writer).await?;
+            flush_at = None;
+        }
+        if now >= next_ping {
+            shared.heard_from_peer.store(false, Ordering::Release);
+            Packet::ping()
+                .encode_length_delimited(writer.staged())
+                .map_err(|e| e.to_string())?;
+            flush(&mut writer).await?;
+            flush_at = None;
+            pong_deadline = Some(now + config.pong_timeout);
+            next_ping = now + config.ping_interval;
+        }
+        if let Some(deadline) = pong_deadline {
+            // v0.34 peers answer with a pong, v0.35 ones may only send
+            // something else: any packet proves the peer alive.
+            if shared.heard_from_peer.load(Ordering::Acquire) {
+                pong_deadline = None;
+            } else if now >= deadline {
+                return Err("pong timeout".into());
+            }
+        }
+        if now >= next_stats {
+            for out in &mut outs {
+                out.recently_sent = out.recently_sent * 4 / 5;
+            }
+            next_stats = now + STATS_INTERVAL;
+        }
+        if flush_at.is_some_and(|at| now >= at) {
+            flush(&mut writer).await?;
+            flush_at = None;
+        }
+        if shared.closing.is_cancelled() && !pending {
+            flush(&mut writer).await?;
+            writer.shutdown().await;
+            return Ok(());
+        }
+        let delay = rate.delay();
+        if pending && delay.is_zero() {
+            for _ in 0..BATCH {
+                let Some(out) = pick(&mut outs) else { break };
+                let Some(message) = out.current.as_mut() else {
+                    break;
+                };
+                let n = message.len().min(config.max_packet_payload);
+                let chunk = message.split_to(n);
+                let eof = message.is_empty();
+                let packet = Packet::msg(out.id.0, eof, chunk);
+                let size = packet.encoded_len();
+                packet
+                    .encode_length_delimited(writer.staged())
+                    .map_err(|e| e.to_string())?;
+                out.recently_sent += size as u64;
+                rate.spend(size);
+                if eof {
+                    out.current = out.rx.try_recv().ok();
+                }
+            }
+            if writer.should_flush() || config.flush_throttle.is_zero() {
+                flush(&mut writer).await?;
+                flush_at = None;
+            } else if flush_at.is_none() {
+                flush_at = Some(now + config.flush_throttle);
+                tokio::task::consume_budget().await;
+            } else {
+                tokio::task::consume_budget().await;
+            }
+            continue;
+        }
+        let mut wake = next_ping.min(next_stats);
+        for at in [pong_deadline, flush_at].into_iter().flatten() {
+            wake = wake.min(at);
+        }
+        if pending {
+            wake = wake.min(now + delay);
+        }
+        tokio::select! {
+            biased;
+            () = shared.closed.cancelled() => return Ok(()),
+            () = shared.closing.cancelled(), if !shared.closing.is_cancelled() => {}
+            () = shared.wake_writer.notified() => {}
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+/// The channel with something to send whose recently-sent bytes divided by
+/// its priority are the least (Tendermint's rule).
+fn pick(outs: &mut [Out]) -> Option<&mut Out> {
+    outs.iter_mut()
+        .filter(|o| o.current.is_some())
+        .min_by(|a, b| {
+            let ratio = |o: &Out| {
+                o.recently_sent as f64 / f64::from(o.priority.load(Ordering::Relaxed).max(1))
+            };
+            ratio(a).total_cmp(&ratio(b))
+        })
+}
+
+async fn read_loop(
+    mut reader: Reader,
+    channels: &Channels,
+    shared: &ConnShared,
+    config: &MconnConfig,
+) -> Result<(), String> {
+    let max_packet = proto::max_packet_size(config.max_packet_payload);
+    let mut rate = RateLimit::new(config.recv_rate);
+    let mut assembling: HashMap<ChannelId, BytesMut> = HashMap::new();
+    loop {
+        let delay = rate.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let body = match reader.read_delimited(max_packet).await {
+            Ok(body) => body,
+            Err(ReadError::Secret(SecretError::Io(_))) => return Ok(()),
+            Err(ReadError::Secret(e)) => return Err(e.to_string()),
+            Err(ReadError::Delimited(DelimitedError::TooLong(n))) => {
+                return Err(format!(
+                    "packet of {n} bytes exceeds the maximum {max_packet}"
+                ))
+            }
+            Err(ReadError::Delimited(DelimitedError::BadLength)) => {
+                return Err("bad packet length".into())
+            }
+        };
+        rate.spend(body.len());
+        shared.heard_from_peer.store(true, Ordering::Release);
+        let packet = Packet::decode(body).map_err(|e| format!("undecodable packet: {e}"))?;
+        match packet.sum {
+            Some(packet::Sum::PacketPing(_)) => {
+                shared.pong_requested.store(true, Ordering::Release);
+                shared.wake_writer.notify_one();
+            }
+            Some(packet::Sum::PacketPong(_)) => {}
+            Some(packet::Sum::PacketMsg(msg)) => {
+                let id = u8::try_from(msg.channel_id)
+                    .map(ChannelId)
+                    .map_err(|_| format!("unknown channel {}", msg.channel_id))?;
+                let channel = channels
+                    .map
+                    .get(&id)
+                    .ok_or_else(|| format!("unknown channel {id}"))?;
+                let max = channel.max_size.load(Ordering::Relaxed);
+                let buffer = assembling.entry(id).or_default();
+                if buffer.len() + msg.data.len() > max {
+                    return Err(format!(
+                        "message on channel {id} exceeds its maximum of {max} bytes"
+                    ));
+                }
+                if !msg.eof {
+                    buffer.extend_from_slice(&msg.data);
+                    continue;
+                }
+                let message = if buffer.is_empty() {
+                    msg.data
+                } else {
+                    buffer.extend_from_slice(&msg.data);
+                    buffer.split().freeze()
+                };
+                // A full queue stops this loop, and with it every channel
+                // of the connection: one TCP stream has one flow control.
+                if channel.recv_tx.send(message).await.is_err() {
+                    return Ok(());
+                }
+            }
+            None => return Err("unknown packet type".into()),
+        }
+    }
+}
+
+impl Connection for MconnConnection {
+    fn remote_endpoint(&self) -> Endpoint {
+        Endpoint::ip(Protocol::Mconn, self.remote)
+    }
+
+    fn peer_key(&self) -> VerifyingKey {
+        self.peer_key
+    }
+
+    fn handshake<'a>(
+        &'a self,
+        ours: &'a NodeInfo,
+    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>> {
+        Box::pin(self.exchange(ours))
+    }
+
+    /// MConnection has no admission message (Tendermint peers start
+    /// sending right after `NodeInfo`): acceptance is implicit and a
+    /// refusal is a close.
+    fn send_admission(&self, _admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Always `Accepted`: a refusing listener closes the connection, which
+    /// the dialer then sees as the connection closing.
+    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
+        Box::pin(async {
+            if self.shared.closed.is_cancelled() {
+                return Err(self.shared.closed_error());
+            }
+            Ok(Admission::Accepted)
+        })
+    }
+
+    fn send(
+        &self,
+        channel: ChannelId,
+        message: Bytes,
+    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async move {
+            let state = self.channels()?.get(channel)?;
+            tokio::select! {
+                biased;
+                () = self.shared.closed.cancelled() => return Err(ConnectionError::Closed),
+                () = self.shared.closing.cancelled() => return Err(ConnectionError::Closed),
+                sent = state.send_tx.send(message) => sent.map_err(|_| ConnectionError::Closed)?,
+            }
+            self.shared.wake_writer.notify_one();
+            Ok(())
+        })
+    }
+
+    fn recv(
+        &self,
+        channel: ChannelId,
+        max_size: usize,
+    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
+        Box::pin(async move {
+            let state = self.channels()?.get(channel)?;
+            let mut rx = state.recv_rx.lock().await;
+            tokio::select! {
+                biased;
+                m = rx.recv() => match m {
+                    Some(m) if m.len() > max_size => Err(ConnectionError::Oversized {
+                        size: m.len() as u64,
+                        max: max_size,
+                    }),
+                    Some(m) => Ok(m),
+                    None => Err(self.shared.closed_error()),
+                },
+                () = self.shared.closed.cancelled() => Err(self.shared.closed_error()),
+            }
+        })
+    }
+
+    fn close(&self, _reason: CloseReason) -> BoxFuture<'_, ()> {
+        // MConnection carries no close reason: the TCP stream just ends.
+        Box::pin(async move {
+            self.shared.closing.cancel();
+            self.shared.wake_writer.notify_one();
+            if self.channels.get().is_some() {
+                let _ = tokio::time::timeout(
+                    self.config.close_drain_timeout,
+                    self.shared.writer_done.cancelled(),
+                )
+                .await;
+            } else if let Some((_, mut writer)) = self.halves.lock().await.take() {
+                writer.shutdown().await;
+            }
+            self.shared.closed.cancel();
+        })
+    }
+
+    fn closed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.shared.closed.cancelled())
+    }
+
+    fn prepare_channel(&self, channel: &ChannelDescriptor) {
+        if let Some(state) = self.channels.get().and_then(|c| c.map.get(&channel.id)) {
+            state
+                .priority
+                .store(channel.priority.max(1), Ordering::Relaxed);
+            state
+                .max_size
+                .store(channel.max_message_size, Ordering::Relaxed);
+        }
+    }
+}

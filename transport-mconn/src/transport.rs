@@ -1,0 +1,286 @@
+//! The MConnection transport: TCP listeners with bounded handshakes, and
+//! dialing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use p2p_router::{
+    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
+    Protocol, Transport,
+};
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::MconnConfig;
+use crate::conn::MconnConnection;
+use crate::secret::{self, SecretError};
+
+/// Why an MConnection transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("bind {address}: {source}")]
+    Socket {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+type Accepted = Result<MconnConnection, AcceptError>;
+
+/// TCP + SecretConnection + MConnection, speaking Tendermint's wire format.
+pub struct MconnTransport {
+    inner: Arc<Inner>,
+    local: Vec<SocketAddr>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+struct Inner {
+    key: NodeKey,
+    config: Arc<MconnConfig>,
+    accepted: AsyncMutex<mpsc::Receiver<Accepted>>,
+    closed: CancellationToken,
+    connections: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for MconnTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MconnTransport")
+            .field("listen", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MconnTransport {
+    /// Binds the listen addresses of `config` and starts accepting. Must be
+    /// called within a tokio runtime.
+    pub async fn bind(key: &NodeKey, config: MconnConfig) -> Result<Self, BindError> {
+        config.validate().map_err(BindError::Config)?;
+        let config = Arc::new(config);
+        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let inner = Arc::new(Inner {
+            key: key.clone(),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+            config: config.clone(),
+            accepted: AsyncMutex::new(rx),
+            closed: CancellationToken::new(),
+        });
+        let mut tasks = JoinSet::new();
+        let mut local = Vec::new();
+        for &address in &config.listen {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| BindError::Socket { address, source })?;
+            local.push(
+                listener
+                    .local_addr()
+                    .map_err(|source| BindError::Socket { address, source })?,
+            );
+            tasks.spawn(accept_loop(inner.clone(), listener, tx.clone()));
+        }
+        Ok(Self {
+            inner,
+            local,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// The bound addresses (with the actual ports when 0 was asked for).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.local.clone()
+    }
+
+    /// Dials `peer` at `address` and returns the concrete connection type.
+    pub async fn dial_mconn(
+        &self,
+        peer: NodeId,
+        address: SocketAddr,
+    ) -> Result<MconnConnection, DialError> {
+        let span = tracing::debug_span!("mconn_dial", %peer, %address);
+        self.inner.dial(peer, address).instrument(span).await
+    }
+}
+
+impl Inner {
+    async fn dial(&self, peer: NodeId, address: SocketAddr) -> Result<MconnConnection, DialError> {
+        if self.closed.is_cancelled() {
+            return Err(DialError::Closed);
+        }
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| DialError::Other("connection limit reached".into()))?;
+        let connect = async {
+            let stream = TcpStream::connect(address).await.map_err(|e| {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    DialError::Refused
+                } else {
+                    DialError::Other(e.to_string())
+                }
+            })?;
+            secure(stream, &self.key, self.config.clone(), permit)
+                .await
+                .map_err(|e| match e {
+                    SecretError::Io(e) => DialError::Other(e),
+                    other => DialError::Authentication(other.to_string()),
+                })
+        };
+        let conn = tokio::select! {
+            () = self.closed.cancelled() => return Err(DialError::Closed),
+            r = tokio::time::timeout(self.config.handshake_timeout, connect) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(DialError::Other("handshake timed out".into())),
+            },
+        };
+        let actual = NodeId::from_public_key(&conn.peer_key());
+        if actual != peer {
+            conn.close(p2p_router::CloseReason::Refused).await;
+            return Err(DialError::WrongPeer {
+                expected: peer,
+                actual,
+            });
+        }
+        Ok(conn)
+    }
+}
+
+/// Runs the SecretConnection handshake on a fresh TCP stream.
+async fn secure(
+    stream: TcpStream,
+    key: &NodeKey,
+    config: Arc<MconnConfig>,
+    permit: OwnedSemaphorePermit,
+) -> Result<MconnConnection, SecretError> {
+    // Packets are batched by the writer; Nagle would only add delay.
+    let _ = stream.set_nodelay(true);
+    let remote = stream
+        .peer_addr()
+        .map_err(|e| SecretError::Io(e.to_string()))?;
+    let (read, write) = stream.into_split();
+    let (reader, writer, peer_key) =
+        secret::handshake(BufReader::with_capacity(64 * 1024, read), write, key).await?;
+    Ok(MconnConnection::new(
+        remote, peer_key, reader, writer, config, permit,
+    ))
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tx: mpsc::Sender<Accepted>) {
+    let handshaking = Arc::new(Semaphore::new(inner.config.max_incoming_handshakes));
+    let mut handshakes = JoinSet::new();
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = inner.closed.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: keep serving.
+                Err(e) => {
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    continue;
+                }
+            },
+            Some(_) = handshakes.join_next() => continue,
+        };
+        // Both limits are checked before any cryptographic work.
+        let Ok(slot) = handshaking.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "refused: too many handshakes");
+            continue;
+        };
+        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
+            tracing::debug!(%remote, "refused: connection limit");
+            continue;
+        };
+        let (inner, tx) = (inner.clone(), tx.clone());
+        let span = tracing::debug_span!("mconn_accept", %remote);
+        handshakes.spawn(
+            async move {
+                let result = tokio::time::timeout(
+                    inner.config.handshake_timeout,
+                    secure(stream, &inner.key, inner.config.clone(), permit),
+                )
+                .await;
+                drop(slot);
+                match result {
+                    Ok(Ok(conn)) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "incoming SecretConnection failed");
+                        let _ = tx.try_send(Err(AcceptError::Connection(format!("{remote}: {e}"))));
+                    }
+                    Err(_) => {
+                        let _ = tx.try_send(Err(AcceptError::Connection(format!(
+                            "{remote}: handshake timed out"
+                        ))));
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+impl Transport for MconnTransport {
+    fn protocols(&self) -> Vec<Protocol> {
+        vec![Protocol::Mconn]
+    }
+
+    fn listen_endpoints(&self) -> Vec<Endpoint> {
+        self.local
+            .iter()
+            .map(|&a| Endpoint::ip(Protocol::Mconn, a))
+            .collect()
+    }
+
+    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
+        Box::pin(async move {
+            let mut rx = self.inner.accepted.lock().await;
+            tokio::select! {
+                biased;
+                () = self.inner.closed.cancelled() => Err(AcceptError::Closed),
+                next = rx.recv() => match next {
+                    Some(Ok(conn)) => Ok(Box::new(conn) as Box<dyn Connection>),
+                    Some(Err(e)) => Err(e),
+                    None => Err(AcceptError::Closed),
+                },
+            }
+        })
+    }
+
+    fn dial<'a>(
+        &'a self,
+        peer: NodeId,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
+        Box::pin(async move {
+            if endpoint.protocol != Protocol::Mconn {
+                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
+            }
+            let EndpointAddress::Ip(address) = endpoint.address else {
+                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
+            };
+            let conn = self.dial_mconn(peer, address).await?;
+            Ok(Box::new(conn) as Box<dyn Connection>)
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.closed.cancel();
+            let mut tasks =
+                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            // Dropping the listeners closes their sockets.
+            tasks.shutdown().await;
+        })
+    }
+}
