@@ -232,10 +232,12 @@ impl MconnConnection {
                 .collect();
             let result = write_loop(writer, outs, &shared, &config).await;
             shared.writer_done.cancel();
-            match result {
-                Ok(()) => shared.closed.cancel(),
-                Err(reason) => shared.fail(reason),
+            // Nothing the writer meets is the peer's fault (socket errors,
+            // a silent peer): the connection just ends.
+            if let Err(reason) = result {
+                tracing::debug!(%reason, "mconn writer stopped");
             }
+            shared.closed.cancel();
         };
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.push(AbortOnDropHandle::new(tokio::spawn(

@@ -256,9 +256,40 @@ async fn read_plain_delimited<R: AsyncRead + Unpin>(
 /// Runs the SecretConnection handshake on `stream` (both sides do the
 /// same) and returns the two halves and the peer's authenticated key.
 pub(crate) async fn handshake<R, W>(
+    reader: R,
+    writer: W,
+    key: &NodeKey,
+) -> Result<(SecretReader<R>, SecretWriter<W>, VerifyingKey), SecretError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    handshake_with(reader, writer, key, Tamper::None).await
+}
+
+/// Misbehaviour a test peer can put into its side of the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tamper {
+    None,
+    /// Sends this as its ephemeral key message instead of a real key.
+    #[cfg(test)]
+    EphemeralMessage(&'static [u8]),
+    /// Signs something other than the challenge.
+    #[cfg(test)]
+    BadSignature,
+    /// Presents a secp256k1 key.
+    #[cfg(test)]
+    Secp256k1,
+    /// Stops after the key exchange, never sending its signature.
+    #[cfg(test)]
+    NoSignature,
+}
+
+async fn handshake_with<R, W>(
     mut reader: R,
     mut writer: W,
     key: &NodeKey,
+    tamper: Tamper,
 ) -> Result<(SecretReader<R>, SecretWriter<W>, VerifyingKey), SecretError>
 where
     R: AsyncRead + Unpin,
@@ -269,10 +300,15 @@ where
     let local_secret = x25519_dalek::StaticSecret::from(seed);
     let local_public = x25519_dalek::PublicKey::from(&local_secret);
 
-    let ours = BytesValue {
+    #[allow(unused_mut)]
+    let mut ours = BytesValue {
         value: local_public.as_bytes().to_vec(),
     }
     .encode_length_delimited_to_vec();
+    #[cfg(test)]
+    if let Tamper::EphemeralMessage(bytes) = tamper {
+        ours = bytes.to_vec();
+    }
     let send = async {
         writer.write_all(&ours).await.map_err(io)?;
         writer.flush().await.map_err(io)
@@ -322,13 +358,20 @@ where
         out: Vec::new(),
     };
 
-    let signature = key.signing_key().sign(&challenge);
+    #[allow(unused_mut)]
+    let mut signature = key.signing_key().sign(&challenge);
+    #[allow(unused_mut)]
+    let mut pub_key = proto::public_key::Sum::Ed25519(key.public_key().to_bytes().to_vec());
+    #[cfg(test)]
+    match tamper {
+        Tamper::BadSignature => signature = key.signing_key().sign(b"not the challenge"),
+        Tamper::Secp256k1 => pub_key = proto::public_key::Sum::Secp256k1(vec![2; 33]),
+        Tamper::NoSignature => std::future::pending::<()>().await,
+        _ => {}
+    }
+    let _ = tamper;
     let auth = AuthSigMessage {
-        pub_key: Some(proto::PublicKey {
-            sum: Some(proto::public_key::Sum::Ed25519(
-                key.public_key().to_bytes().to_vec(),
-            )),
-        }),
+        pub_key: Some(proto::PublicKey { sum: Some(pub_key) }),
         sig: signature.to_bytes().to_vec(),
     };
     let (sent, theirs) = tokio::join!(writer.write_delimited(&auth), reader.read_delimited(1024));
@@ -408,6 +451,127 @@ mod tests {
             assert_eq!(r.to_vec(), unhex(recv));
             assert_eq!(s.to_vec(), unhex(send));
         }
+    }
+
+    type Half = tokio::io::DuplexStream;
+    type Ends = (
+        SecretReader<tokio::io::ReadHalf<Half>>,
+        SecretWriter<tokio::io::WriteHalf<Half>>,
+        VerifyingKey,
+    );
+
+    /// Runs our handshake against a peer doing `tamper`, over memory pipes.
+    async fn against(tamper: Tamper) -> Result<Ends, SecretError> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (ka, kb) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+        let peer = tokio::spawn(async move {
+            let _ = handshake_with(br, bw, &kb, tamper).await;
+            // Keep the pipe open until the test ends.
+            std::future::pending::<()>().await;
+        });
+        let ours =
+            tokio::time::timeout(std::time::Duration::from_secs(5), handshake(ar, aw, &ka)).await;
+        peer.abort();
+        ours.unwrap_or(Err(SecretError::Io("timed out".into())))
+    }
+
+    #[tokio::test]
+    async fn both_ends_agree_and_carry_data_both_ways_at_once() {
+        let (a, b) = tokio::io::duplex(8 * 1024);
+        let (ar, aw) = tokio::io::split(a);
+        let (br, bw) = tokio::io::split(b);
+        let (ka, kb) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+        let (x, y) = tokio::join!(handshake(ar, aw, &ka), handshake(br, bw, &kb));
+        let (mut ar, mut aw, a_sees) = x.unwrap();
+        let (mut br, mut bw, b_sees) = y.unwrap();
+        assert_eq!(a_sees, kb.public_key());
+        assert_eq!(b_sees, ka.public_key());
+        // 300 KiB each way, written and read concurrently through a small
+        // pipe: neither direction may wait for the other.
+        let data: Vec<u8> = (0..300 * 1024).map(|i| (i % 253) as u8).collect();
+        async fn send(w: &mut SecretWriter<tokio::io::WriteHalf<Half>>, d: &[u8]) {
+            w.staged().extend_from_slice(d);
+            w.flush().await.unwrap();
+        }
+        async fn read_all(r: &mut SecretReader<tokio::io::ReadHalf<Half>>, n: usize) -> Vec<u8> {
+            while r.plain.len() < n {
+                r.read_frame().await.unwrap();
+            }
+            r.plain.split_to(n).to_vec()
+        }
+        let ((), (), got_b, got_a) = tokio::join!(
+            send(&mut aw, &data),
+            send(&mut bw, &data),
+            read_all(&mut br, data.len()),
+            read_all(&mut ar, data.len())
+        );
+        assert_eq!(got_b, data);
+        assert_eq!(got_a, data);
+    }
+
+    #[tokio::test]
+    async fn malformed_ephemeral_key_messages_are_refused() {
+        // A 3-byte key.
+        let got = against(Tamper::EphemeralMessage(&[0x05, 0x0a, 0x03, 1, 2, 3])).await;
+        assert!(
+            matches!(got, Err(SecretError::EphemeralKey(_))),
+            "{:?}",
+            got.err()
+        );
+        // Not protobuf at all.
+        let got = against(Tamper::EphemeralMessage(&[0x03, 0xff, 0xff, 0xff])).await;
+        assert!(
+            matches!(got, Err(SecretError::EphemeralKey(_))),
+            "{:?}",
+            got.err()
+        );
+        // A length prefix far over the limit: refused before reading it.
+        let got = against(Tamper::EphemeralMessage(&[0xff, 0xff, 0xff, 0x7f])).await;
+        assert!(
+            matches!(got, Err(SecretError::EphemeralKey(_))),
+            "{:?}",
+            got.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_low_order_ephemeral_key_is_refused() {
+        // The all-zero point gives the all-zero shared secret.
+        const ZERO_KEY: [u8; 35] = {
+            let mut m = [0u8; 35];
+            m[0] = 0x22;
+            m[1] = 0x0a;
+            m[2] = 0x20;
+            m
+        };
+        let got = against(Tamper::EphemeralMessage(&ZERO_KEY)).await;
+        assert_eq!(got.err(), Some(SecretError::LowOrderPoint));
+    }
+
+    #[tokio::test]
+    async fn bad_signatures_and_other_key_types_are_refused() {
+        let got = against(Tamper::BadSignature).await;
+        assert_eq!(got.err(), Some(SecretError::BadSignature));
+        let got = against(Tamper::Secp256k1).await;
+        assert_eq!(got.err(), Some(SecretError::UnsupportedKeyType));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_sends_its_key_or_signature_stalls_until_the_caller_gives_up() {
+        // The transport bounds the handshake with a timeout; the paused
+        // clock runs it out at once.
+        let got = against(Tamper::NoSignature).await;
+        assert_eq!(got.err(), Some(SecretError::Io("timed out".into())));
+        let (a, _b) = tokio::io::duplex(1024);
+        let (ar, aw) = tokio::io::split(a);
+        let silent = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            handshake(ar, aw, &NodeKey::from_seed([1; 32])),
+        )
+        .await;
+        assert!(silent.is_err(), "no key from the peer: still waiting");
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Bad input from a peer speaking real SecretConnection (the
+//! `tendermint-p2p` crate): each closes the connection with a protocol
+//! error that is reported once, never a panic; and a peer that stops
+//! answering pings is dropped.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use p2p_router::{
+    ChannelDescriptor, ChannelId, Connection, ConnectionError, NodeInfo, NodeKey, Transport,
+};
+use p2p_transport_mconn::{MconnConfig, MconnTransport};
+use prost::Message;
+use tendermint_p2p::secret_connection::{SecretConnection, Version};
+use tendermint_proto::v0_34::p2p::{self as tm, packet::Sum};
+
+const CHANNEL: u8 = 0x20;
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn node_info(key: &NodeKey) -> NodeInfo {
+    let mut info = NodeInfo::new(key.node_id(), "hostile-chain", "node");
+    info.listen_addr = "127.0.0.1:26656".into();
+    info.channels = vec![CHANNEL];
+    info
+}
+
+fn msg(channel: i32, eof: bool, data: Vec<u8>) -> Vec<u8> {
+    tm::Packet {
+        sum: Some(Sum::PacketMsg(tm::PacketMsg {
+            channel_id: channel,
+            eof,
+            data,
+        })),
+    }
+    .encode_length_delimited_to_vec()
+}
+
+/// A peer completes the SecretConnection and NodeInfo exchange, then
+/// writes `bytes` and keeps the connection open. Returns our side, with
+/// the channel limited to 4096 bytes.
+async fn after_handshake(
+    config: MconnConfig,
+    bytes: Vec<u8>,
+) -> (
+    MconnTransport,
+    Box<dyn Connection>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let key = NodeKey::from_seed([0x31; 32]);
+    let transport = MconnTransport::bind(&key, config.listen_on("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let addr = transport.local_addrs()[0];
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        let them = NodeKey::from_seed([0x32; 32]);
+        let sk = ed25519_consensus::SigningKey::from(them.seed());
+        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
+        conn.write_all(&node_info(&them).encode_length_delimited_to_vec())
+            .unwrap();
+        conn.write_all(&bytes).unwrap();
+        conn.flush().unwrap();
+        // Hold the connection until the test is done.
+        let _ = done_rx.recv();
+    });
+    let conn = tokio::time::timeout(PATIENCE, transport.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    conn.handshake(&node_info(&key)).await.unwrap();
+    conn.prepare_channel(
+        &ChannelDescriptor::new(ChannelId(CHANNEL), "c").with_max_message_size(4096),
+    );
+    (transport, conn, done_tx)
+}
+
+/// The protocol error the connection reports for `bytes`.
+async fn violation(bytes: Vec<u8>) -> String {
+    let (_t, conn, _done) = after_handshake(MconnConfig::fast(), bytes).await;
+    let got = tokio::time::timeout(PATIENCE, conn.recv(ChannelId(CHANNEL), 4096))
+        .await
+        .unwrap();
+    tokio::time::timeout(PATIENCE, conn.closed()).await.unwrap();
+    // Reported once; after that the connection is simply closed.
+    assert_eq!(
+        conn.recv(ChannelId(CHANNEL), 4096).await,
+        Err(ConnectionError::Closed)
+    );
+    match got {
+        Err(ConnectionError::Protocol(reason)) => reason,
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_packet_is_refused_before_it_is_read() {
+    // A length prefix of 1 MiB: far over one 1024-byte chunk.
+    let reason = violation(vec![0x80, 0x80, 0x40]).await;
+    assert!(reason.contains("exceeds the maximum"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_unknown_channel_closes_the_connection() {
+    let reason = violation(msg(0x55, true, vec![1])).await;
+    assert!(reason.contains("unknown channel"), "{reason}");
+    let reason = violation(msg(-1, true, vec![1])).await;
+    assert!(reason.contains("unknown channel"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_undecodable_packet_closes_the_connection() {
+    let reason = violation(vec![0x02, 0xff, 0xff]).await;
+    assert!(reason.contains("undecodable"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_packet_of_unknown_type_closes_the_connection() {
+    // An empty Packet: no kind set.
+    let reason = violation(vec![0x00]).await;
+    assert!(reason.contains("unknown packet type"), "{reason}");
+}
+
+#[tokio::test]
+async fn reassembly_beyond_the_channel_maximum_closes_the_connection() {
+    let mut bytes = Vec::new();
+    for _ in 0..5 {
+        bytes.extend(msg(i32::from(CHANNEL), false, vec![0; 1024]));
+    }
+    let reason = violation(bytes).await;
+    assert!(reason.contains("exceeds its maximum of 4096"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_message_within_the_limit_after_many_chunks_is_delivered() {
+    let mut bytes = Vec::new();
+    for i in 0..4 {
+        bytes.extend(msg(i32::from(CHANNEL), i == 3, vec![i; 1024]));
+    }
+    let (_t, conn, _done) = after_handshake(MconnConfig::fast(), bytes).await;
+    let got = conn.recv(ChannelId(CHANNEL), 4096).await.unwrap();
+    assert_eq!(got.len(), 4096);
+    assert_eq!(got[4095], 3);
+}
+
+#[tokio::test]
+async fn a_peer_that_answers_no_ping_is_dropped() {
+    let mut config = MconnConfig::fast();
+    config.ping_interval = Duration::from_millis(300);
+    config.pong_timeout = Duration::from_millis(150);
+    // The peer sends nothing after its NodeInfo and reads nothing.
+    let (_t, conn, _done) = after_handshake(config, Vec::new()).await;
+    tokio::time::timeout(PATIENCE, conn.closed()).await.unwrap();
+    // Silence is not a protocol violation: just closed.
+    assert_eq!(
+        conn.recv(ChannelId(CHANNEL), 4096).await,
+        Err(ConnectionError::Closed)
+    );
+}
