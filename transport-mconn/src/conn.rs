@@ -572,3 +572,33 @@ impl Connection for MconnConnection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(id: u8, priority: u8, recently_sent: u64) -> Out {
+        let (_tx, rx) = mpsc::channel(1);
+        Out {
+            id: ChannelId(id),
+            rx,
+            current: Some(Bytes::from_static(b"x")),
+            recently_sent,
+            priority: Arc::new(AtomicU8::new(priority)),
+        }
+    }
+
+    #[test]
+    fn the_least_recently_sent_per_priority_goes_first() {
+        // 10 000 bytes at priority 10 weigh as 1000 at priority 1.
+        let mut outs = vec![out(1, 1, 1500), out(2, 10, 10_000)];
+        assert_eq!(pick(&mut outs).unwrap().id, ChannelId(2));
+        outs[1].recently_sent = 20_000;
+        assert_eq!(pick(&mut outs).unwrap().id, ChannelId(1));
+        // Nothing to send: never picked.
+        outs[0].current = None;
+        assert_eq!(pick(&mut outs).unwrap().id, ChannelId(2));
+        outs[1].current = None;
+        assert!(pick(&mut outs).is_none());
+    }
+}

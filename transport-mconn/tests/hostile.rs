@@ -160,3 +160,80 @@ async fn a_peer_that_answers_no_ping_is_dropped() {
         Err(ConnectionError::Closed)
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_sends_anything_instead_of_pongs_is_kept() {
+    // Tendermint v0.35 peers may answer a ping with other traffic; any
+    // packet within the pong timeout proves the peer alive.
+    let key = NodeKey::from_seed([0x33; 32]);
+    let mut config = MconnConfig::fast().listen_on("127.0.0.1:0".parse().unwrap());
+    config.ping_interval = Duration::from_millis(300);
+    config.pong_timeout = Duration::from_millis(150);
+    let transport = MconnTransport::bind(&key, config).await.unwrap();
+    let addr = transport.local_addrs()[0];
+    const COUNT: u8 = 30;
+    let peer = std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        let them = NodeKey::from_seed([0x34; 32]);
+        let sk = ed25519_consensus::SigningKey::from(them.seed());
+        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
+        conn.write_all(&node_info(&them).encode_length_delimited_to_vec())
+            .unwrap();
+        // A message every 50 ms for 1.5 s (five ping intervals), never a
+        // pong.
+        for n in 0..COUNT {
+            conn.write_all(&msg(i32::from(CHANNEL), true, vec![n]))
+                .unwrap();
+            conn.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        conn
+    });
+    let conn = tokio::time::timeout(PATIENCE, transport.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    conn.handshake(&node_info(&key)).await.unwrap();
+    for n in 0..COUNT {
+        let got = tokio::time::timeout(PATIENCE, conn.recv(ChannelId(CHANNEL), 4096))
+            .await
+            .unwrap();
+        assert_eq!(got.unwrap().as_ref(), [n], "still connected at message {n}");
+    }
+    let _keep = tokio::task::spawn_blocking(move || peer.join()).await;
+}
+
+#[tokio::test]
+async fn an_oversized_node_info_fails_the_handshake() {
+    let key = NodeKey::from_seed([0x35; 32]);
+    let transport = MconnTransport::bind(
+        &key,
+        MconnConfig::fast().listen_on("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let addr = transport.local_addrs()[0];
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        let sk = ed25519_consensus::SigningKey::from([0x36; 32]);
+        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
+        // Claims 20,000 bytes; the limit is 10,240.
+        conn.write_all(&[0xa0, 0x9c, 0x01]).unwrap();
+        conn.flush().unwrap();
+        let _ = done_rx.recv();
+    });
+    let conn = tokio::time::timeout(PATIENCE, transport.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = conn.handshake(&node_info(&key)).await;
+    assert_eq!(
+        got.err(),
+        Some(ConnectionError::Oversized {
+            size: 20_000,
+            max: 10_240
+        })
+    );
+    drop(done_tx);
+}
