@@ -133,16 +133,21 @@ impl<M: prost::Message> ChannelSender<M> {
     pub async fn send(&self, envelope: Envelope<M>) -> Result<(), SendError> {
         let bytes = self.encode(&envelope.message)?;
         let stats = &self.shared.stats;
+        // Dropped sends return without waiting; the budget check keeps a
+        // caller sending in a loop from monopolising its worker thread.
         if envelope.peer == self.shared.self_id {
             bump(&stats.dropped_self);
+            tokio::task::consume_budget().await;
             return Ok(());
         }
         let Some(route) = self.shared.route(&envelope.peer) else {
             bump(&stats.dropped_unknown_peer);
+            tokio::task::consume_budget().await;
             return Ok(());
         };
         let Some(queue) = route.queues.get(&self.id).cloned() else {
             bump(&stats.dropped_no_channel);
+            tokio::task::consume_budget().await;
             return Ok(());
         };
         drop(route);

@@ -1,0 +1,116 @@
+//! Micro-benchmarks of hot paths: message framing through the QUIC
+//! transport's public surface is covered by `transports`; here the pieces
+//! that run per message or per peer: NodeInfo encoding, address parsing and
+//! the peer manager's `dial_next` over 10,000 known peers.
+
+// criterion's macros generate undocumented functions.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::time::SystemTime;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use p2p_router::{
+    MemoryPeerStore, NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions,
+};
+use prost::Message;
+
+fn node_info(c: &mut Criterion) {
+    let key = NodeKey::from_seed([1; 32]);
+    let mut info = NodeInfo::new(key.node_id(), "bench-chain", "node0");
+    info.listen_addr = "127.0.0.1:26656".into();
+    info.channels = (0x20..0x30).collect();
+    let encoded = info.encode_length_delimited_to_vec();
+    c.bench_function("node_info/encode_delimited", |b| {
+        b.iter(|| std::hint::black_box(&info).encode_length_delimited_to_vec())
+    });
+    c.bench_function("node_info/decode_and_validate", |b| {
+        b.iter(|| {
+            let i = NodeInfo::decode_length_delimited(std::hint::black_box(&encoded[..])).unwrap();
+            i.validate().unwrap();
+        })
+    });
+}
+
+fn frames(c: &mut Criterion) {
+    // The length-delimited framing every transport uses for messages.
+    let message = vec![7u8; 100];
+    let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+    c.bench_function("frame/encode_100B", |b| {
+        b.iter(|| {
+            buf.clear();
+            prost::encoding::encode_varint(message.len() as u64, &mut buf);
+            buf.extend_from_slice(std::hint::black_box(&message));
+        })
+    });
+    let mut wire = bytes::BytesMut::new();
+    for _ in 0..1000 {
+        prost::encoding::encode_varint(100, &mut wire);
+        wire.extend_from_slice(&message);
+    }
+    let wire = wire.freeze();
+    c.bench_function("frame/decode_1000x100B", |b| {
+        b.iter(|| {
+            let mut w = wire.clone();
+            let mut n = 0;
+            while !w.is_empty() {
+                let len = prost::encoding::decode_varint(&mut w).unwrap() as usize;
+                let _frame = w.split_to(len);
+                n += 1;
+            }
+            assert_eq!(n, 1000);
+        })
+    });
+}
+
+fn addresses(c: &mut Criterion) {
+    let text = "quic://89006b58739b9db9d25e4295cdb96ab10ac1ef9f@seed-1.example.org:26656";
+    c.bench_function("address/parse", |b| {
+        b.iter(|| std::hint::black_box(text).parse::<PeerAddress>().unwrap())
+    });
+}
+
+fn dial_next(c: &mut Criterion) {
+    let setup = || {
+        let mut options = PeerManagerOptions::default();
+        options.max_peers = 20_000;
+        let mut pm = PeerManager::new(
+            NodeKey::from_seed([0; 32]).node_id(),
+            options,
+            MemoryPeerStore::new(),
+            1,
+        )
+        .unwrap();
+        for i in 0..10_000u32 {
+            let mut seed = [1u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            let id = NodeKey::from_seed(seed).node_id();
+            let a: PeerAddress = format!(
+                "quic://{id}@10.{}.{}.{}:26656",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+            .parse()
+            .unwrap();
+            pm.add(a).unwrap();
+        }
+        pm
+    };
+    c.bench_function("peer_manager/dial_next_10k", |b| {
+        b.iter_batched_ref(
+            setup,
+            |pm| {
+                let now = SystemTime::now();
+                for _ in 0..16 {
+                    if let Some(a) = pm.dial_next(now) {
+                        pm.dial_failed(now, &a);
+                    }
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+criterion_group!(benches, node_info, frames, addresses, dial_next);
+criterion_main!(benches);

@@ -1,0 +1,453 @@
+//! The transport comparison: QUIC, MConnection (CometBFT defaults and
+//! tuned) and the memory transport through the full router, plus raw
+//! quinn and raw TLS-over-TCP without it, on the same machine in one run.
+//!
+//! ```text
+//! cargo bench --bench transports -- [--quick] [--only <scenario>]... [--json <path>] [--out <dir>]
+//! ```
+//!
+//! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, idle_memory,
+//! fanout. Both router nodes of a pair live in this process (one tokio
+//! runtime, all cores); `idle_memory` and `fanout` put their peers in a
+//! second process (this binary with `--peers`). `hol_loss` runs `hol`
+//! again in a private network namespace that drops 1 % of packets (root,
+//! `ip`, `nft`; otherwise it is reported as skipped).
+//!
+//! Every figure is the median of three repetitions, with min and max.
+
+// A binary's items are reachable only from itself.
+#![allow(unreachable_pub)]
+
+mod nodes;
+mod peers;
+mod raw;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nodes::Kind;
+use raw::Raw;
+use report::{Figure, Results};
+use scenarios::{percentile, sort, Sample};
+
+const SCENARIOS: [&str; 8] = [
+    "bulk",
+    "small",
+    "rtt",
+    "hol",
+    "hol_loss",
+    "handshake",
+    "idle_memory",
+    "fanout",
+];
+const REPETITIONS: usize = 3;
+
+#[derive(Debug, Clone)]
+struct Options {
+    quick: bool,
+    only: Vec<String>,
+    json: Option<PathBuf>,
+    out: Option<PathBuf>,
+    /// Running inside the loss namespace for the parent's `hol_loss`.
+    netns_child: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            quick: false,
+            only: Vec::new(),
+            json: None,
+            out: None,
+            netns_child: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => o.quick = true,
+                "--only" => o
+                    .only
+                    .push(it.next().ok_or("--only needs a scenario")?.clone()),
+                "--json" => o.json = Some(it.next().ok_or("--json needs a path")?.into()),
+                "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
+                "--netns-child" => o.netns_child = true,
+                // cargo bench passes this to every bench binary.
+                "--bench" => {}
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        for s in &o.only {
+            if !SCENARIOS.contains(&s.as_str()) {
+                return Err(format!(
+                    "unknown scenario {s}; known: {}",
+                    SCENARIOS.join(", ")
+                ));
+            }
+        }
+        Ok(o)
+    }
+
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
+
+    fn duration(&self) -> Duration {
+        if self.quick {
+            Duration::from_millis(300)
+        } else {
+            Duration::from_secs(3)
+        }
+    }
+
+    fn rounds(&self) -> usize {
+        if self.quick {
+            200
+        } else {
+            2000
+        }
+    }
+
+    fn handshakes(&self) -> usize {
+        if self.quick {
+            20
+        } else {
+            200
+        }
+    }
+
+    fn idle_peers(&self) -> usize {
+        if self.quick {
+            20
+        } else {
+            200
+        }
+    }
+
+    fn fanout_peers(&self) -> usize {
+        if self.quick {
+            100
+        } else {
+            1000
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--peers") {
+        peers::peer_process(&args[1..]);
+        return;
+    }
+    let options = match Options::parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = runtime.block_on(run(&options));
+    let command = format!("cargo bench --bench transports -- {}", args.join(" "));
+    if options.netns_child {
+        // The parent reads the figures and the latency samples.
+        let mut json = results.json();
+        json["latencies"] = serde_json::to_value(&results.latencies).unwrap_or_default();
+        if let Some(path) = &options.json {
+            std::fs::write(path, json.to_string()).expect("write json");
+        }
+        return;
+    }
+    let markdown = results.markdown(command.trim());
+    println!("{markdown}");
+    if let Some(path) = &options.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&results.json()).unwrap_or_default(),
+        )
+        .expect("write json");
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(dir) = &options.out {
+        std::fs::create_dir_all(dir).expect("out dir");
+        std::fs::write(dir.join("report.md"), &markdown).expect("write report");
+        if let Err(e) = results.plots(dir) {
+            eprintln!("plots failed: {e}");
+        }
+        eprintln!("wrote {}", dir.display());
+    }
+}
+
+async fn run(o: &Options) -> Results {
+    let mut r = Results::default();
+    r.settings
+        .insert("mode".into(), if o.quick { "quick" } else { "full" }.into());
+    r.settings.insert(
+        "duration_s".into(),
+        format!("{}", o.duration().as_secs_f64()),
+    );
+    r.settings
+        .insert("repetitions".into(), REPETITIONS.to_string());
+    r.settings.insert(
+        "quic".into(),
+        "128 KiB stream window, BBR, 1 ms ACK delay, AES-128-GCM, 4 MiB socket buffers".into(),
+    );
+    r.settings.insert(
+        "mconn-default".into(),
+        "CometBFT: 100 ms flush throttle, 5,120,000 B/s rate limits, 1024-byte packets".into(),
+    );
+    r.settings.insert(
+        "mconn-fast".into(),
+        "no rate limits, flush after every batch".into(),
+    );
+    let d = o.duration();
+    if o.wants("bulk") {
+        for kind in Kind::ALL {
+            let v = reps(|| scenarios::bulk(kind, d)).await;
+            put(&mut r, "bulk", kind.name(), v, "MB/s");
+        }
+        for raw in Raw::ALL {
+            let v = reps(|| raw::throughput(raw, false, d)).await;
+            put(&mut r, "bulk", raw.name(), v, "MB/s");
+        }
+    }
+    if o.wants("small") {
+        for kind in Kind::ALL {
+            let v = reps(|| scenarios::small(kind, d)).await;
+            put(&mut r, "small", kind.name(), v, "msg/s");
+        }
+        for raw in Raw::ALL {
+            let v = reps(|| raw::throughput(raw, true, d)).await;
+            put(&mut r, "small", raw.name(), v, "msg/s");
+        }
+    }
+    if o.wants("rtt") {
+        for kind in Kind::ALL {
+            // A 100 ms flush throttle makes each round ~200 ms.
+            let rounds = if kind == Kind::MconnDefault {
+                20
+            } else {
+                o.rounds()
+            };
+            let s = samples(|| scenarios::rtt(kind, rounds)).await;
+            put_latency(&mut r, "rtt", kind.name(), &s, false);
+        }
+        for raw in Raw::ALL {
+            let s = samples(|| raw::rtt(raw, o.rounds())).await;
+            put_latency(&mut r, "rtt", raw.name(), &s, false);
+        }
+    }
+    if o.wants("hol") {
+        for kind in Kind::ALL {
+            let s = samples(|| scenarios::hol(kind, d)).await;
+            put_latency(&mut r, "hol", kind.name(), &s, true);
+            let bulk: Vec<f64> = s.iter().filter_map(|s| s.side).collect();
+            r.figures.insert(
+                format!("hol_bulk/{}", kind.name()),
+                Figure::of(bulk, "MB/s"),
+            );
+        }
+    }
+    if o.wants("hol_loss") && !o.netns_child {
+        hol_loss(o, &mut r).await;
+    }
+    if o.wants("handshake") {
+        for kind in Kind::ALL {
+            let s = samples(|| scenarios::handshake(kind, o.handshakes())).await;
+            put_latency(&mut r, "handshake", kind.name(), &s, false);
+        }
+        for raw in Raw::ALL {
+            let s = samples(|| raw::handshake(raw, o.handshakes())).await;
+            put_latency(&mut r, "handshake", raw.name(), &s, false);
+        }
+    }
+    if o.wants("idle_memory") {
+        for kind in Kind::ALL.into_iter().filter(|k| k.crosses_processes()) {
+            let v = reps(|| peers::idle_memory(kind, o.idle_peers())).await;
+            put(&mut r, "idle_memory", kind.name(), v, "bytes");
+        }
+        r.skipped.push(
+            "idle_memory/memory, fanout/memory: the memory transport cannot span processes".into(),
+        );
+    }
+    if o.wants("fanout") {
+        for kind in Kind::ALL.into_iter().filter(|k| k.crosses_processes()) {
+            let s = samples(|| peers::fanout(kind, o.fanout_peers())).await;
+            put_latency(&mut r, "fanout", kind.name(), &s, false);
+        }
+        r.settings
+            .insert("fanout_peers".into(), o.fanout_peers().to_string());
+    }
+    r
+}
+
+async fn reps<F, Fut>(f: F) -> Vec<f64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Sample>,
+{
+    samples(f).await.into_iter().map(|s| s.value).collect()
+}
+
+async fn samples<F, Fut>(f: F) -> Vec<Sample>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Sample>,
+{
+    let mut out = Vec::with_capacity(REPETITIONS);
+    for _ in 0..REPETITIONS {
+        out.push(f().await);
+    }
+    out
+}
+
+fn put(r: &mut Results, scenario: &str, transport: &str, values: Vec<f64>, unit: &'static str) {
+    let f = Figure::of(values, unit);
+    eprintln!(
+        "{scenario}/{transport}: {:.1} {unit} ({:.1}–{:.1})",
+        f.value, f.min, f.max
+    );
+    r.figures.insert(format!("{scenario}/{transport}"), f);
+}
+
+fn put_latency(r: &mut Results, scenario: &str, transport: &str, samples: &[Sample], cdf: bool) {
+    for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
+        let per_rep: Vec<f64> = samples
+            .iter()
+            .map(|s| percentile(&sort(s.latencies_us.clone()), q))
+            .collect();
+        put(r, &format!("{scenario}_{label}"), transport, per_rep, "us");
+    }
+    if cdf {
+        let all: Vec<f64> = samples
+            .iter()
+            .flat_map(|s| s.latencies_us.iter().copied())
+            .collect();
+        r.latencies
+            .entry(scenario.to_string())
+            .or_default()
+            .insert(transport.to_string(), all);
+    }
+}
+
+/// Runs `hol` again inside a network namespace whose loopback drops 1 % of
+/// incoming packets.
+async fn hol_loss(o: &Options, r: &mut Results) {
+    let skip = |r: &mut Results, why: String| {
+        eprintln!("hol_loss skipped: {why}");
+        r.skipped.push(format!("hol_loss: {why}"));
+    };
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string));
+    if uid.as_deref() != Some("0") {
+        return skip(r, "needs root to create a network namespace".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !found {
+            return skip(
+                r,
+                format!("`{tool}` not installed (Debian: apt-get install iproute2 nftables)"),
+            );
+        }
+    }
+    let ns = format!("p2pbench{}", std::process::id());
+    let sh = |cmd: String| {
+        std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let setup = [
+        format!("ip netns add {ns}"),
+        format!("ip -n {ns} link set lo mtu 1500 up"),
+        format!("ip netns exec {ns} nft add table inet loss"),
+        format!("ip netns exec {ns} nft add chain inet loss input '{{ type filter hook input priority 0; }}'"),
+        format!("ip netns exec {ns} nft add rule inet loss input numgen random mod 100 '<' 1 drop"),
+    ];
+    for cmd in &setup {
+        if !sh(cmd.clone()) {
+            sh(format!("ip netns del {ns} 2>/dev/null"));
+            return skip(r, format!("`{cmd}` failed"));
+        }
+    }
+    // Single packets must be what drops: turn segmentation offloads off
+    // where ethtool exists (without it, large loopback segments drop whole).
+    let offloads = sh(format!(
+        "ip netns exec {ns} ethtool -K lo tso off gso off gro off >/dev/null 2>&1"
+    ));
+    r.settings.insert(
+        "hol_loss".into(),
+        format!(
+            "namespace loopback, MTU 1500, nft input drop 1 %, offloads {}",
+            if offloads {
+                "off"
+            } else {
+                "on (ethtool missing)"
+            }
+        ),
+    );
+    let tmp = std::env::temp_dir().join(format!("{ns}.json"));
+    let exe = std::env::current_exe().expect("own path");
+    let mut cmd = format!(
+        "ip netns exec {ns} {} --netns-child --only hol --json {}",
+        exe.display(),
+        tmp.display()
+    );
+    if o.quick {
+        cmd.push_str(" --quick");
+    }
+    let ran = tokio::task::spawn_blocking(move || sh(cmd))
+        .await
+        .unwrap_or(false);
+    sh(format!("ip netns del {ns}"));
+    let parsed = std::fs::read_to_string(&tmp)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
+    let _ = std::fs::remove_file(&tmp);
+    let Some(json) = parsed.filter(|_| ran) else {
+        return skip(r, "the run inside the namespace failed".into());
+    };
+    if let Some(results) = json["results"].as_object() {
+        for (key, f) in results {
+            let key = key.replacen("hol_", "hol_loss_", 1);
+            let unit = if key.starts_with("hol_loss_bulk") {
+                "MB/s"
+            } else {
+                "us"
+            };
+            let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+            r.figures.insert(
+                key.clone(),
+                Figure {
+                    value: num(&f["value"]),
+                    min: num(&f["min"]),
+                    max: num(&f["max"]),
+                    unit,
+                },
+            );
+            eprintln!("{key}: {:.1} {unit}", num(&f["value"]));
+        }
+    }
+    if let Some(series) = json["latencies"]["hol"].as_object() {
+        let entry = r.latencies.entry("hol_loss".into()).or_default();
+        for (t, v) in series {
+            let values = v
+                .as_array()
+                .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+                .unwrap_or_default();
+            entry.insert(t.clone(), values);
+        }
+    }
+}

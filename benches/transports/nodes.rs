@@ -1,0 +1,232 @@
+//! Router nodes for the benchmark: the same two channels over each
+//! transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use p2p_router::{
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, MemoryPeerStore, NodeId,
+    NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Router,
+    RouterOptions, Transport,
+};
+use p2p_transport_mconn::{MconnConfig, MconnTransport};
+use p2p_transport_memory::MemoryNetwork;
+use p2p_transport_quic::{QuicConfig, QuicTransport};
+use tokio::sync::broadcast;
+
+pub const NETWORK: &str = "bench";
+pub const BULK: ChannelId = ChannelId(1);
+pub const HI: ChannelId = ChannelId(2);
+
+/// What every benchmark channel carries: bytes and a send timestamp.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Payload {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub data: Bytes,
+    /// Wall-clock send time, ns since the Unix epoch (comparable across
+    /// processes on one machine).
+    #[prost(fixed64, tag = "2")]
+    pub sent_ns: u64,
+}
+
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The transports measured through the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Quic,
+    MconnDefault,
+    MconnFast,
+    Memory,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::Quic,
+        Kind::MconnDefault,
+        Kind::MconnFast,
+        Kind::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Quic => "quic",
+            Kind::MconnDefault => "mconn-default",
+            Kind::MconnFast => "mconn-fast",
+            Kind::Memory => "memory",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// Whether peers can live in another process.
+    pub fn crosses_processes(self) -> bool {
+        self != Kind::Memory
+    }
+}
+
+pub struct Node {
+    pub key: NodeKey,
+    pub router: Router,
+    pub bulk_tx: ChannelSender<Payload>,
+    pub bulk_rx: ChannelReceiver<Payload>,
+    pub hi_tx: ChannelSender<Payload>,
+    pub hi_rx: ChannelReceiver<Payload>,
+    pub updates: broadcast::Receiver<PeerUpdate>,
+    pub address: PeerAddress,
+}
+
+impl Node {
+    pub fn id(&self) -> NodeId {
+        self.key.node_id()
+    }
+}
+
+pub fn key(seed: u64) -> NodeKey {
+    let mut bytes = [7u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    NodeKey::from_seed(bytes)
+}
+
+/// Options for benchmark nodes: every peer comes from 127.0.0.1, and
+/// thousands of them may connect.
+fn router_options(peers: usize) -> RouterOptions {
+    let mut o = RouterOptions::default();
+    o.max_inbound = peers + 16;
+    o.max_connections_per_ip = peers + 16;
+    o.max_attempts_per_ip = 4 * peers + 1024;
+    o.max_inbound_handshakes = 256;
+    o.dial_concurrency = 64;
+    o
+}
+
+fn pm_options(peers: usize) -> PeerManagerOptions {
+    let mut o = PeerManagerOptions::default();
+    o.max_connected = peers + 16;
+    o.max_outgoing = peers + 16;
+    o.min_retry_time = Duration::from_millis(100);
+    o
+}
+
+pub async fn transport(
+    kind: Kind,
+    key: &NodeKey,
+    listen: bool,
+    memory: &MemoryNetwork,
+) -> Arc<dyn Transport> {
+    let any = "127.0.0.1:0".parse().expect("address");
+    match kind {
+        Kind::Quic => {
+            let mut c = QuicConfig::new(NETWORK);
+            if listen {
+                c = c.listen_on(any);
+            }
+            c.max_connections = 8192;
+            c.max_incoming_handshakes = 256;
+            Arc::new(QuicTransport::bind(key, c).expect("quic"))
+        }
+        Kind::MconnDefault | Kind::MconnFast => {
+            let mut c = if kind == Kind::MconnFast {
+                MconnConfig::fast()
+            } else {
+                MconnConfig::new()
+            };
+            if listen {
+                c = c.listen_on(any);
+            }
+            c.max_connections = 8192;
+            c.max_incoming_handshakes = 256;
+            Arc::new(MconnTransport::bind(key, c).await.expect("mconn"))
+        }
+        Kind::Memory => Arc::new(memory.transport(key)),
+    }
+}
+
+/// A router node of `kind`, its two channels open.
+pub async fn node(
+    kind: Kind,
+    seed: u64,
+    listen: bool,
+    peers: usize,
+    memory: &MemoryNetwork,
+) -> Node {
+    let key = key(seed);
+    let transport = transport(kind, &key, listen, memory).await;
+    let id = key.node_id();
+    let endpoint = transport.listen_endpoints().into_iter().next();
+    let address = match &endpoint {
+        Some(e) => e.peer_address(id),
+        None => PeerAddress::memory(id),
+    };
+    let pm = PeerManager::new(id, pm_options(peers), MemoryPeerStore::new(), seed).expect("pm");
+    let mut info = NodeInfo::new(id, NETWORK, "bench");
+    info.listen_addr = match (kind, endpoint.and_then(|e| e.socket_addr())) {
+        (Kind::Memory, _) => format!("memory:{id}"),
+        (_, Some(a)) => a.to_string(),
+        // Dial-only nodes still need a well-formed address.
+        (_, None) => "127.0.0.1:1".into(),
+    };
+    let router = Router::builder(key.clone(), info, pm)
+        .transport(transport)
+        .options(router_options(peers))
+        .spawn();
+    let bulk = ChannelDescriptor::new(BULK, "bulk")
+        .with_priority(1)
+        .with_max_message_size(2 << 20)
+        .with_send_capacity(64)
+        .with_receive_capacity(64);
+    let hi = ChannelDescriptor::new(HI, "hi")
+        .with_priority(10)
+        .with_send_capacity(1024)
+        .with_receive_capacity(1024);
+    let (bulk_tx, bulk_rx) = router.open_channel::<Payload>(bulk).expect("bulk").split();
+    let (hi_tx, hi_rx) = router.open_channel::<Payload>(hi).expect("hi").split();
+    let updates = router.subscribe_peer_updates();
+    Node {
+        key,
+        router,
+        bulk_tx,
+        bulk_rx,
+        hi_tx,
+        hi_rx,
+        updates,
+        address,
+    }
+}
+
+/// Waits until every id in `peers` is up on `updates`.
+pub async fn wait_up(updates: &mut broadcast::Receiver<PeerUpdate>, peers: &[NodeId]) {
+    let mut missing: std::collections::BTreeSet<NodeId> = peers.iter().copied().collect();
+    while !missing.is_empty() {
+        match updates.recv().await {
+            Ok(PeerUpdate::Up { peer, .. }) => {
+                missing.remove(&peer);
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Two connected nodes (A dialed B).
+pub async fn pair(kind: Kind) -> (Node, Node, MemoryNetwork) {
+    let memory = MemoryNetwork::new();
+    let mut a = node(kind, 1, true, 4, &memory).await;
+    let mut b = node(kind, 2, true, 4, &memory).await;
+    a.router
+        .add_peer(b.address.clone())
+        .await
+        .expect("router")
+        .expect("add");
+    wait_up(&mut a.updates, &[b.id()]).await;
+    wait_up(&mut b.updates, &[a.id()]).await;
+    (a, b, memory)
+}

@@ -1,0 +1,450 @@
+//! Reference points without the router: raw quinn (one stream,
+//! length-prefixed frames, batched writes) and raw TLS 1.3 over TCP, with
+//! the TLS settings our QUIC transport uses (ed25519 certificates,
+//! AES-128-GCM first) and its QUIC settings (windows, BBR, ACK frequency).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::scenarios::Sample;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Raw {
+    Quinn,
+    TlsTcp,
+}
+
+impl Raw {
+    pub const ALL: [Raw; 2] = [Raw::Quinn, Raw::TlsTcp];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Raw::Quinn => "raw-quinn",
+            Raw::TlsTcp => "raw-tls-tcp",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        vec![rustls::SignatureScheme::ED25519]
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
+}
+
+fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["bench".into()])
+        .expect("params")
+        .self_signed(&pair)
+        .expect("cert");
+    let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
+    let p = provider();
+    let mut server = rustls::ServerConfig::builder_with_provider(p.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key())
+        .expect("server");
+    server.alpn_protocols = vec![alpn.to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(p.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(p)))
+        .with_client_auth_cert(vec![cert.der().clone()], key())
+        .expect("client");
+    client.alpn_protocols = vec![alpn.to_vec()];
+    (server, client)
+}
+
+fn quinn_transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(128 * 1024));
+    t.receive_window(quinn::VarInt::from_u32(33 * 128 * 1024));
+    t.send_window(16 * 1024 * 1024);
+    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.max_ack_delay(Some(Duration::from_millis(1)));
+    t.ack_frequency_config(Some(ack));
+    Arc::new(t)
+}
+
+fn udp_socket() -> std::net::UdpSocket {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("udp");
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
+    s.into()
+}
+
+struct QuinnPair {
+    _server: quinn::Endpoint,
+    _client: quinn::Endpoint,
+    a: quinn::Connection,
+    b: quinn::Connection,
+}
+
+fn quinn_endpoints() -> (quinn::Endpoint, quinn::Endpoint) {
+    let (server_tls, client_tls) = tls_configs(b"bench");
+    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).expect("quic server"),
+    ));
+    server_cfg.transport_config(quinn_transport());
+    let server = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_cfg),
+        udp_socket(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .expect("server");
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).expect("quic client"),
+    ));
+    client_cfg.transport_config(quinn_transport());
+    let mut client = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        udp_socket(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .expect("client");
+    client.set_default_client_config(client_cfg);
+    (server, client)
+}
+
+async fn quinn_connect(
+    server: &quinn::Endpoint,
+    client: &quinn::Endpoint,
+) -> (quinn::Connection, quinn::Connection) {
+    let addr = server.local_addr().expect("addr");
+    tokio::join!(
+        async {
+            client
+                .connect(addr, "bench")
+                .expect("connect")
+                .await
+                .expect("handshake")
+        },
+        async {
+            server
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("accept")
+        }
+    )
+}
+
+async fn quinn_pair() -> QuinnPair {
+    let (server, client) = quinn_endpoints();
+    let (a, b) = quinn_connect(&server, &client).await;
+    QuinnPair {
+        _server: server,
+        _client: client,
+        a,
+        b,
+    }
+}
+
+/// Length-prefixed frames (4-byte big-endian length) from a byte stream.
+fn frames(buf: &mut BytesMut) -> usize {
+    let mut n = 0;
+    loop {
+        if buf.len() < 4 {
+            return n;
+        }
+        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        if buf.len() < 4 + len {
+            return n;
+        }
+        buf.advance(4 + len);
+        n += 1;
+    }
+}
+
+fn framed(size: usize) -> Bytes {
+    let mut v = Vec::with_capacity(4 + size);
+    v.extend_from_slice(&(size as u32).to_be_bytes());
+    v.resize(4 + size, 0xa5);
+    Bytes::from(v)
+}
+
+/// Bulk (64 KiB frames) or small (100-byte frames, batched 64 KiB per
+/// write) for `duration`: MB/s or msg/s at the receiver.
+pub async fn throughput(raw: Raw, small: bool, duration: Duration) -> Sample {
+    let frame = framed(if small { 100 } else { 64 * 1024 });
+    // Small frames are written in 64 KiB batches, as a buffered writer would.
+    let batch: Bytes = if small {
+        let mut b = BytesMut::new();
+        while b.len() + frame.len() <= 64 * 1024 {
+            b.extend_from_slice(&frame);
+        }
+        b.freeze()
+    } else {
+        frame.clone()
+    };
+    let unit = move |bytes: usize, frames: usize| if small { frames } else { bytes };
+    let measure = |rx_total: Arc<std::sync::atomic::AtomicUsize>| async move {
+        tokio::time::sleep(duration / 5).await;
+        let start_total = rx_total.load(std::sync::atomic::Ordering::Relaxed);
+        let t = Instant::now();
+        tokio::time::sleep(duration).await;
+        let got = rx_total.load(std::sync::atomic::Ordering::Relaxed) - start_total;
+        got as f64 / t.elapsed().as_secs_f64()
+    };
+    let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let rate = match raw {
+        Raw::Quinn => {
+            let p = quinn_pair().await;
+            let mut send = p.a.open_uni().await.expect("open");
+            let sender = tokio::spawn(async move {
+                loop {
+                    if send.write_chunk(batch.clone()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let counter = total.clone();
+            let receiver = tokio::spawn(async move {
+                let mut recv = p.b.accept_uni().await.expect("accept");
+                let mut buf = BytesMut::new();
+                while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+                    let bytes = chunk.bytes.len();
+                    buf.extend_from_slice(&chunk.bytes);
+                    let n = frames(&mut buf);
+                    counter.fetch_add(unit(bytes, n), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            let rate = measure(total).await;
+            sender.abort();
+            receiver.abort();
+            p.a.close(0u32.into(), b"");
+            rate
+        }
+        Raw::TlsTcp => {
+            let (mut client, mut server) = tls_pair().await;
+            let sender = tokio::spawn(async move {
+                loop {
+                    if client.write_all(&batch).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let counter = total.clone();
+            let receiver = tokio::spawn(async move {
+                let mut buf = BytesMut::with_capacity(256 * 1024);
+                loop {
+                    match server.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(bytes) => {
+                            let n = frames(&mut buf);
+                            counter.fetch_add(unit(bytes, n), std::sync::atomic::Ordering::Relaxed);
+                            if buf.capacity() - buf.len() < 64 * 1024 {
+                                buf.reserve(256 * 1024);
+                            }
+                        }
+                    }
+                }
+            });
+            let rate = measure(total).await;
+            sender.abort();
+            receiver.abort();
+            rate
+        }
+    };
+    Sample {
+        value: if small { rate } else { rate / 1e6 },
+        ..Sample::default()
+    }
+}
+
+struct TlsSetup {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+}
+
+async fn tls_setup() -> TlsSetup {
+    let (server_tls, client_tls) = tls_configs(b"bench");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    TlsSetup {
+        listener,
+        addr,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls)),
+        connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
+    }
+}
+
+async fn tls_connect(
+    setup: &TlsSetup,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) {
+    tokio::join!(
+        async {
+            let tcp = tokio::net::TcpStream::connect(setup.addr)
+                .await
+                .expect("connect");
+            tcp.set_nodelay(true).expect("nodelay");
+            setup
+                .connector
+                .connect(ServerName::try_from("bench").expect("name"), tcp)
+                .await
+                .expect("tls client")
+        },
+        async {
+            let (tcp, _) = setup.listener.accept().await.expect("accept");
+            tcp.set_nodelay(true).expect("nodelay");
+            setup.acceptor.accept(tcp).await.expect("tls server")
+        }
+    )
+}
+
+async fn tls_pair() -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+) {
+    tls_connect(&tls_setup().await).await
+}
+
+/// 64-byte ping-pong round trips, µs.
+pub async fn rtt(raw: Raw, rounds: usize) -> Sample {
+    let msg = framed(60);
+    let mut latencies = Vec::with_capacity(rounds);
+    match raw {
+        Raw::Quinn => {
+            let p = quinn_pair().await;
+            let (mut send, mut recv) = p.a.open_bi().await.expect("open");
+            send.write_all(&msg).await.expect("first");
+            let b = p.b.clone();
+            let echo = tokio::spawn(async move {
+                let (mut s, mut r) = b.accept_bi().await.expect("accept");
+                let mut buf = [0u8; 64];
+                while r.read_exact(&mut buf).await.is_ok() {
+                    if s.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut buf = [0u8; 64];
+            recv.read_exact(&mut buf).await.expect("first echo");
+            for i in 0..rounds + rounds / 10 {
+                let t = Instant::now();
+                send.write_all(&msg).await.expect("send");
+                recv.read_exact(&mut buf).await.expect("echo");
+                if i >= rounds / 10 {
+                    latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            echo.abort();
+        }
+        Raw::TlsTcp => {
+            let (mut client, mut server) = tls_pair().await;
+            let echo = tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while server.read_exact(&mut buf).await.is_ok() {
+                    if server.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    let _ = server.flush().await;
+                }
+            });
+            let mut buf = [0u8; 64];
+            for i in 0..rounds + rounds / 10 {
+                let t = Instant::now();
+                client.write_all(&msg).await.expect("send");
+                client.flush().await.expect("flush");
+                client.read_exact(&mut buf).await.expect("echo");
+                if i >= rounds / 10 {
+                    latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            echo.abort();
+        }
+    }
+    Sample {
+        latencies_us: latencies,
+        ..Sample::default()
+    }
+}
+
+/// Connection set-up (TLS included), µs, over `count` connections.
+pub async fn handshake(raw: Raw, count: usize) -> Sample {
+    let mut latencies = Vec::with_capacity(count);
+    match raw {
+        Raw::Quinn => {
+            let (server, client) = quinn_endpoints();
+            for _ in 0..count {
+                let t = Instant::now();
+                let (a, _b) = quinn_connect(&server, &client).await;
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                a.close(0u32.into(), b"");
+            }
+        }
+        Raw::TlsTcp => {
+            let setup = tls_setup().await;
+            for _ in 0..count {
+                let t = Instant::now();
+                let (c, s) = tls_connect(&setup).await;
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                drop((c, s));
+            }
+        }
+    }
+    Sample {
+        latencies_us: latencies,
+        ..Sample::default()
+    }
+}
