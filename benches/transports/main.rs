@@ -136,9 +136,10 @@ impl Options {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--peers") {
-        peers::peer_process(&args[1..]);
-        return;
+    match args.first().map(String::as_str) {
+        Some("--peers") => return peers::peer_process(&args[1..]),
+        Some("--idle-hub") => return peers::idle_hub_process(&args[1..]),
+        _ => {}
     }
     let options = match Options::parse(&args) {
         Ok(o) => o,

@@ -81,6 +81,8 @@ pub struct Node {
     pub hi_rx: ChannelReceiver<Payload>,
     pub updates: broadcast::Receiver<PeerUpdate>,
     pub address: PeerAddress,
+    /// Open but unused channels (kept so they stay open).
+    pub _idle: Vec<p2p_router::Channel<Payload>>,
 }
 
 impl Node {
@@ -188,6 +190,15 @@ pub async fn node(
         .with_receive_capacity(1024);
     let (bulk_tx, bulk_rx) = router.open_channel::<Payload>(bulk).expect("bulk").split();
     let (hi_tx, hi_rx) = router.open_channel::<Payload>(hi).expect("hi").split();
+    // Fourteen more, idle: every node has 16 channels open, as a real
+    // node does (and as `idle_memory` must count).
+    let idle = (3..=16u8)
+        .map(|c| {
+            router
+                .open_channel::<Payload>(ChannelDescriptor::new(ChannelId(c), "idle"))
+                .expect("idle channel")
+        })
+        .collect();
     let updates = router.subscribe_peer_updates();
     Node {
         key,
@@ -198,6 +209,7 @@ pub async fn node(
         hi_rx,
         updates,
         address,
+        _idle: idle,
     }
 }
 

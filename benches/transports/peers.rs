@@ -95,22 +95,58 @@ async fn wait_all_up(hub: &mut nodes::Node, count: usize) {
     }
 }
 
-/// RSS growth of the hub per connected idle peer, bytes.
+/// RSS growth of the hub per connected idle peer, bytes. The hub runs in a
+/// fresh process (this binary with `--idle-hub`), so memory freed by
+/// earlier scenarios cannot hide the growth.
 pub async fn idle_memory(kind: Kind, count: usize) -> Sample {
-    let mut hub = hub(kind, count).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_bytes();
-    let child = Child::spawn(kind, count, &hub.address, "idle");
-    wait_all_up(&mut hub, count).await;
-    // A few keep-alive rounds, then measure.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_bytes();
-    child.stop().await;
-    hub.router.shutdown().await;
+    let exe = std::env::current_exe().expect("own path");
+    let out = tokio::process::Command::new(exe)
+        .args(["--idle-hub", kind.name(), &count.to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("hub process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes_per_peer "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN);
     Sample {
-        value: after.saturating_sub(before) as f64 / count as f64,
+        value,
         ..Sample::default()
     }
+}
+
+/// The hub process of `idle_memory`: `--idle-hub <kind> <count>`.
+pub fn idle_hub_process(args: &[String]) {
+    let [kind, count, ..] = args else {
+        eprintln!("usage: --idle-hub <kind> <count>");
+        std::process::exit(2);
+    };
+    let kind = Kind::parse(kind).expect("kind");
+    let count: usize = count.parse().expect("count");
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let mut hub = hub(kind, count).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = rss_bytes();
+        let child = Child::spawn(kind, count, &hub.address, "idle");
+        wait_all_up(&mut hub, count).await;
+        // A few keep-alive rounds, then measure.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = rss_bytes();
+        println!(
+            "bytes_per_peer {}",
+            after.saturating_sub(before) as f64 / count as f64
+        );
+        child.stop().await;
+        hub.router.shutdown().await;
+    });
 }
 
 /// Delivery latency of 1 KiB broadcasts from the hub to every peer, µs.

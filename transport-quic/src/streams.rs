@@ -24,6 +24,10 @@ pub(crate) struct Channels {
     map: HashMap<ChannelId, Arc<ChannelStreams>>,
     conn: quinn::Connection,
     errors: StreamErrors,
+    /// Cancelled when the connection ends (by the stream acceptor, which
+    /// sees it first). Idle channels wait on this rather than each
+    /// registering with quinn: it costs less memory per channel.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 /// Stream misbehaviour seen on a connection: reported to the router, and
@@ -117,7 +121,12 @@ impl Channels {
                 (id, Arc::new(streams))
             })
             .collect();
-        Self { map, conn, errors }
+        Self {
+            map,
+            conn,
+            errors,
+            closed: tokio_util::sync::CancellationToken::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -267,7 +276,7 @@ impl Channels {
             // and this wait is not missed.
             tokio::select! {
                 () = streams.arrived.notified() => {}
-                _ = self.conn.closed() => return Err(ConnectionError::Closed),
+                () = self.closed.cancelled() => return Err(ConnectionError::Closed),
             }
         }
     }
@@ -357,6 +366,9 @@ pub(crate) async fn accept_streams(
     max_pending: usize,
 ) {
     let mut headers = JoinSet::new();
+    // However this task ends (connection closed, or the connection handle
+    // dropped and this task aborted), the channels learn of it.
+    let _closed = channels.closed.clone().drop_guard();
     loop {
         tokio::select! {
             accepted = channels.conn.accept_uni() => {
