@@ -3,7 +3,8 @@
 //! quinn and raw TLS-over-TCP without it, on the same machine in one run.
 //!
 //! ```text
-//! cargo bench --bench transports -- [--quick] [--only <scenario>]... [--json <path>] [--out <dir>]
+//! cargo bench --bench transports -- [--quick] [--only <scenario>]... [--transport <name>]...
+//!                                    [--json <path>] [--out <dir>]
 //! ```
 //!
 //! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, idle_memory,
@@ -50,6 +51,8 @@ struct Options {
     only: Vec<String>,
     json: Option<PathBuf>,
     out: Option<PathBuf>,
+    /// Only these transports (all when empty).
+    transports: Vec<String>,
     /// Running inside the loss namespace for the parent's `hol_loss`.
     netns_child: bool,
 }
@@ -61,6 +64,7 @@ impl Options {
             only: Vec::new(),
             json: None,
             out: None,
+            transports: Vec::new(),
             netns_child: false,
         };
         let mut it = args.iter();
@@ -73,6 +77,9 @@ impl Options {
                 "--json" => o.json = Some(it.next().ok_or("--json needs a path")?.into()),
                 "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
                 "--netns-child" => o.netns_child = true,
+                "--transport" => o
+                    .transports
+                    .push(it.next().ok_or("--transport needs a name")?.clone()),
                 // cargo bench passes this to every bench binary.
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other}")),
@@ -87,6 +94,10 @@ impl Options {
             }
         }
         Ok(o)
+    }
+
+    fn runs(&self, transport: &str) -> bool {
+        self.transports.is_empty() || self.transports.iter().any(|t| t == transport)
     }
 
     fn wants(&self, scenario: &str) -> bool {
@@ -153,7 +164,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let results = runtime.block_on(run(&options));
+    // Scenario code runs on the worker threads like the nodes it drives;
+    // run on `block_on`'s thread, every delivery would cost a thread wake-up.
+    let results = {
+        let o = options.clone();
+        let task = runtime.spawn(async move { run(&o).await });
+        runtime.block_on(task).expect("benchmark task")
+    };
     let command = format!("cargo bench --bench transports -- {}", args.join(" "));
     if options.netns_child {
         // The parent reads the figures and the latency samples.
@@ -208,27 +225,27 @@ async fn run(o: &Options) -> Results {
     );
     let d = o.duration();
     if o.wants("bulk") {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
             let v = reps(|| scenarios::bulk(kind, d)).await;
             put(&mut r, "bulk", kind.name(), v, "MB/s");
         }
-        for raw in Raw::ALL {
+        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
             let v = reps(|| raw::throughput(raw, false, d)).await;
             put(&mut r, "bulk", raw.name(), v, "MB/s");
         }
     }
     if o.wants("small") {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
             let v = reps(|| scenarios::small(kind, d)).await;
             put(&mut r, "small", kind.name(), v, "msg/s");
         }
-        for raw in Raw::ALL {
+        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
             let v = reps(|| raw::throughput(raw, true, d)).await;
             put(&mut r, "small", raw.name(), v, "msg/s");
         }
     }
     if o.wants("rtt") {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
             // A 100 ms flush throttle makes each round ~200 ms.
             let rounds = if kind == Kind::MconnDefault {
                 20
@@ -238,13 +255,13 @@ async fn run(o: &Options) -> Results {
             let s = samples(|| scenarios::rtt(kind, rounds)).await;
             put_latency(&mut r, "rtt", kind.name(), &s, false);
         }
-        for raw in Raw::ALL {
+        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
             let s = samples(|| raw::rtt(raw, o.rounds())).await;
             put_latency(&mut r, "rtt", raw.name(), &s, false);
         }
     }
     if o.wants("hol") {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
             let s = samples(|| scenarios::hol(kind, d)).await;
             put_latency(&mut r, "hol", kind.name(), &s, true);
             let bulk: Vec<f64> = s.iter().filter_map(|s| s.side).collect();
@@ -258,17 +275,20 @@ async fn run(o: &Options) -> Results {
         hol_loss(o, &mut r).await;
     }
     if o.wants("handshake") {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
             let s = samples(|| scenarios::handshake(kind, o.handshakes())).await;
             put_latency(&mut r, "handshake", kind.name(), &s, false);
         }
-        for raw in Raw::ALL {
+        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
             let s = samples(|| raw::handshake(raw, o.handshakes())).await;
             put_latency(&mut r, "handshake", raw.name(), &s, false);
         }
     }
     if o.wants("idle_memory") {
-        for kind in Kind::ALL.into_iter().filter(|k| k.crosses_processes()) {
+        for kind in Kind::ALL
+            .into_iter()
+            .filter(|k| k.crosses_processes() && o.runs(k.name()))
+        {
             let v = reps(|| peers::idle_memory(kind, o.idle_peers())).await;
             put(&mut r, "idle_memory", kind.name(), v, "bytes");
         }
@@ -277,7 +297,10 @@ async fn run(o: &Options) -> Results {
         );
     }
     if o.wants("fanout") {
-        for kind in Kind::ALL.into_iter().filter(|k| k.crosses_processes()) {
+        for kind in Kind::ALL
+            .into_iter()
+            .filter(|k| k.crosses_processes() && o.runs(k.name()))
+        {
             let s = samples(|| peers::fanout(kind, o.fanout_peers())).await;
             put_latency(&mut r, "fanout", kind.name(), &s, false);
         }
