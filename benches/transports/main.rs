@@ -171,7 +171,12 @@ fn main() {
         let task = runtime.spawn(async move { run(&o).await });
         runtime.block_on(task).expect("benchmark task")
     };
-    let command = format!("cargo bench --bench transports -- {}", args.join(" "));
+    let shown: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
+    let command = format!("cargo bench --bench transports -- {}", shown.join(" "));
     if options.netns_child {
         // The parent reads the figures and the latency samples.
         let mut json = results.json();

@@ -113,6 +113,7 @@ fn pm_options(peers: usize) -> PeerManagerOptions {
     let mut o = PeerManagerOptions::default();
     o.max_connected = peers + 16;
     o.max_outgoing = peers + 16;
+    o.max_peers = o.max_peers.max(2 * peers + 64);
     o.min_retry_time = Duration::from_millis(100);
     o
 }
