@@ -92,6 +92,22 @@ pub trait Connection: Send + Sync + 'static {
         message: Bytes,
     ) -> BoxFuture<'_, Result<(), ConnectionError>>;
 
+    /// Sends several encoded messages on `channel`, in order, as
+    /// [`send`](Self::send) would one by one; transports override it to
+    /// write them in one go. On error some of them may have been sent.
+    fn send_batch(
+        &self,
+        channel: ChannelId,
+        messages: Vec<Bytes>,
+    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async move {
+            for message in messages {
+                self.send(channel, message).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Receives the next message on `channel`, refusing one larger than
     /// `max_size` before reading it into memory. An error that concerns one
     /// stream ([`ConnectionError::is_stream_error`]) leaves the connection

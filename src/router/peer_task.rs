@@ -16,6 +16,11 @@ use crate::channel::ChannelId;
 use crate::identity::NodeId;
 use crate::transport::{Admission, CloseReason, Connection, ConnectionError};
 
+/// Most messages handed to the transport in one call.
+const SEND_BATCH: usize = 64;
+/// Most bytes in one batch (a single larger message still goes alone).
+const SEND_BATCH_BYTES: usize = 256 * 1024;
+
 /// One channel as the peer task serves it.
 pub(crate) struct PeerChannel {
     pub(crate) id: ChannelId,
@@ -76,8 +81,16 @@ impl PeerTask {
             let span = tracing::trace_span!("send", channel = %id);
             loops.spawn(
                 async move {
-                    while let Some(message) = queue.pop().await {
-                        match conn.send(id, message).await {
+                    // Whatever queued up while the last write ran goes out
+                    // in one transport call.
+                    while let Some(mut batch) = queue.pop_batch(SEND_BATCH, SEND_BATCH_BYTES).await
+                    {
+                        let sent = if batch.len() == 1 {
+                            conn.send(id, batch.swap_remove(0)).await
+                        } else {
+                            conn.send_batch(id, batch).await
+                        };
+                        match sent {
                             Ok(()) => {}
                             // The peer refused one stream; the channel
                             // continues on a new one.

@@ -85,6 +85,7 @@ impl SendQueue {
     }
 
     /// The next message, or `None` once closed and drained.
+    #[cfg(test)]
     pub(crate) async fn pop(&self) -> Option<Bytes> {
         loop {
             let items = self.items.notified();
@@ -95,6 +96,44 @@ impl SendQueue {
                 if let Some(message) = state.items.pop_front() {
                     self.space.notify_one();
                     return Some(message);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            items.await;
+        }
+    }
+
+    /// Waits for at least one message, then takes every queued one up to
+    /// `max_items` and (after the first) `max_bytes`; `None` once closed and
+    /// drained. Taking many at once lets the transport write them in one
+    /// call.
+    pub(crate) async fn pop_batch(&self, max_items: usize, max_bytes: usize) -> Option<Vec<Bytes>> {
+        loop {
+            let items = self.items.notified();
+            tokio::pin!(items);
+            items.as_mut().enable();
+            {
+                let mut state = self.lock();
+                if let Some(first) = state.items.pop_front() {
+                    let mut bytes = first.len();
+                    let mut batch = vec![first];
+                    while batch.len() < max_items {
+                        match state.items.front() {
+                            Some(next) if bytes + next.len() <= max_bytes => {
+                                bytes += next.len();
+                                batch.extend(state.items.pop_front());
+                            }
+                            _ => break,
+                        }
+                    }
+                    drop(state);
+                    // One waiting producer per freed slot.
+                    for _ in 0..batch.len() {
+                        self.space.notify_one();
+                    }
+                    return Some(batch);
                 }
                 if state.closed {
                     return None;

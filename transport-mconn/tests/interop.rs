@@ -104,18 +104,18 @@ fn tendermint_side(
     send.write_all(&out).unwrap();
     send.flush().unwrap();
 
-    let (mut pong, mut reply) = (false, Vec::new());
-    loop {
+    // Our pong and our reply may come in either order: read until both.
+    let (mut pong, mut reply, mut complete) = (false, Vec::new(), false);
+    while !(pong && complete) {
         let p: tm::Packet = read_delimited(&mut recv);
         match p.sum {
             Some(Sum::PacketPong(_)) => pong = true,
             Some(Sum::PacketMsg(m)) => {
                 assert_eq!(m.channel_id, i32::from(CHANNEL));
                 assert!(m.data.len() <= 1024, "chunks of at most 1024 bytes");
+                assert!(!complete, "one reply only");
                 reply.extend_from_slice(&m.data);
-                if m.eof {
-                    break;
-                }
+                complete = m.eof;
             }
             Some(Sum::PacketPing(_)) => {}
             None => panic!("empty packet"),

@@ -254,6 +254,14 @@ impl Connection for QuicConnection {
         Box::pin(async move { self.channels()?.send(channel, message).await })
     }
 
+    fn send_batch(
+        &self,
+        channel: ChannelId,
+        messages: Vec<Bytes>,
+    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
+        Box::pin(async move { self.channels()?.send_batch(channel, messages).await })
+    }
+
     fn recv(
         &self,
         channel: ChannelId,

@@ -160,10 +160,36 @@ impl Channels {
         }
     }
 
+    /// Sends several messages on `id`'s stream in one write. Not retried
+    /// on a stopped stream: some of them may already have been read.
+    pub(crate) async fn send_batch(
+        &self,
+        id: ChannelId,
+        messages: Vec<Bytes>,
+    ) -> Result<(), ConnectionError> {
+        let mut chunks = Vec::with_capacity(1 + 2 * messages.len());
+        chunks.push(Bytes::new());
+        for message in messages {
+            chunks.push(frame_prefix(message.len()));
+            chunks.push(message);
+        }
+        self.write_chunks(id, chunks).await
+    }
+
     async fn send_once(&self, id: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
+        self.write_chunks(id, vec![Bytes::new(), frame_prefix(message.len()), message])
+            .await
+    }
+
+    /// Writes `chunks` (the first one empty: the place of the stream
+    /// header) on `id`'s stream, opening it first if needed.
+    async fn write_chunks(
+        &self,
+        id: ChannelId,
+        mut chunks: Vec<Bytes>,
+    ) -> Result<(), ConnectionError> {
         let streams = self.get(id)?;
         let mut outbound = streams.outbound.lock().await;
-        let mut chunks = [Bytes::new(), frame_prefix(message.len()), message];
         if outbound.stream.is_none() {
             let stream = self
                 .conn
