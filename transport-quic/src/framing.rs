@@ -87,6 +87,7 @@ impl StreamHeader {
 }
 
 /// The length prefix for a frame of `len` bytes.
+#[cfg(test)]
 pub(crate) fn frame_prefix(len: usize) -> Bytes {
     let mut out = BytesMut::with_capacity(MAX_VARINT_LEN);
     put_varint(&mut out, len as u64);
