@@ -242,13 +242,26 @@ impl Router {
         }
         let (tx, rx) = mpsc::channel::<Envelope<M>>(descriptor.receive_capacity);
         let deliver: shared::Deliver = Arc::new(move |peer, bytes| {
-            let tx = tx.clone();
-            Box::pin(async move {
-                let message = M::decode(bytes).map_err(DeliverError::Decode)?;
-                tx.send(Envelope { peer, message })
-                    .await
-                    .map_err(|_| DeliverError::ReceiverGone)
-            })
+            let message = match M::decode(bytes) {
+                Ok(message) => message,
+                Err(e) => return shared::Delivery::Done(Err(DeliverError::Decode(e))),
+            };
+            match tx.try_send(Envelope { peer, message }) {
+                Ok(()) => shared::Delivery::Done(Ok(())),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    shared::Delivery::Done(Err(DeliverError::ReceiverGone))
+                }
+                // The reactor is behind: wait for room (this is the
+                // channel's backpressure).
+                Err(mpsc::error::TrySendError::Full(envelope)) => {
+                    let tx = tx.clone();
+                    shared::Delivery::Waiting(Box::pin(async move {
+                        tx.send(envelope)
+                            .await
+                            .map_err(|_| DeliverError::ReceiverGone)
+                    }))
+                }
+            }
         });
         let sender = ChannelSender::new(id, descriptor.max_message_size, self.shared.clone());
         channels.insert(

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::queue::SendQueue;
-use super::shared::{Deliver, DeliverError, Shared};
+use super::shared::{Deliver, DeliverError, Delivery, Shared};
 use super::stats::bump;
 use super::{Command, PeerError};
 use crate::channel::ChannelId;
@@ -180,7 +180,11 @@ async fn receive_loop(
             }
             Err(e) => return format!("receive on channel {channel}: {e}"),
         };
-        match deliver(peer, message).await {
+        let delivered = match deliver(peer, message) {
+            Delivery::Done(result) => result,
+            Delivery::Waiting(wait) => wait.await,
+        };
+        match delivered {
             Ok(()) => {}
             Err(DeliverError::Decode(e)) => {
                 bump(&shared.stats.decode_failures);

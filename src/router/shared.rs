@@ -28,8 +28,15 @@ pub(crate) enum DeliverError {
 
 /// Decodes an inbound message and hands it to the channel's reactor,
 /// waiting for room in its receive buffer.
-pub(crate) type Deliver =
-    Arc<dyn Fn(NodeId, Bytes) -> BoxFuture<'static, Result<(), DeliverError>> + Send + Sync>;
+pub(crate) type Deliver = Arc<dyn Fn(NodeId, Bytes) -> Delivery + Send + Sync>;
+
+/// The outcome of [`Deliver`]: usually settled at once (the reactor's
+/// buffer had room); a future only when it must wait, so the common case
+/// allocates nothing.
+pub(crate) enum Delivery {
+    Done(Result<(), DeliverError>),
+    Waiting(BoxFuture<'static, Result<(), DeliverError>>),
+}
 
 pub(crate) struct ChannelEntry {
     pub(crate) descriptor: ChannelDescriptor,
