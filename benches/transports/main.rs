@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench transports -- [--quick] [--only <scenario>]... [--transport <name>]...
-//!                                    [--json <path>] [--out <dir>]
+//!                                    [--workers <n>] [--json <path>] [--out <dir>]
 //! ```
 //!
 //! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, idle_memory,
@@ -53,6 +53,8 @@ struct Options {
     out: Option<PathBuf>,
     /// Only these transports (all when empty).
     transports: Vec<String>,
+    /// Tokio worker threads (default: one per core).
+    workers: Option<usize>,
     /// Running inside the loss namespace for the parent's `hol_loss`.
     netns_child: bool,
 }
@@ -65,6 +67,7 @@ impl Options {
             json: None,
             out: None,
             transports: Vec::new(),
+            workers: None,
             netns_child: false,
         };
         let mut it = args.iter();
@@ -77,6 +80,10 @@ impl Options {
                 "--json" => o.json = Some(it.next().ok_or("--json needs a path")?.into()),
                 "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
                 "--netns-child" => o.netns_child = true,
+                "--workers" => {
+                    let n = it.next().ok_or("--workers needs a number")?;
+                    o.workers = Some(n.parse().map_err(|_| format!("bad --workers {n}"))?);
+                }
                 "--transport" => o
                     .transports
                     .push(it.next().ok_or("--transport needs a name")?.clone()),
@@ -160,10 +167,11 @@ fn main() {
         }
     };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = options.workers {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build().expect("runtime");
     // Scenario code runs on the worker threads like the nodes it drives;
     // run on `block_on`'s thread, every delivery would cost a thread wake-up.
     let results = {
