@@ -18,7 +18,6 @@ use super::ip_limit::IpLimiter;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
 use super::queue::SendQueue;
 use super::shared::{PeerRoute, Shared};
-use super::stats::bump;
 use super::{Command, RouterOptions};
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
@@ -232,7 +231,7 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Report(error) => {
-                bump(&self.shared.stats.peer_errors);
+                self.shared.stats.bump(&self.shared.stats.peer_errors);
                 tracing::info!(peer = %error.peer, fatal = error.fatal, reason = %error.reason, "peer error");
                 if error.fatal {
                     self.pm.errored(error.peer);
@@ -279,7 +278,7 @@ impl Actor {
             None
         };
         if let Some(reason) = refused {
-            bump(&self.shared.stats.refused_inbound);
+            self.shared.stats.bump(&self.shared.stats.refused_inbound);
             tracing::debug!(?ip, %reason, "refusing inbound connection");
             self.close_in_background(conn, None);
             return;
@@ -320,7 +319,9 @@ impl Actor {
         let Handshaken { conn, info, peer } = match outcome.result {
             Ok(h) => h,
             Err((peer, error)) => {
-                bump(&self.shared.stats.handshake_failures);
+                self.shared
+                    .stats
+                    .bump(&self.shared.stats.handshake_failures);
                 tracing::info!(?peer, %error, "inbound handshake refused");
                 if let (Some(peer), true) = (peer, error.marks_inactive()) {
                     self.pm.inactivate(peer);
@@ -358,7 +359,9 @@ impl Actor {
             Err(error) => {
                 tracing::info!(%address, %error, "dial failed");
                 if let DialFailure::Handshake(e) = &error {
-                    bump(&self.shared.stats.handshake_failures);
+                    self.shared
+                        .stats
+                        .bump(&self.shared.stats.handshake_failures);
                     if e.marks_inactive() {
                         self.pm.inactivate(peer);
                     }

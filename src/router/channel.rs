@@ -8,7 +8,6 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::queue::Pushed;
 use super::shared::Shared;
-use super::stats::bump;
 use super::Command;
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
@@ -136,17 +135,17 @@ impl<M: prost::Message> ChannelSender<M> {
         // Dropped sends return without waiting; the budget check keeps a
         // caller sending in a loop from monopolising its worker thread.
         if envelope.peer == self.shared.self_id {
-            bump(&stats.dropped_self);
+            stats.bump(&stats.dropped_self);
             tokio::task::consume_budget().await;
             return Ok(());
         }
         let Some(route) = self.shared.route(&envelope.peer) else {
-            bump(&stats.dropped_unknown_peer);
+            stats.bump(&stats.dropped_unknown_peer);
             tokio::task::consume_budget().await;
             return Ok(());
         };
         let Some(queue) = route.queues.get(&self.id).cloned() else {
-            bump(&stats.dropped_no_channel);
+            stats.bump(&stats.dropped_no_channel);
             tokio::task::consume_budget().await;
             return Ok(());
         };
@@ -177,9 +176,14 @@ impl<M: prost::Message> ChannelSender<M> {
     fn count(&self, pushed: Pushed) {
         match pushed {
             Pushed::Queued => {}
-            Pushed::DroppedNewest | Pushed::DroppedOldest => bump(&self.shared.stats.dropped_full),
+            Pushed::DroppedNewest | Pushed::DroppedOldest => {
+                self.shared.stats.bump(&self.shared.stats.dropped_full)
+            }
             // The peer left while we waited.
-            Pushed::Closed => bump(&self.shared.stats.dropped_unknown_peer),
+            Pushed::Closed => self
+                .shared
+                .stats
+                .bump(&self.shared.stats.dropped_unknown_peer),
         }
     }
 

@@ -312,6 +312,13 @@ impl Router {
         self.shared.stats.snapshot()
     }
 
+    /// Waits until the counters satisfy `cond` (checked now and after every
+    /// change), and returns them. For tests and monitoring that must wait on
+    /// an event rather than poll.
+    pub async fn stats_when(&self, cond: impl Fn(&RouterStats) -> bool) -> RouterStats {
+        self.shared.stats.when(cond).await
+    }
+
     /// Stops the router: closes transports and connections, persists the
     /// peer store, and returns when every task it spawned has ended.
     pub async fn shutdown(mut self) {

@@ -10,7 +10,6 @@ use tracing::Instrument;
 
 use super::queue::SendQueue;
 use super::shared::{Deliver, DeliverError, Delivery, Shared};
-use super::stats::bump;
 use super::{Command, PeerError};
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
@@ -120,7 +119,7 @@ impl PeerTask {
         loops.spawn(async move {
             loop {
                 let e = conn.next_stream_error().await;
-                bump(&shared.stats.stream_errors);
+                shared.stats.bump(&shared.stats.stream_errors);
                 report(&shared, PeerError::minor(peer, e.to_string())).await;
             }
         });
@@ -162,7 +161,7 @@ async fn receive_loop(
         let message = match conn.recv(channel, max_size).await {
             Ok(message) => message,
             Err(e) if e.is_stream_error() => {
-                bump(&shared.stats.stream_errors);
+                shared.stats.bump(&shared.stats.stream_errors);
                 report(
                     &shared,
                     PeerError::minor(peer, format!("channel {channel}: {e}")),
@@ -187,14 +186,14 @@ async fn receive_loop(
         match delivered {
             Ok(()) => {}
             Err(DeliverError::Decode(e)) => {
-                bump(&shared.stats.decode_failures);
+                shared.stats.bump(&shared.stats.decode_failures);
                 report(
                     &shared,
                     PeerError::minor(peer, format!("channel {channel}: undecodable message: {e}")),
                 )
                 .await;
             }
-            Err(DeliverError::ReceiverGone) => bump(&shared.stats.dropped_no_receiver),
+            Err(DeliverError::ReceiverGone) => shared.stats.bump(&shared.stats.dropped_no_receiver),
         }
     }
 }

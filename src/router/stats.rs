@@ -40,13 +40,33 @@ pub(crate) struct Stats {
     pub(crate) refused_inbound: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) peer_errors: AtomicU64,
-}
-
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    /// Woken on every change, for [`Router::stats_when`](super::Router::stats_when).
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 impl Stats {
+    /// Counts one event on `counter` (a field of `self`).
+    pub(crate) fn bump(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        // Cheap when nobody waits: one atomic operation.
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until `cond` holds on a snapshot.
+    pub(crate) async fn when(&self, cond: impl Fn(&RouterStats) -> bool) -> RouterStats {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so no change in between is lost.
+            changed.as_mut().enable();
+            let now = self.snapshot();
+            if cond(&now) {
+                return now;
+            }
+            changed.await;
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> RouterStats {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RouterStats {

@@ -176,24 +176,25 @@ async fn sixteen_mebibytes_arrive_intact_and_one_byte_more_is_refused() {
         .await
         .unwrap();
     wait_for_stats(&b.router, "oversized refused", |s| s.stream_errors >= 1).await;
-    // The channel recovers on a new stream: probes eventually arrive (the
-    // first may be lost with the refused stream).
-    let probe = |n: u8| Envelope {
-        peer: b.id(),
-        message: Blob { data: vec![n] },
-    };
-    let got = within("recovery", async {
-        let mut n = 0u8;
-        loop {
-            a.bulk.send(probe(n)).await.unwrap();
-            n = n.wrapping_add(1);
-            tokio::select! {
-                got = b.bulk_rx.recv() => return got.unwrap(),
-                () = tokio::time::sleep(Duration::from_millis(20)) => {}
-            }
-        }
-    })
-    .await;
+    // B refused the stream and queued STOP_SENDING before anything it
+    // sends next; once A has B's next message, A knows the stream is
+    // stopped, and its next bulk message goes out on a new stream.
+    b.chat
+        .send(Envelope {
+            peer: a.id(),
+            message: text("after the refusal"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut a).await.message, text("after the refusal"));
+    a.bulk
+        .send(Envelope {
+            peer: b.id(),
+            message: Blob { data: vec![1] },
+        })
+        .await
+        .unwrap();
+    let got = within("recovery", b.bulk_rx.recv()).await.unwrap();
     assert_eq!(got.message.data.len(), 1);
     assert_eq!(b.router.connected_peers().await.unwrap(), vec![a.id()]);
 }

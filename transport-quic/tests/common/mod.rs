@@ -214,19 +214,13 @@ pub async fn connect(a: &mut QuicNode, b: &mut QuicNode, address: PeerAddress) {
     require_up(&mut b.updates, a.id()).await;
 }
 
-/// Waits until `cond` holds on the router's counters. Counters have no
-/// change event, so this polls; the bound turns a miss into a failure.
+/// Waits until `cond` holds on the router's counters.
 pub async fn wait_for_stats(
     router: &Router,
     what: &str,
     cond: impl Fn(&p2p_router::RouterStats) -> bool,
 ) {
-    within(what, async {
-        while !cond(&router.stats()) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
+    within(what, router.stats_when(cond)).await;
 }
 
 /// A listening transport and a dialing one, connected and handshaken with
