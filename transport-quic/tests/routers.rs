@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
