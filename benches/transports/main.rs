@@ -197,6 +197,9 @@ fn main() {
     let markdown = results.markdown(command.trim());
     println!("{markdown}");
     if let Some(path) = &options.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).expect("json directory");
+        }
         std::fs::write(
             path,
             serde_json::to_string_pretty(&results.json()).unwrap_or_default(),
