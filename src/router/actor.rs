@@ -431,13 +431,16 @@ impl Actor {
         let conn_id = self.next_conn_id;
         let mut channels = Vec::new();
         let mut queues = HashMap::new();
+        // One wake-up for all of this peer's queues: its one sender.
+        let wake = Arc::new(tokio::sync::Notify::new());
         for (id, entry) in self.shared.channels().iter() {
             if !info.has_channel(*id) {
                 continue;
             }
             let d = &entry.descriptor;
             conn.prepare_channel(d);
-            let queue = Arc::new(SendQueue::new(d.send_capacity, d.full_policy));
+            let queue =
+                Arc::new(SendQueue::new(d.send_capacity, d.full_policy).waking(wake.clone()));
             queues.insert(*id, queue.clone());
             channels.push(PeerChannel {
                 id: *id,
@@ -453,6 +456,7 @@ impl Actor {
         let cancel = self.cancel.child_token();
         let task = PeerTask {
             peer,
+            wake,
             conn_id,
             conn,
             channels,

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::queue::SendQueue;
+use super::queue::{Popped, SendQueue};
 use super::shared::{Deliver, DeliverError, Delivery, Shared};
 use super::{Command, PeerError};
 use crate::channel::ChannelId;
@@ -28,6 +30,63 @@ pub(crate) struct PeerChannel {
     pub(crate) deliver: Deliver,
 }
 
+/// Sends every queued message of every channel: waits for `wake`, starts
+/// one transport send per channel that has messages and none in flight, and
+/// takes up each channel again as its send completes. Returns why it
+/// stopped.
+async fn send_all(
+    conn: Arc<dyn Connection>,
+    queues: Vec<(ChannelId, Arc<SendQueue>)>,
+    wake: Arc<Notify>,
+) -> String {
+    let mut in_flight = FuturesUnordered::new();
+    let mut busy = vec![false; queues.len()];
+    loop {
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        // Registered before the queues are looked at: no push is missed.
+        woken.as_mut().enable();
+        for (i, (id, queue)) in queues.iter().enumerate() {
+            if busy[i] {
+                continue;
+            }
+            match queue.try_pop_batch(SEND_BATCH, SEND_BATCH_BYTES) {
+                Popped::Batch(mut batch) => {
+                    busy[i] = true;
+                    let (conn, id) = (conn.clone(), *id);
+                    in_flight.push(async move {
+                        // Whatever queued up while the last write ran goes
+                        // out in one transport call.
+                        let sent = if batch.len() == 1 {
+                            conn.send(id, batch.swap_remove(0)).await
+                        } else {
+                            conn.send_batch(id, batch).await
+                        };
+                        (i, id, sent)
+                    });
+                }
+                Popped::Empty => {}
+                Popped::Closed => return "send queue closed".to_owned(),
+            }
+        }
+        tokio::select! {
+            Some((i, id, sent)) = in_flight.next(), if !in_flight.is_empty() => {
+                busy[i] = false;
+                match sent {
+                    Ok(()) => {}
+                    // The peer refused one stream; the channel continues
+                    // on a new one.
+                    Err(e) if e.is_stream_error() => {
+                        tracing::debug!(channel = %id, error = %e, "send: stream error");
+                    }
+                    Err(e) => return format!("send on channel {id}: {e}"),
+                }
+            }
+            () = &mut woken => {}
+        }
+    }
+}
+
 /// How a peer task ended.
 #[derive(Debug)]
 pub(crate) struct PeerExit {
@@ -38,6 +97,8 @@ pub(crate) struct PeerExit {
 
 pub(crate) struct PeerTask {
     pub(crate) peer: NodeId,
+    /// Woken when any of the peer's send queues gets a message.
+    pub(crate) wake: Arc<Notify>,
     pub(crate) conn_id: u64,
     pub(crate) conn: Arc<dyn Connection>,
     pub(crate) channels: Vec<PeerChannel>,
@@ -73,36 +134,19 @@ impl PeerTask {
             }
         }
         let mut loops = JoinSet::new();
+        // One sender for all channels: idle channels cost no task, and a
+        // channel waiting on flow control never holds up the others.
+        let queues = self
+            .channels
+            .iter()
+            .map(|c| (c.id, c.queue.clone()))
+            .collect();
+        loops.spawn(
+            send_all(self.conn.clone(), queues, self.wake.clone())
+                .instrument(tracing::trace_span!("send")),
+        );
         for channel in &self.channels {
-            let conn = self.conn.clone();
-            let queue = channel.queue.clone();
             let id = channel.id;
-            let span = tracing::trace_span!("send", channel = %id);
-            loops.spawn(
-                async move {
-                    // Whatever queued up while the last write ran goes out
-                    // in one transport call.
-                    while let Some(mut batch) = queue.pop_batch(SEND_BATCH, SEND_BATCH_BYTES).await
-                    {
-                        let sent = if batch.len() == 1 {
-                            conn.send(id, batch.swap_remove(0)).await
-                        } else {
-                            conn.send_batch(id, batch).await
-                        };
-                        match sent {
-                            Ok(()) => {}
-                            // The peer refused one stream; the channel
-                            // continues on a new one.
-                            Err(e) if e.is_stream_error() => {
-                                tracing::debug!(channel = %id, error = %e, "send: stream error");
-                            }
-                            Err(e) => return format!("send on channel {id}: {e}"),
-                        }
-                    }
-                    "send queue closed".to_owned()
-                }
-                .instrument(span),
-            );
             let receive = receive_loop(
                 self.peer,
                 self.conn.clone(),

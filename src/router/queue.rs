@@ -1,7 +1,7 @@
 //! The bounded per-peer, per-channel send queue and its full policies.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -29,6 +29,16 @@ pub(crate) struct SendQueue {
     policy: FullPolicy,
     items: Notify,
     space: Notify,
+    /// Shared by all of a peer's queues: wakes the peer's one sender.
+    wake: Option<Arc<Notify>>,
+}
+
+/// What [`SendQueue::try_pop_batch`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Popped {
+    Batch(Vec<Bytes>),
+    Empty,
+    Closed,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +55,20 @@ impl SendQueue {
             policy,
             items: Notify::new(),
             space: Notify::new(),
+            wake: None,
+        }
+    }
+
+    /// Also wakes `wake` whenever a message is queued.
+    pub(crate) fn waking(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+
+    fn queued(&self) {
+        self.items.notify_one();
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
         }
     }
 
@@ -66,7 +90,7 @@ impl SendQueue {
                 }
                 if state.items.len() < self.capacity {
                     state.items.push_back(message);
-                    self.items.notify_one();
+                    self.queued();
                     return Pushed::Queued;
                 }
                 match self.policy {
@@ -74,7 +98,7 @@ impl SendQueue {
                     FullPolicy::DropOldest => {
                         state.items.pop_front();
                         state.items.push_back(message);
-                        self.items.notify_one();
+                        self.queued();
                         return Pushed::DroppedOldest;
                     }
                     FullPolicy::Wait => {}
@@ -105,42 +129,34 @@ impl SendQueue {
         }
     }
 
-    /// Waits for at least one message, then takes every queued one up to
-    /// `max_items` and (after the first) `max_bytes`; `None` once closed and
-    /// drained. Taking many at once lets the transport write them in one
-    /// call.
-    pub(crate) async fn pop_batch(&self, max_items: usize, max_bytes: usize) -> Option<Vec<Bytes>> {
-        loop {
-            let items = self.items.notified();
-            tokio::pin!(items);
-            items.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if let Some(first) = state.items.pop_front() {
-                    let mut bytes = first.len();
-                    let mut batch = vec![first];
-                    while batch.len() < max_items {
-                        match state.items.front() {
-                            Some(next) if bytes + next.len() <= max_bytes => {
-                                bytes += next.len();
-                                batch.extend(state.items.pop_front());
-                            }
-                            _ => break,
-                        }
-                    }
-                    drop(state);
-                    // One waiting producer per freed slot.
-                    for _ in 0..batch.len() {
-                        self.space.notify_one();
-                    }
-                    return Some(batch);
+    /// Takes every queued message up to `max_items` and (after the first)
+    /// `max_bytes`, without waiting.
+    pub(crate) fn try_pop_batch(&self, max_items: usize, max_bytes: usize) -> Popped {
+        let mut state = self.lock();
+        let Some(first) = state.items.pop_front() else {
+            return if state.closed {
+                Popped::Closed
+            } else {
+                Popped::Empty
+            };
+        };
+        let mut bytes = first.len();
+        let mut batch = vec![first];
+        while batch.len() < max_items {
+            match state.items.front() {
+                Some(next) if bytes + next.len() <= max_bytes => {
+                    bytes += next.len();
+                    batch.extend(state.items.pop_front());
                 }
-                if state.closed {
-                    return None;
-                }
+                _ => break,
             }
-            items.await;
         }
+        drop(state);
+        // One waiting producer per freed slot.
+        for _ in 0..batch.len() {
+            self.space.notify_one();
+        }
+        Popped::Batch(batch)
     }
 
     /// Closes the queue: pending and future pushes return `Closed`; queued
@@ -212,5 +228,29 @@ mod tests {
         assert_eq!(pusher.await.unwrap(), Pushed::Closed);
         assert_eq!(q.pop().await, None);
         assert_eq!(q.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn try_pop_batch_takes_what_fits_and_wakes_the_peer_sender() {
+        let wake = Arc::new(Notify::new());
+        let q = SendQueue::new(8, FullPolicy::Wait).waking(wake.clone());
+        assert_eq!(q.try_pop_batch(4, 100), Popped::Empty);
+        for n in 0..6 {
+            q.push(Bytes::from(vec![n; 40])).await;
+        }
+        // A push left a wake-up for the peer's sender.
+        wake.notified().await;
+        // Three fit in 100 bytes? The first always goes; then 40 + 40 = 80,
+        // and a third would make 120.
+        let Popped::Batch(batch) = q.try_pop_batch(4, 100) else {
+            panic!("batch")
+        };
+        assert_eq!(batch.iter().map(|b| b[0]).collect::<Vec<_>>(), [0, 1]);
+        let Popped::Batch(batch) = q.try_pop_batch(3, 1 << 20) else {
+            panic!("batch")
+        };
+        assert_eq!(batch.len(), 3);
+        q.close();
+        assert_eq!(q.try_pop_batch(4, 100), Popped::Closed);
     }
 }
