@@ -1,6 +1,9 @@
 //! One task per connected peer: it owns the connection and, in its own
-//! `JoinSet`, one send loop and one receive loop per shared channel, so a
-//! stalled channel blocks only its own loops.
+//! `JoinSet`, one sender for all channels (a transport send per channel
+//! with queued messages, so a stalled channel holds up only itself) and one
+//! receive loop per shared channel. Receiving stays a task per channel: in
+//! one task, decoding a bulk channel's large messages delayed a small
+//! channel's (hol p99 395 → 589 µs when tried).
 
 use std::sync::Arc;
 
