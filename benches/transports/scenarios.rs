@@ -258,7 +258,9 @@ pub async fn handshake(kind: Kind, count: usize) -> Sample {
     let listener = nodes::node(kind, 10_000, true, count + 16, &memory).await;
     let mut latencies = Vec::with_capacity(count);
     for i in 0..count {
-        let mut dialer = nodes::node(kind, 20_000 + i as u64, false, 4, &memory).await;
+        // Dialers listen like real nodes do: their socket exists before the
+        // dial, which then leaves from it.
+        let mut dialer = nodes::node(kind, 20_000 + i as u64, true, 4, &memory).await;
         let t = Instant::now();
         dialer
             .router
