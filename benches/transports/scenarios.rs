@@ -32,32 +32,34 @@ pub fn sort(mut v: Vec<f64>) -> Vec<f64> {
     v
 }
 
-/// 64 KiB messages on one channel as fast as the router takes them.
-pub async fn bulk(kind: Kind, duration: Duration) -> Sample {
-    let (a, b, _m) = pair(kind).await;
-
-    let chunk = Bytes::from(vec![0xb5u8; 64 * 1024]);
-    let (tx, to) = (a.bulk_tx.clone(), b.id());
-    let sender = tokio::spawn(async move {
+/// Sends `data` to `to` on `tx` as fast as the router takes it, until
+/// aborted.
+fn saturate(
+    tx: &p2p_router::ChannelSender<Payload>,
+    to: p2p_router::NodeId,
+    data: Bytes,
+) -> tokio::task::JoinHandle<()> {
+    let tx = tx.clone();
+    tokio::spawn(async move {
         loop {
-            let m = Payload {
-                data: chunk.clone(),
+            let message = Payload {
+                data: data.clone(),
                 sent_ns: 0,
             };
-            if tx
-                .send(Envelope {
-                    peer: to,
-                    message: m,
-                })
-                .await
-                .is_err()
-            {
+            if tx.send(Envelope { peer: to, message }).await.is_err() {
                 return;
             }
             // Once the peer is gone sends return at once: stay abortable.
             tokio::task::consume_budget().await;
         }
-    });
+    })
+}
+
+/// 64 KiB messages on one channel as fast as the router takes them.
+pub async fn bulk(kind: Kind, duration: Duration) -> Sample {
+    let (a, b, _m) = pair(kind).await;
+
+    let sender = saturate(&a.bulk_tx, b.id(), Bytes::from(vec![0xb5u8; 64 * 1024]));
     let rate = count(&b.bulk_rx, duration, |p| p.data.len()).await;
     sender.abort();
     shutdown(a, b).await;
@@ -70,28 +72,7 @@ pub async fn bulk(kind: Kind, duration: Duration) -> Sample {
 /// 100-byte messages on one channel.
 pub async fn small(kind: Kind, duration: Duration) -> Sample {
     let (a, b, _m) = pair(kind).await;
-    let data = Bytes::from(vec![0x5au8; 100]);
-    let (tx, to) = (a.bulk_tx.clone(), b.id());
-    let sender = tokio::spawn(async move {
-        loop {
-            let m = Payload {
-                data: data.clone(),
-                sent_ns: 0,
-            };
-            if tx
-                .send(Envelope {
-                    peer: to,
-                    message: m,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            // Once the peer is gone sends return at once: stay abortable.
-            tokio::task::consume_budget().await;
-        }
-    });
+    let sender = saturate(&a.bulk_tx, b.id(), Bytes::from(vec![0x5au8; 100]));
     let rate = count(&b.bulk_rx, duration, |_| 1).await;
     sender.abort();
     shutdown(a, b).await;
@@ -180,28 +161,7 @@ pub async fn rtt(kind: Kind, rounds: usize) -> Sample {
 /// high-priority channel while the bulk channel saturates the connection.
 pub async fn hol(kind: Kind, duration: Duration) -> Sample {
     let (a, b, _m) = pair(kind).await;
-    let chunk = Bytes::from(vec![0xb5u8; 64 * 1024]);
-    let (tx, to) = (a.bulk_tx.clone(), b.id());
-    let bulk = tokio::spawn(async move {
-        loop {
-            let m = Payload {
-                data: chunk.clone(),
-                sent_ns: 0,
-            };
-            if tx
-                .send(Envelope {
-                    peer: to,
-                    message: m,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            // Once the peer is gone sends return at once: stay abortable.
-            tokio::task::consume_budget().await;
-        }
-    });
+    let bulk = saturate(&a.bulk_tx, b.id(), Bytes::from(vec![0xb5u8; 64 * 1024]));
     let bulk_rx = b.bulk_rx.clone();
     let counter = tokio::spawn(async move { count(&bulk_rx, duration, |p| p.data.len()).await });
     let (hi, to) = (a.hi_tx.clone(), b.id());

@@ -38,6 +38,37 @@ fn msg(channel: i32, eof: bool, data: Vec<u8>) -> Vec<u8> {
     .encode_length_delimited_to_vec()
 }
 
+/// A `tendermint-p2p` peer on its own thread: connects to `addr` with the
+/// key of `seed`, runs `script` on the SecretConnection, then holds the
+/// connection until the returned sender is dropped.
+fn tendermint_peer(
+    addr: std::net::SocketAddr,
+    seed: [u8; 32],
+    script: impl FnOnce(&mut SecretConnection<TcpStream>) + Send + 'static,
+) -> std::sync::mpsc::Sender<()> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let stream = TcpStream::connect(addr).unwrap();
+        let sk = ed25519_consensus::SigningKey::from(seed);
+        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
+        script(&mut conn);
+        let _ = done_rx.recv();
+    });
+    done_tx
+}
+
+/// The NodeInfo of the peer with key `seed`, length-delimited.
+fn their_node_info(seed: [u8; 32]) -> Vec<u8> {
+    node_info(&NodeKey::from_seed(seed)).encode_length_delimited_to_vec()
+}
+
+async fn accept(transport: &MconnTransport) -> Box<dyn Connection> {
+    tokio::time::timeout(PATIENCE, transport.accept())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// A peer completes the SecretConnection and NodeInfo exchange, then
 /// writes `bytes` and keeps the connection open. Returns our side, with
 /// the channel limited to 4096 bytes.
@@ -54,23 +85,12 @@ async fn after_handshake(
         .await
         .unwrap();
     let addr = transport.local_addrs()[0];
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let stream = TcpStream::connect(addr).unwrap();
-        let them = NodeKey::from_seed([0x32; 32]);
-        let sk = ed25519_consensus::SigningKey::from(them.seed());
-        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
-        conn.write_all(&node_info(&them).encode_length_delimited_to_vec())
-            .unwrap();
+    let done_tx = tendermint_peer(addr, [0x32; 32], move |conn| {
+        conn.write_all(&their_node_info([0x32; 32])).unwrap();
         conn.write_all(&bytes).unwrap();
         conn.flush().unwrap();
-        // Hold the connection until the test is done.
-        let _ = done_rx.recv();
     });
-    let conn = tokio::time::timeout(PATIENCE, transport.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let conn = accept(&transport).await;
     conn.handshake(&node_info(&key)).await.unwrap();
     conn.prepare_channel(
         &ChannelDescriptor::new(ChannelId(CHANNEL), "c").with_max_message_size(4096),
@@ -172,27 +192,18 @@ async fn a_peer_that_sends_anything_instead_of_pongs_is_kept() {
     let transport = MconnTransport::bind(&key, config).await.unwrap();
     let addr = transport.local_addrs()[0];
     const COUNT: u8 = 30;
-    let peer = std::thread::spawn(move || {
-        let stream = TcpStream::connect(addr).unwrap();
-        let them = NodeKey::from_seed([0x34; 32]);
-        let sk = ed25519_consensus::SigningKey::from(them.seed());
-        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
-        conn.write_all(&node_info(&them).encode_length_delimited_to_vec())
-            .unwrap();
+    let _peer = tendermint_peer(addr, [0x34; 32], |conn| {
+        conn.write_all(&their_node_info([0x34; 32])).unwrap();
         // A message every 50 ms for 1.5 s (five ping intervals), never a
-        // pong.
+        // pong: the peer's pace is what is under test here.
         for n in 0..COUNT {
             conn.write_all(&msg(i32::from(CHANNEL), true, vec![n]))
                 .unwrap();
             conn.flush().unwrap();
             std::thread::sleep(Duration::from_millis(50));
         }
-        conn
     });
-    let conn = tokio::time::timeout(PATIENCE, transport.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let conn = accept(&transport).await;
     conn.handshake(&node_info(&key)).await.unwrap();
     for n in 0..COUNT {
         let got = tokio::time::timeout(PATIENCE, conn.recv(ChannelId(CHANNEL), 4096))
@@ -200,7 +211,6 @@ async fn a_peer_that_sends_anything_instead_of_pongs_is_kept() {
             .unwrap();
         assert_eq!(got.unwrap().as_ref(), [n], "still connected at message {n}");
     }
-    let _keep = tokio::task::spawn_blocking(move || peer.join()).await;
 }
 
 #[tokio::test]
@@ -213,20 +223,12 @@ async fn an_oversized_node_info_fails_the_handshake() {
     .await
     .unwrap();
     let addr = transport.local_addrs()[0];
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        let stream = TcpStream::connect(addr).unwrap();
-        let sk = ed25519_consensus::SigningKey::from([0x36; 32]);
-        let mut conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
-        // Claims 20,000 bytes; the limit is 10,240.
+    // Claims 20,000 bytes; the limit is 10,240.
+    let _done = tendermint_peer(addr, [0x36; 32], |conn| {
         conn.write_all(&[0xa0, 0x9c, 0x01]).unwrap();
         conn.flush().unwrap();
-        let _ = done_rx.recv();
     });
-    let conn = tokio::time::timeout(PATIENCE, transport.accept())
-        .await
-        .unwrap()
-        .unwrap();
+    let conn = accept(&transport).await;
     let got = conn.handshake(&node_info(&key)).await;
     assert_eq!(
         got.err(),
@@ -235,5 +237,4 @@ async fn an_oversized_node_info_fails_the_handshake() {
             max: 10_240
         })
     );
-    drop(done_tx);
 }
