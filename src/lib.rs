@@ -20,6 +20,7 @@ mod identity;
 mod node_info;
 mod peer_manager;
 mod peer_store;
+pub mod pex;
 mod resolve;
 mod router;
 mod transport;

@@ -297,6 +297,11 @@ impl PeerManager {
         self.peers.get(&peer).is_some_and(|p| p.inactive)
     }
 
+    /// Number of known peers (the store's size).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
     /// Number of connected peers, unconditional ones included.
     pub fn connected_count(&self) -> usize {
         self.connected.len()

@@ -226,6 +226,9 @@ impl Actor {
         if let Err(error) = self.pm.flush() {
             tracing::warn!(%error, "peer store write failed; will retry");
         }
+        self.shared
+            .stats
+            .set_gauges(self.pm.peer_count(), self.pm.connected_count());
     }
 
     fn on_command(&mut self, command: Command) {
@@ -244,6 +247,19 @@ impl Actor {
             }
             Command::Add(address, reply) => {
                 let _ = reply.send(self.pm.add(address));
+            }
+            Command::AddMany(addresses, reply) => {
+                let added = addresses
+                    .into_iter()
+                    .filter(|a| matches!(self.pm.add(a.clone()), Ok(true)))
+                    .count();
+                let _ = reply.send(added);
+            }
+            Command::Advertise(peer, limit, reply) => {
+                let _ = reply.send(self.pm.advertise(peer, limit));
+            }
+            Command::Known(reply) => {
+                let _ = reply.send(self.pm.peers());
             }
             Command::Inbound(conn) => self.on_accepted(conn),
             Command::Status(reply) => {

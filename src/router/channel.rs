@@ -275,6 +275,11 @@ impl<M: prost::Message> Channel<M> {
         self.receiver.recv().await
     }
 
+    /// See [`ChannelReceiver::try_recv`].
+    pub fn try_recv(&self) -> Option<Envelope<M>> {
+        self.receiver.try_recv()
+    }
+
     /// See [`ChannelSender::report`].
     pub async fn report(&self, error: PeerError) -> Result<(), SendError> {
         self.sender.report(error).await

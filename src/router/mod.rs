@@ -91,6 +91,9 @@ impl Default for RouterOptions {
 pub(crate) enum Command {
     Report(PeerError),
     Add(PeerAddress, oneshot::Sender<Result<bool, AddError>>),
+    AddMany(Vec<PeerAddress>, oneshot::Sender<usize>),
+    Advertise(NodeId, usize, oneshot::Sender<Vec<PeerAddress>>),
+    Known(oneshot::Sender<Vec<NodeId>>),
     Inbound(Box<dyn Connection>),
     Status(oneshot::Sender<Vec<NodeId>>),
 }
@@ -163,6 +166,7 @@ impl RouterBuilder {
             channels: RwLock::new(HashMap::new()),
             peers: RwLock::new(HashMap::new()),
             stats: Default::default(),
+            store_capacity: self.peer_manager.options().max_peers,
             updates,
             mailbox,
         });
@@ -181,6 +185,39 @@ impl RouterBuilder {
             cancel,
             task: Some(task),
         }
+    }
+}
+
+/// A cloneable way to ask the actor, for the crate's own reactors.
+#[derive(Clone)]
+pub(crate) struct SharedHandle(Arc<Shared>);
+
+impl SharedHandle {
+    pub(crate) async fn add_peers(
+        &self,
+        addresses: Vec<PeerAddress>,
+    ) -> Result<usize, RouterStopped> {
+        self.0.ask(|tx| Command::AddMany(addresses, tx)).await
+    }
+
+    pub(crate) async fn advertise(
+        &self,
+        peer: NodeId,
+        limit: usize,
+    ) -> Result<Vec<PeerAddress>, RouterStopped> {
+        self.0.ask(|tx| Command::Advertise(peer, limit, tx)).await
+    }
+
+    pub(crate) async fn connected_peers(&self) -> Result<Vec<NodeId>, RouterStopped> {
+        self.0.ask(Command::Status).await
+    }
+
+    pub(crate) fn stats(&self) -> RouterStats {
+        self.0.stats.snapshot()
+    }
+
+    pub(crate) fn store_capacity(&self) -> usize {
+        self.0.store_capacity
     }
 }
 
@@ -287,24 +324,48 @@ impl Router {
         &self,
         address: PeerAddress,
     ) -> Result<Result<bool, AddError>, RouterStopped> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .mailbox
-            .send(Command::Add(address, tx))
-            .await
-            .map_err(|_| RouterStopped)?;
-        rx.await.map_err(|_| RouterStopped)
+        self.shared.ask(|tx| Command::Add(address, tx)).await
+    }
+
+    /// Adds many addresses (from peer exchange) in one step. Returns how
+    /// many were new and kept; our own address and addresses the peer
+    /// manager declines are skipped, not errors.
+    pub async fn add_peers(&self, addresses: Vec<PeerAddress>) -> Result<usize, RouterStopped> {
+        self.handle().add_peers(addresses).await
+    }
+
+    /// Up to `limit` addresses the peer manager allows telling `peer` about
+    /// (see [`PeerManager::advertise`]).
+    pub async fn advertise(
+        &self,
+        peer: NodeId,
+        limit: usize,
+    ) -> Result<Vec<PeerAddress>, RouterStopped> {
+        self.handle().advertise(peer, limit).await
     }
 
     /// The peers that are up, as the actor sees them.
     pub async fn connected_peers(&self) -> Result<Vec<NodeId>, RouterStopped> {
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .mailbox
-            .send(Command::Status(tx))
-            .await
-            .map_err(|_| RouterStopped)?;
-        rx.await.map_err(|_| RouterStopped)
+        self.handle().connected_peers().await
+    }
+
+    pub(crate) fn handle(&self) -> SharedHandle {
+        SharedHandle(self.shared.clone())
+    }
+
+    /// A token cancelled when the router stops, for reactors it owns.
+    pub(crate) fn child_token(&self) -> CancellationToken {
+        self.cancel.child_token()
+    }
+
+    /// Every peer the peer manager knows, best-ranked first.
+    pub async fn known_peers(&self) -> Result<Vec<NodeId>, RouterStopped> {
+        self.shared.ask(Command::Known).await
+    }
+
+    /// The most peers the peer store keeps (`PeerManagerOptions::max_peers`).
+    pub fn peer_store_capacity(&self) -> usize {
+        self.shared.store_capacity
     }
 
     /// The router's counters.

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::queue::SendQueue;
 use super::stats::Stats;
-use super::Command;
+use super::{Command, RouterStopped};
 use crate::channel::{ChannelDescriptor, ChannelId};
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) channels: RwLock<HashMap<ChannelId, ChannelEntry>>,
     pub(crate) peers: RwLock<HashMap<NodeId, Arc<PeerRoute>>>,
     pub(crate) stats: Stats,
+    /// `PeerManagerOptions::max_peers`, fixed at start.
+    pub(crate) store_capacity: usize,
     pub(crate) updates: broadcast::Sender<PeerUpdate>,
     pub(crate) mailbox: mpsc::Sender<Command>,
 }
@@ -69,6 +71,20 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Shared {
+    /// Sends the actor a command carrying a reply slot, and waits for the
+    /// reply.
+    pub(crate) async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, RouterStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.mailbox
+            .send(command(tx))
+            .await
+            .map_err(|_| RouterStopped)?;
+        rx.await.map_err(|_| RouterStopped)
+    }
+
     pub(crate) fn node_info(&self) -> NodeInfo {
         read(&self.node_info).clone()
     }

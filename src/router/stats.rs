@@ -26,6 +26,10 @@ pub struct RouterStats {
     pub handshake_failures: u64,
     /// Peer errors reported by reactors or the router.
     pub peer_errors: u64,
+    /// Gauge: peers the peer manager knows (the store's size).
+    pub known_peers: u64,
+    /// Gauge: peers connected (admitted), both directions.
+    pub connected_peers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +44,8 @@ pub(crate) struct Stats {
     pub(crate) refused_inbound: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) peer_errors: AtomicU64,
+    pub(crate) known_peers: AtomicU64,
+    pub(crate) connected_peers: AtomicU64,
     /// Woken on every change, for [`Router::stats_when`](super::Router::stats_when).
     pub(crate) changed: tokio::sync::Notify,
 }
@@ -50,6 +56,17 @@ impl Stats {
         counter.fetch_add(1, Ordering::Relaxed);
         // Cheap when nobody waits: one atomic operation.
         self.changed.notify_waiters();
+    }
+
+    /// Sets the peer gauges; waiters are woken only on a change.
+    pub(crate) fn set_gauges(&self, known: usize, connected: usize) {
+        let a = self.known_peers.swap(known as u64, Ordering::Relaxed);
+        let b = self
+            .connected_peers
+            .swap(connected as u64, Ordering::Relaxed);
+        if a != known as u64 || b != connected as u64 {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Waits until `cond` holds on a snapshot.
@@ -80,6 +97,8 @@ impl Stats {
             refused_inbound: r(&self.refused_inbound),
             handshake_failures: r(&self.handshake_failures),
             peer_errors: r(&self.peer_errors),
+            known_peers: r(&self.known_peers),
+            connected_peers: r(&self.connected_peers),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use p2p_router::pex::{Pex, PexOptions};
 use p2p_router::{
     ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, Envelope, MemoryPeerStore,
     NodeId, NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Router,
@@ -57,6 +58,7 @@ pub struct Node {
     pub rx: ChannelReceiver<Text>,
     pub updates: broadcast::Receiver<PeerUpdate>,
     pub store: MemoryPeerStore,
+    pub pex: Option<Pex>,
 }
 
 impl Node {
@@ -76,6 +78,8 @@ pub struct NodeBuilder {
     pub router: RouterOptions,
     pub descriptor: ChannelDescriptor,
     pub store: MemoryPeerStore,
+    /// Runs a PEX reactor (and advertises the node's own address) when set.
+    pub pex: Option<PexOptions>,
 }
 
 impl NodeBuilder {
@@ -87,7 +91,15 @@ impl NodeBuilder {
             router: RouterOptions::default(),
             descriptor: ChannelDescriptor::new(CHANNEL, "test"),
             store: MemoryPeerStore::new(),
+            pex: None,
         }
+    }
+
+    /// With PEX running and our own address advertised.
+    pub fn with_pex(mut self) -> Self {
+        self.pm.self_address = Some(PeerAddress::memory(self.key.node_id()));
+        self.pex = Some(PexOptions::default());
+        self
     }
 
     pub fn start(self, net: &MemoryNetwork) -> Node {
@@ -108,7 +120,9 @@ impl NodeBuilder {
             .unwrap()
             .split();
         let updates = router.subscribe_peer_updates();
+        let pex = self.pex.map(|o| Pex::spawn(&router, o).unwrap());
         Node {
+            pex,
             key: self.key,
             router,
             tx,

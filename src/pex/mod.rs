@@ -1,0 +1,276 @@
+//! Peer exchange (PEX): a reactor on its own channel that asks connected
+//! peers for addresses and answers their requests with what the peer
+//! manager's `advertise` allows.
+//!
+//! The schedule adapts to what we learn: a new peer is asked at once (when
+//! no request is pending), answers full of news bring the next request
+//! sooner, stale answers push it out, and a nearly full store is refreshed
+//! only rarely. Peers are held to the same rules we keep: at most one
+//! request per minimum interval, responses only when asked, at most
+//! [`MAX_ADDRESSES`] parsable addresses. Breaking a rule is a fatal
+//! [`PeerError`], and nothing from the offending message is kept.
+
+mod messages;
+mod state;
+
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use messages::{PexAddress, PexMessage, PexRequest, PexResponse, PexSum};
+pub use state::PexViolation;
+
+use self::state::PexState;
+use crate::address::PeerAddress;
+use crate::channel::{ChannelDescriptor, ChannelId, FullPolicy};
+use crate::identity::NodeId;
+use crate::peer_manager::PeerUpdate;
+use crate::router::{
+    Channel, Envelope, OpenChannelError, PeerError, Router, RouterStopped, SharedHandle,
+};
+
+/// The PEX channel's id.
+pub const PEX_CHANNEL: ChannelId = ChannelId(0x00);
+
+/// The most addresses in one response.
+pub const MAX_ADDRESSES: usize = 100;
+
+/// PEX settings. Every default is finite.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PexOptions {
+    /// The least time between two requests from one peer (default 100 ms);
+    /// we ask any one peer at most every twice this.
+    pub min_request_interval: Duration,
+    /// The gap between requests once the store is 95 % full (default
+    /// 10 min): enough to keep replacing poor peers.
+    pub full_store_interval: Duration,
+    /// How long to wait when no peer can be asked (default 1 s).
+    pub idle_retry: Duration,
+    /// How long a request may go unanswered before it is given up and the
+    /// peer's score lowered (default 10 s).
+    pub response_timeout: Duration,
+    /// The most addresses per response, sent or accepted (default and
+    /// maximum [`MAX_ADDRESSES`]).
+    pub max_addresses: usize,
+}
+
+impl Default for PexOptions {
+    fn default() -> Self {
+        Self {
+            min_request_interval: Duration::from_millis(100),
+            full_store_interval: Duration::from_secs(10 * 60),
+            idle_retry: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(10),
+            max_addresses: MAX_ADDRESSES,
+        }
+    }
+}
+
+/// The PEX channel's descriptor. Sends never wait (a full queue drops the
+/// newest message): PEX must never stall on a slow peer.
+pub fn pex_channel_descriptor() -> ChannelDescriptor {
+    ChannelDescriptor::new(PEX_CHANNEL, "pex")
+        .with_priority(1)
+        .with_send_capacity(8)
+        .with_receive_capacity(64)
+        // 100 URLs of at most a few hundred bytes each.
+        .with_max_message_size(64 * 1024)
+        .with_full_policy(FullPolicy::DropNewest)
+}
+
+/// A running PEX reactor. It stops with the router, on
+/// [`shutdown`](Self::shutdown), or when dropped.
+#[derive(Debug)]
+pub struct Pex {
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Pex {
+    /// Opens the PEX channel on `router` and starts the reactor.
+    pub fn spawn(router: &Router, options: PexOptions) -> Result<Self, OpenChannelError> {
+        let mut options = options;
+        options.max_addresses = options.max_addresses.min(MAX_ADDRESSES);
+        let channel = router.open_channel::<PexMessage>(pex_channel_descriptor())?;
+        let cancel = router.child_token();
+        let reactor = Reactor {
+            state: PexState::new(options.clone(), Instant::now()),
+            options,
+            updates: router.subscribe_peer_updates(),
+            router: router.handle(),
+            channel,
+            cancel: cancel.clone(),
+        };
+        let span = tracing::info_span!("pex", node = %router.node_id());
+        let task = tokio::spawn(reactor.run().instrument(span));
+        Ok(Self {
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// Stops the reactor and waits for it.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Pex {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+struct Reactor {
+    state: PexState,
+    options: PexOptions,
+    updates: tokio::sync::broadcast::Receiver<PeerUpdate>,
+    router: SharedHandle,
+    channel: Channel<PexMessage>,
+    cancel: CancellationToken,
+}
+
+impl Reactor {
+    async fn run(mut self) {
+        // Every error here means the router stopped.
+        let _ = self.run_inner().await;
+    }
+
+    async fn run_inner(&mut self) -> Result<(), RouterStopped> {
+        loop {
+            let deadline = self.state.next_deadline();
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Ok(()),
+                update = self.updates.recv() => match update {
+                    Ok(PeerUpdate::Up { peer, channels }) => {
+                        if channels.contains(&PEX_CHANNEL) {
+                            self.state.peer_up(peer, Instant::now());
+                        }
+                    }
+                    Ok(PeerUpdate::Down { peer }) => self.state.peer_down(peer),
+                    Err(RecvError::Lagged(_)) => self.resync().await?,
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                envelope = self.channel.recv() => match envelope {
+                    Some(envelope) => self.on_message(envelope).await?,
+                    None => return Ok(()),
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            for peer in self.state.expire(now) {
+                tracing::debug!(%peer, "PEX request unanswered");
+                self.report(PeerError::minor(peer, "no PEX response in time"))
+                    .await?;
+            }
+            while let Some(peer) = self.state.poll_request(now) {
+                tracing::trace!(%peer, "asking for addresses");
+                let request = Envelope {
+                    peer,
+                    message: PexMessage::request(),
+                };
+                self.channel
+                    .send(request)
+                    .await
+                    .map_err(|_| RouterStopped)?;
+            }
+        }
+    }
+
+    /// We missed peer updates: forget peers that are gone. Peers that came
+    /// up meanwhile are learned when they next come up; they may still ask
+    /// us, within the same limits.
+    async fn resync(&mut self) -> Result<(), RouterStopped> {
+        let connected: std::collections::HashSet<NodeId> =
+            self.router.connected_peers().await?.into_iter().collect();
+        let gone: Vec<NodeId> = self
+            .state
+            .up_peers()
+            .filter(|p| !connected.contains(p))
+            .collect();
+        for peer in gone {
+            self.state.peer_down(peer);
+        }
+        Ok(())
+    }
+
+    async fn on_message(&mut self, envelope: Envelope<PexMessage>) -> Result<(), RouterStopped> {
+        let peer = envelope.peer;
+        let outcome = match envelope.message.sum {
+            Some(PexSum::Request(_)) => self.on_request(peer).await?,
+            Some(PexSum::Response(response)) => self.on_response(peer, response).await?,
+            None => Err(PexViolation::Empty),
+        };
+        if let Err(violation) = outcome {
+            tracing::info!(%peer, %violation, "PEX violation");
+            self.report(PeerError::fatal(peer, violation.to_string()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_request(
+        &mut self,
+        peer: NodeId,
+    ) -> Result<Result<(), PexViolation>, RouterStopped> {
+        if let Err(v) = self.state.on_request(peer, Instant::now()) {
+            return Ok(Err(v));
+        }
+        let addresses = self
+            .router
+            .advertise(peer, self.options.max_addresses)
+            .await?;
+        tracing::trace!(%peer, count = addresses.len(), "answering PEX request");
+        let response = Envelope {
+            peer,
+            message: PexMessage::response(addresses.iter().map(ToString::to_string)),
+        };
+        self.channel
+            .send(response)
+            .await
+            .map_err(|_| RouterStopped)?;
+        Ok(Ok(()))
+    }
+
+    async fn on_response(
+        &mut self,
+        peer: NodeId,
+        response: PexResponse,
+    ) -> Result<Result<(), PexViolation>, RouterStopped> {
+        if let Err(v) = self.state.on_response(peer, response.addresses.len()) {
+            return Ok(Err(v));
+        }
+        let mut addresses = Vec::with_capacity(response.addresses.len());
+        for a in response.addresses {
+            match a.url.parse::<PeerAddress>() {
+                Ok(address) => addresses.push(address),
+                // One bad address taints the whole answer: keep none.
+                Err(e) => return Ok(Err(PexViolation::BadAddress(format!("{:.80}: {e}", a.url)))),
+            }
+        }
+        let received = addresses.len();
+        let added = self.router.add_peers(addresses).await?;
+        let stats = self.router.stats();
+        tracing::debug!(%peer, received, added, known = stats.known_peers, "PEX response");
+        self.state.learned(
+            added,
+            stats.known_peers as usize,
+            self.router.store_capacity(),
+            Instant::now(),
+        );
+        Ok(Ok(()))
+    }
+
+    async fn report(&self, error: PeerError) -> Result<(), RouterStopped> {
+        self.channel.report(error).await.map_err(|_| RouterStopped)
+    }
+}

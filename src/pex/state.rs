@@ -1,0 +1,332 @@
+//! The PEX schedule and the rules peers must keep, as a state machine with
+//! no IO: time is passed in, so tests drive it on a fake clock.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::PexOptions;
+use crate::identity::NodeId;
+
+/// How a peer broke the PEX rules. Each one disconnects it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PexViolation {
+    /// It asked again sooner than the minimum interval.
+    #[error("PEX request {elapsed:?} after the previous one (minimum {minimum:?})")]
+    RequestTooSoon {
+        /// Time since its previous request.
+        elapsed: Duration,
+        /// The minimum interval.
+        minimum: Duration,
+    },
+    /// It sent a response we did not ask for.
+    #[error("unsolicited PEX response")]
+    Unsolicited,
+    /// Its response carried more addresses than allowed.
+    #[error("PEX response with {count} addresses (at most {max})")]
+    TooManyAddresses {
+        /// Addresses received.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An address in its response did not parse.
+    #[error("unparsable address in PEX response: {0}")]
+    BadAddress(String),
+    /// A message with neither a request nor a response.
+    #[error("empty PEX message")]
+    Empty,
+}
+
+/// Whom to ask for addresses and when, and whom to answer.
+#[derive(Debug)]
+pub(crate) struct PexState {
+    options: PexOptions,
+    /// Peers up with the PEX channel.
+    up: HashSet<NodeId>,
+    /// Up peers not waiting on our request, in asking order.
+    available: VecDeque<NodeId>,
+    /// Requests awaiting a response: peer → when sent.
+    pending: HashMap<NodeId, Instant>,
+    /// When we last asked each up peer (we keep our own pace below the
+    /// limit we enforce on others, with room for network jitter).
+    last_asked: HashMap<NodeId, Instant>,
+    /// When each up peer last asked us.
+    last_request_from: HashMap<NodeId, Instant>,
+    /// The current gap between requests, set by the last response.
+    interval: Duration,
+    next_request: Instant,
+}
+
+impl PexState {
+    pub(crate) fn new(options: PexOptions, now: Instant) -> Self {
+        Self {
+            interval: options.min_request_interval,
+            options,
+            up: HashSet::new(),
+            available: VecDeque::new(),
+            pending: HashMap::new(),
+            last_asked: HashMap::new(),
+            last_request_from: HashMap::new(),
+            next_request: now,
+        }
+    }
+
+    /// A peer with the PEX channel came up. With nothing pending we ask at
+    /// once: a new peer is the best news about the network.
+    pub(crate) fn peer_up(&mut self, peer: NodeId, now: Instant) {
+        if !self.up.insert(peer) {
+            return;
+        }
+        self.available.push_back(peer);
+        if self.pending.is_empty() {
+            self.next_request = now;
+        }
+    }
+
+    /// A peer went down: forget everything about it.
+    pub(crate) fn peer_down(&mut self, peer: NodeId) {
+        if self.up.remove(&peer) {
+            self.available.retain(|p| *p != peer);
+            self.pending.remove(&peer);
+            self.last_asked.remove(&peer);
+            self.last_request_from.remove(&peer);
+        }
+    }
+
+    /// The peers up, in no order.
+    pub(crate) fn up_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.up.iter().copied()
+    }
+
+    /// A peer asked us: allowed at most once per minimum interval, so that
+    /// no peer makes us answer more often.
+    pub(crate) fn on_request(&mut self, peer: NodeId, now: Instant) -> Result<(), PexViolation> {
+        let minimum = self.options.min_request_interval;
+        if let Some(last) = self.last_request_from.get(&peer) {
+            let elapsed = now.saturating_duration_since(*last);
+            if elapsed < minimum {
+                return Err(PexViolation::RequestTooSoon { elapsed, minimum });
+            }
+        }
+        if self.up.contains(&peer) {
+            self.last_request_from.insert(peer, now);
+        }
+        Ok(())
+    }
+
+    /// A peer answered with `count` addresses: it must have been asked, and
+    /// stay within the limit. The addresses themselves are checked by the
+    /// caller.
+    pub(crate) fn on_response(&mut self, peer: NodeId, count: usize) -> Result<(), PexViolation> {
+        if self.pending.remove(&peer).is_none() {
+            return Err(PexViolation::Unsolicited);
+        }
+        if self.up.contains(&peer) {
+            self.available.push_back(peer);
+        }
+        let max = self.options.max_addresses;
+        if count > max {
+            return Err(PexViolation::TooManyAddresses { count, max });
+        }
+        Ok(())
+    }
+
+    /// A response brought `added` new addresses and the store now holds
+    /// `known` of `capacity`: pick the next interval. Often while responses
+    /// bring news relative to what we know, rarely as the store fills.
+    pub(crate) fn learned(&mut self, added: usize, known: usize, capacity: usize, now: Instant) {
+        let o = &self.options;
+        self.interval = if capacity > 0 && known * 100 >= capacity * 95 {
+            o.full_store_interval
+        } else {
+            // How stale the last answer was: 1 when everything in it was
+            // new, growing with what we already knew.
+            let staleness = (known + 1) as f64 / (added + 1) as f64;
+            let peers = self.up.len().max(1) as f64;
+            let factor = 1.0 + staleness * staleness / peers;
+            o.min_request_interval
+                .mul_f64(factor.min(1e6))
+                .min(o.full_store_interval)
+        };
+        let since_last = self.last_asked.values().max().copied().unwrap_or(now);
+        self.next_request = (since_last + self.interval).max(now);
+    }
+
+    /// The peer to ask now, if a request is due; it is then pending.
+    pub(crate) fn poll_request(&mut self, now: Instant) -> Option<NodeId> {
+        if now < self.next_request {
+            return None;
+        }
+        let spacing = self.options.min_request_interval * 2;
+        let ready = |p: &NodeId, asked: &HashMap<NodeId, Instant>| {
+            asked.get(p).is_none_or(|t| now >= *t + spacing)
+        };
+        let Some(index) = self
+            .available
+            .iter()
+            .position(|p| ready(p, &self.last_asked))
+        else {
+            // Nobody to ask now: try again when the first peer may be
+            // asked, or after the idle delay.
+            let earliest = self
+                .available
+                .iter()
+                .filter_map(|p| self.last_asked.get(p).map(|t| *t + spacing))
+                .min();
+            self.next_request = earliest.unwrap_or(now + self.options.idle_retry);
+            return None;
+        };
+        let peer = self.available.remove(index)?;
+        self.pending.insert(peer, now);
+        self.last_asked.insert(peer, now);
+        self.next_request = now + self.interval;
+        Some(peer)
+    }
+
+    /// Requests unanswered for longer than the response timeout: they are
+    /// given up, and the peers may be asked again later.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<NodeId> {
+        let timeout = self.options.response_timeout;
+        let expired: Vec<NodeId> = self
+            .pending
+            .iter()
+            .filter(|(_, sent)| now >= **sent + timeout)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in &expired {
+            self.pending.remove(peer);
+            self.available.push_back(*peer);
+        }
+        expired
+    }
+
+    /// When something is next due: a request or a response timeout.
+    pub(crate) fn next_deadline(&self) -> Instant {
+        let timeout = self.options.response_timeout;
+        self.pending
+            .values()
+            .map(|sent| *sent + timeout)
+            .chain(std::iter::once(self.next_request))
+            .min()
+            .unwrap_or(self.next_request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NodeKey;
+
+    fn id(n: u8) -> NodeId {
+        NodeKey::from_seed([n; 32]).node_id()
+    }
+
+    fn state() -> (PexState, Instant) {
+        let now = Instant::now();
+        (PexState::new(PexOptions::default(), now), now)
+    }
+
+    #[test]
+    fn a_new_peer_is_asked_at_once_and_then_not_again_while_pending() {
+        let (mut s, now) = state();
+        assert_eq!(s.poll_request(now), None);
+        s.peer_up(id(1), now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        assert_eq!(s.poll_request(now + Duration::from_secs(5)), None);
+        s.on_response(id(1), 3).unwrap();
+        s.learned(3, 3, 100, now);
+        let later = now + Duration::from_secs(5);
+        assert_eq!(s.poll_request(later), Some(id(1)));
+    }
+
+    #[test]
+    fn a_peer_that_comes_up_while_a_request_is_pending_waits_its_turn() {
+        let (mut s, now) = state();
+        s.peer_up(id(1), now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        s.peer_up(id(2), now);
+        assert!(s.next_deadline() > now);
+        assert_eq!(s.poll_request(now), None);
+    }
+
+    #[test]
+    fn the_same_peer_is_never_asked_twice_within_twice_the_minimum_interval() {
+        let (mut s, now) = state();
+        let min = PexOptions::default().min_request_interval;
+        s.peer_up(id(1), now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        s.on_response(id(1), 0).unwrap();
+        s.learned(100, 100, 1000, now);
+        assert_eq!(s.poll_request(now + min), None);
+        assert_eq!(s.poll_request(now + 2 * min), Some(id(1)));
+    }
+
+    #[test]
+    fn the_interval_grows_as_answers_bring_less_news_and_is_longest_when_full() {
+        let (mut s, now) = state();
+        let o = PexOptions::default();
+        s.peer_up(id(1), now);
+        s.learned(50, 50, 1000, now);
+        let fresh = s.interval;
+        s.learned(0, 50, 1000, now);
+        let stale = s.interval;
+        s.learned(0, 960, 1000, now);
+        assert!(fresh < stale, "{fresh:?} < {stale:?}");
+        assert!(stale < o.full_store_interval);
+        assert_eq!(s.interval, o.full_store_interval);
+        assert!(fresh >= o.min_request_interval);
+    }
+
+    #[test]
+    fn requests_are_limited_per_peer() {
+        let (mut s, now) = state();
+        let min = PexOptions::default().min_request_interval;
+        s.peer_up(id(1), now);
+        s.on_request(id(1), now).unwrap();
+        assert!(matches!(
+            s.on_request(id(1), now + min / 2),
+            Err(PexViolation::RequestTooSoon { .. })
+        ));
+        s.on_request(id(1), now + min).unwrap();
+        // Another peer has its own allowance.
+        s.peer_up(id(2), now);
+        s.on_request(id(2), now + min).unwrap();
+    }
+
+    #[test]
+    fn unsolicited_and_oversized_responses_are_violations() {
+        let (mut s, now) = state();
+        s.peer_up(id(1), now);
+        assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        assert!(matches!(
+            s.on_response(id(1), 101),
+            Err(PexViolation::TooManyAddresses {
+                count: 101,
+                max: 100
+            })
+        ));
+        // The request was used up by the bad answer.
+        assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
+    }
+
+    #[test]
+    fn unanswered_requests_expire_and_down_peers_are_forgotten() {
+        let (mut s, now) = state();
+        let o = PexOptions::default();
+        s.peer_up(id(1), now);
+        s.peer_up(id(2), now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        assert_eq!(s.next_deadline(), now + s.interval);
+        assert!(s.expire(now + o.response_timeout / 2).is_empty());
+        assert_eq!(s.expire(now + o.response_timeout), vec![id(1)]);
+        assert_eq!(s.on_response(id(1), 0), Err(PexViolation::Unsolicited));
+        s.peer_down(id(1));
+        s.peer_down(id(2));
+        assert_eq!(s.up_peers().count(), 0);
+        assert_eq!(s.poll_request(now + o.response_timeout), None);
+    }
+}
