@@ -17,6 +17,7 @@ mod channel;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 mod identity;
+pub mod metrics;
 mod node_info;
 mod peer_manager;
 mod peer_store;
@@ -46,10 +47,11 @@ pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEO
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 pub use router::{
-    Channel, ChannelReceiver, ChannelSender, Envelope, HandshakeError, OpenChannelError, PeerError,
-    Router, RouterBuilder, RouterOptions, RouterStats, RouterStopped, SendError,
+    Channel, ChannelReceiver, ChannelSender, ChannelStats, Envelope, HandshakeError,
+    OpenChannelError, PeerError, Router, RouterBuilder, RouterOptions, RouterStats, RouterStopped,
+    SendError,
 };
 pub use transport::{
     AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,
-    RefusalReason, Transport,
+    PathStats, RefusalReason, Transport,
 };

@@ -142,6 +142,35 @@ pub trait Connection: Send + Sync + 'static {
     fn next_stream_error(&self) -> BoxFuture<'_, ConnectionError> {
         Box::pin(std::future::pending())
     }
+
+    /// The path's round-trip time and packet counts, for metrics, when the
+    /// transport measures them (QUIC does; the default reports nothing).
+    fn path_stats(&self) -> Option<PathStats> {
+        None
+    }
+}
+
+/// What a transport knows about a connection's network path.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct PathStats {
+    /// The current smoothed round-trip time.
+    pub rtt: std::time::Duration,
+    /// Packets sent on the connection so far.
+    pub sent_packets: u64,
+    /// Packets declared lost so far.
+    pub lost_packets: u64,
+}
+
+impl PathStats {
+    /// Path statistics from a transport's measurements.
+    pub fn new(rtt: std::time::Duration, sent_packets: u64, lost_packets: u64) -> Self {
+        Self {
+            rtt,
+            sent_packets,
+            lost_packets,
+        }
+    }
 }
 
 /// The accepting side's decision, sent to the dialer after the handshake.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,7 @@ use super::ip_limit::IpLimiter;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
 use super::queue::SendQueue;
 use super::shared::{PeerRoute, Shared};
+use super::stats::DialFailureKind;
 use super::{Command, RouterOptions};
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
@@ -60,6 +62,7 @@ struct Handshaken {
 
 struct DialOutcome {
     address: PeerAddress,
+    started: Instant,
     result: Result<Handshaken, DialFailure>,
 }
 
@@ -77,6 +80,7 @@ enum DialFailure {
 
 struct InboundOutcome {
     ip: Option<IpAddr>,
+    started: Instant,
     result: Result<Handshaken, (Option<NodeId>, HandshakeError)>,
 }
 
@@ -209,6 +213,10 @@ impl Actor {
                 self.options.clone(),
             );
             self.dials.spawn(dial);
+            self.shared
+                .connections
+                .dials
+                .fetch_add(1, Ordering::Relaxed);
         }
         while let Some(peer) = self.pm.evict_next() {
             match self.active.get(&peer) {
@@ -229,6 +237,15 @@ impl Actor {
         self.shared
             .stats
             .set_gauges(self.pm.peer_count(), self.pm.connected_count());
+        let inbound = self
+            .active
+            .values()
+            .filter(|a| a.direction == Direction::Inbound)
+            .count() as u64;
+        let c = &self.shared.connections;
+        c.inbound_peers.store(inbound, Ordering::Relaxed);
+        c.outbound_peers
+            .store(self.active.len() as u64 - inbound, Ordering::Relaxed);
     }
 
     fn on_command(&mut self, command: Command) {
@@ -302,6 +319,7 @@ impl Actor {
         let ours = self.shared.node_info();
         let self_id = self.shared.self_id;
         let timeout = self.options.handshake_timeout;
+        let started = Instant::now();
         self.handshakes.spawn(async move {
             let result = tokio::time::timeout(timeout, conn.handshake(&ours)).await;
             let result = match result {
@@ -327,7 +345,11 @@ impl Actor {
                 let _ = conn.send_admission(Admission::Refused(reason)).await;
                 conn.close(CloseReason::Refused).await;
             }
-            InboundOutcome { ip, result }
+            InboundOutcome {
+                ip,
+                started,
+                result,
+            }
         });
     }
 
@@ -354,7 +376,10 @@ impl Actor {
             return;
         }
         match self.pm.accepted(now, peer) {
-            Ok(()) => self.start_peer(peer, conn, &info, Direction::Inbound, outcome.ip),
+            Ok(()) => {
+                self.observe_handshake(outcome.started);
+                self.start_peer(peer, conn, &info, Direction::Inbound, outcome.ip)
+            }
             Err(error) => {
                 tracing::info!(%peer, %error, "inbound peer not admitted");
                 let reason = match error {
@@ -366,6 +391,13 @@ impl Actor {
         }
     }
 
+    fn observe_handshake(&self, started: Instant) {
+        self.shared
+            .connections
+            .handshake_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     fn on_dialed(&mut self, outcome: DialOutcome) {
         let now = self.clock.now();
         let address = outcome.address;
@@ -374,6 +406,12 @@ impl Actor {
             Ok(h) => h,
             Err(error) => {
                 tracing::info!(%address, %error, "dial failed");
+                self.shared.connections.dial_failed(match &error {
+                    DialFailure::Resolve(_) => DialFailureKind::Resolve,
+                    DialFailure::NoTransport => DialFailureKind::NoTransport,
+                    DialFailure::Dial(_) => DialFailureKind::Unreachable,
+                    DialFailure::Handshake(_) => DialFailureKind::Handshake,
+                });
                 if let DialFailure::Handshake(e) = &error {
                     self.shared
                         .stats
@@ -399,8 +437,14 @@ impl Actor {
             return;
         }
         match self.pm.dialed(now, &address) {
-            Ok(()) => self.start_peer(peer, conn, &info, Direction::Outbound, None),
+            Ok(()) => {
+                self.observe_handshake(outcome.started);
+                self.start_peer(peer, conn, &info, Direction::Outbound, None)
+            }
             Err(error) => {
+                self.shared
+                    .connections
+                    .dial_failed(DialFailureKind::NotAdmitted);
                 tracing::info!(%peer, %error, "dialed peer not admitted");
                 self.close_in_background(conn, None);
             }
@@ -463,12 +507,19 @@ impl Actor {
                 queue,
                 max_message_size: d.max_message_size,
                 deliver: entry.deliver.clone(),
+                counters: entry.counters.clone(),
             });
         }
         let mut ids: Vec<_> = channels.iter().map(|c| c.id).collect();
         ids.sort();
-        self.shared
-            .insert_route(peer, Arc::new(PeerRoute { conn_id, queues }));
+        self.shared.insert_route(
+            peer,
+            Arc::new(PeerRoute {
+                conn_id,
+                conn: conn.clone(),
+                queues,
+            }),
+        );
         let cancel = self.cancel.child_token();
         let task = PeerTask {
             peer,
@@ -603,6 +654,7 @@ async fn dial(
     options: RouterOptions,
 ) -> DialOutcome {
     let span = tracing::debug_span!("dial", %address);
+    let started = Instant::now();
     let result = async {
         let endpoints = address
             .resolve_with_timeout(options.resolve_timeout)
@@ -675,5 +727,9 @@ async fn dial(
     }
     .instrument(span)
     .await;
-    DialOutcome { address, result }
+    DialOutcome {
+        address,
+        started,
+        result,
+    }
 }

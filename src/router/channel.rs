@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, Mutex};
 
 use super::queue::Pushed;
 use super::shared::Shared;
+use super::stats::ChannelCounters;
 use super::Command;
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
@@ -78,6 +79,7 @@ pub struct ChannelSender<M> {
     id: ChannelId,
     max_message_size: usize,
     shared: Arc<Shared>,
+    counters: Arc<ChannelCounters>,
     _message: PhantomData<fn(M)>,
 }
 
@@ -87,6 +89,7 @@ impl<M> Clone for ChannelSender<M> {
             id: self.id,
             max_message_size: self.max_message_size,
             shared: self.shared.clone(),
+            counters: self.counters.clone(),
             _message: PhantomData,
         }
     }
@@ -101,11 +104,17 @@ impl<M> std::fmt::Debug for ChannelSender<M> {
 }
 
 impl<M: prost::Message> ChannelSender<M> {
-    pub(crate) fn new(id: ChannelId, max_message_size: usize, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        id: ChannelId,
+        max_message_size: usize,
+        shared: Arc<Shared>,
+        counters: Arc<ChannelCounters>,
+    ) -> Self {
         Self {
             id,
             max_message_size,
             shared,
+            counters,
             _message: PhantomData,
         }
     }
@@ -136,16 +145,19 @@ impl<M: prost::Message> ChannelSender<M> {
         // caller sending in a loop from monopolising its worker thread.
         if envelope.peer == self.shared.self_id {
             stats.bump(&stats.dropped_self);
+            ChannelCounters::add(&self.counters.dropped_self, 1);
             tokio::task::consume_budget().await;
             return Ok(());
         }
         let Some(route) = self.shared.route(&envelope.peer) else {
             stats.bump(&stats.dropped_unknown_peer);
+            ChannelCounters::add(&self.counters.dropped_unknown_peer, 1);
             tokio::task::consume_budget().await;
             return Ok(());
         };
         let Some(queue) = route.queues.get(&self.id).cloned() else {
             stats.bump(&stats.dropped_no_channel);
+            ChannelCounters::add(&self.counters.dropped_no_channel, 1);
             tokio::task::consume_budget().await;
             return Ok(());
         };
@@ -177,13 +189,16 @@ impl<M: prost::Message> ChannelSender<M> {
         match pushed {
             Pushed::Queued => {}
             Pushed::DroppedNewest | Pushed::DroppedOldest => {
-                self.shared.stats.bump(&self.shared.stats.dropped_full)
+                self.shared.stats.bump(&self.shared.stats.dropped_full);
+                ChannelCounters::add(&self.counters.dropped_full, 1);
             }
             // The peer left while we waited.
-            Pushed::Closed => self
-                .shared
-                .stats
-                .bump(&self.shared.stats.dropped_unknown_peer),
+            Pushed::Closed => {
+                self.shared
+                    .stats
+                    .bump(&self.shared.stats.dropped_unknown_peer);
+                ChannelCounters::add(&self.counters.dropped_unknown_peer, 1);
+            }
         }
     }
 

@@ -26,7 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use channel::{Channel, ChannelReceiver, ChannelSender, Envelope, PeerError, SendError};
 pub use handshake::HandshakeError;
-pub use stats::RouterStats;
+pub use stats::{ChannelStats, RouterStats};
+
+use self::stats::ChannelCounters;
+pub(crate) use self::stats::DialFailureKind;
+/// What the metrics collector reads.
+pub(crate) type RouterMetricsSource = Shared;
 
 use self::shared::{ChannelEntry, DeliverError, Shared};
 use crate::address::PeerAddress;
@@ -166,6 +171,7 @@ impl RouterBuilder {
             channels: RwLock::new(HashMap::new()),
             peers: RwLock::new(HashMap::new()),
             stats: Default::default(),
+            connections: Default::default(),
             store_capacity: self.peer_manager.options().max_peers,
             updates,
             mailbox,
@@ -300,12 +306,19 @@ impl Router {
                 }
             }
         });
-        let sender = ChannelSender::new(id, descriptor.max_message_size, self.shared.clone());
+        let counters = Arc::new(ChannelCounters::default());
+        let sender = ChannelSender::new(
+            id,
+            descriptor.max_message_size,
+            self.shared.clone(),
+            counters.clone(),
+        );
         channels.insert(
             id,
             ChannelEntry {
                 descriptor,
                 deliver,
+                counters,
             },
         );
         self.shared.node_info_mut().channels.push(id.0);
@@ -371,6 +384,23 @@ impl Router {
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
         self.shared.stats.snapshot()
+    }
+
+    /// Registers the router's Prometheus metrics in `registry`, under the
+    /// `p2p_` prefix (see the README's metrics list). They are read from the
+    /// router's counters at each scrape; after the router stops, they are
+    /// left out.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry
+            .sub_registry_with_prefix("p2p")
+            .register_collector(Box::new(crate::metrics::RouterCollector {
+                source: Arc::downgrade(&self.shared),
+            }));
+    }
+
+    /// Per-channel counters, summed over peers, in channel id order.
+    pub fn channel_stats(&self) -> Vec<ChannelStats> {
+        self.shared.channel_stats()
     }
 
     /// Waits until the counters satisfy `cond` (checked now and after every

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::queue::{Popped, SendQueue};
 use super::shared::{Deliver, DeliverError, Delivery, Shared};
+use super::stats::ChannelCounters;
 use super::{Command, PeerError};
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
@@ -31,6 +32,7 @@ pub(crate) struct PeerChannel {
     pub(crate) queue: Arc<SendQueue>,
     pub(crate) max_message_size: usize,
     pub(crate) deliver: Deliver,
+    pub(crate) counters: Arc<ChannelCounters>,
 }
 
 /// Sends every queued message of every channel: waits for `wake`, starts
@@ -39,7 +41,7 @@ pub(crate) struct PeerChannel {
 /// stopped.
 async fn send_all(
     conn: Arc<dyn Connection>,
-    queues: Vec<(ChannelId, Arc<SendQueue>)>,
+    queues: Vec<(ChannelId, Arc<SendQueue>, Arc<ChannelCounters>)>,
     wake: Arc<Notify>,
 ) -> String {
     let mut in_flight = FuturesUnordered::new();
@@ -49,13 +51,18 @@ async fn send_all(
         tokio::pin!(woken);
         // Registered before the queues are looked at: no push is missed.
         woken.as_mut().enable();
-        for (i, (id, queue)) in queues.iter().enumerate() {
+        for (i, (id, queue, counters)) in queues.iter().enumerate() {
             if busy[i] {
                 continue;
             }
             match queue.try_pop_batch(SEND_BATCH, SEND_BATCH_BYTES) {
                 Popped::Batch(mut batch) => {
                     busy[i] = true;
+                    // Counted when handed over: a failed send ends the
+                    // connection, and its messages are lost either way.
+                    let bytes: usize = batch.iter().map(|m| m.len()).sum();
+                    ChannelCounters::add(&counters.sent_messages, batch.len() as u64);
+                    ChannelCounters::add(&counters.sent_bytes, bytes as u64);
                     let (conn, id) = (conn.clone(), *id);
                     in_flight.push(async move {
                         // Whatever queued up while the last write ran goes
@@ -142,7 +149,7 @@ impl PeerTask {
         let queues = self
             .channels
             .iter()
-            .map(|c| (c.id, c.queue.clone()))
+            .map(|c| (c.id, c.queue.clone(), c.counters.clone()))
             .collect();
         loops.spawn(
             send_all(self.conn.clone(), queues, self.wake.clone())
@@ -156,6 +163,7 @@ impl PeerTask {
                 id,
                 channel.max_message_size,
                 channel.deliver.clone(),
+                channel.counters.clone(),
                 self.shared.clone(),
             );
             loops.spawn(receive.instrument(tracing::trace_span!("recv", channel = %id)));
@@ -202,6 +210,7 @@ async fn receive_loop(
     channel: ChannelId,
     max_size: usize,
     deliver: Deliver,
+    counters: Arc<ChannelCounters>,
     shared: Arc<Shared>,
 ) -> String {
     loop {
@@ -226,6 +235,8 @@ async fn receive_loop(
             }
             Err(e) => return format!("receive on channel {channel}: {e}"),
         };
+        ChannelCounters::add(&counters.received_messages, 1);
+        ChannelCounters::add(&counters.received_bytes, message.len() as u64);
         let delivered = match deliver(peer, message) {
             Delivery::Done(result) => result,
             Delivery::Waiting(wait) => wait.await,
@@ -234,13 +245,17 @@ async fn receive_loop(
             Ok(()) => {}
             Err(DeliverError::Decode(e)) => {
                 shared.stats.bump(&shared.stats.decode_failures);
+                ChannelCounters::add(&counters.decode_failures, 1);
                 report(
                     &shared,
                     PeerError::minor(peer, format!("channel {channel}: undecodable message: {e}")),
                 )
                 .await;
             }
-            Err(DeliverError::ReceiverGone) => shared.stats.bump(&shared.stats.dropped_no_receiver),
+            Err(DeliverError::ReceiverGone) => {
+                shared.stats.bump(&shared.stats.dropped_no_receiver);
+                ChannelCounters::add(&counters.dropped_no_receiver, 1);
+            }
         }
     }
 }

@@ -170,7 +170,7 @@ impl SendQueue {
         self.space.notify_waiters();
     }
 
-    #[cfg(test)]
+    /// Messages waiting (for the queue-depth gauge).
     pub(crate) fn len(&self) -> usize {
         self.lock().items.len()
     }

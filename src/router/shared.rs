@@ -9,13 +9,13 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::queue::SendQueue;
-use super::stats::Stats;
+use super::stats::{ChannelCounters, ConnectionCounters, Stats};
 use super::{Command, RouterStopped};
 use crate::channel::{ChannelDescriptor, ChannelId};
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::PeerUpdate;
-use crate::transport::BoxFuture;
+use crate::transport::{BoxFuture, Connection};
 
 /// Why an inbound message did not reach its reactor.
 #[derive(Debug)]
@@ -41,12 +41,14 @@ pub(crate) enum Delivery {
 pub(crate) struct ChannelEntry {
     pub(crate) descriptor: ChannelDescriptor,
     pub(crate) deliver: Deliver,
+    pub(crate) counters: Arc<ChannelCounters>,
 }
 
 /// Where messages to one connected peer go.
-#[derive(Debug)]
 pub(crate) struct PeerRoute {
     pub(crate) conn_id: u64,
+    /// For transport statistics at scrape time.
+    pub(crate) conn: Arc<dyn Connection>,
     pub(crate) queues: HashMap<ChannelId, Arc<SendQueue>>,
 }
 
@@ -56,6 +58,7 @@ pub(crate) struct Shared {
     pub(crate) channels: RwLock<HashMap<ChannelId, ChannelEntry>>,
     pub(crate) peers: RwLock<HashMap<NodeId, Arc<PeerRoute>>>,
     pub(crate) stats: Stats,
+    pub(crate) connections: ConnectionCounters,
     /// `PeerManagerOptions::max_peers`, fixed at start.
     pub(crate) store_capacity: usize,
     pub(crate) updates: broadcast::Sender<PeerUpdate>,
@@ -99,6 +102,37 @@ impl Shared {
 
     pub(crate) fn channels_mut(&self) -> RwLockWriteGuard<'_, HashMap<ChannelId, ChannelEntry>> {
         write(&self.channels)
+    }
+
+    /// Every open channel's counters, with its queued messages summed
+    /// over peers.
+    pub(crate) fn channel_stats(&self) -> Vec<super::ChannelStats> {
+        let mut queued: HashMap<ChannelId, u64> = HashMap::new();
+        for route in read(&self.peers).values() {
+            for (id, queue) in &route.queues {
+                *queued.entry(*id).or_default() += queue.len() as u64;
+            }
+        }
+        let mut out: Vec<_> = self
+            .channels()
+            .iter()
+            .map(|(id, entry)| {
+                let q = queued.get(id).copied().unwrap_or(0);
+                entry
+                    .counters
+                    .snapshot(*id, entry.descriptor.name.clone(), q)
+            })
+            .collect();
+        out.sort_by_key(|s| s.id);
+        out
+    }
+
+    /// Path statistics of every open connection that measures them.
+    pub(crate) fn path_stats(&self) -> Vec<crate::transport::PathStats> {
+        read(&self.peers)
+            .values()
+            .filter_map(|r| r.conn.path_stats())
+            .collect()
     }
 
     pub(crate) fn route(&self, peer: &NodeId) -> Option<Arc<PeerRoute>> {

@@ -102,3 +102,148 @@ impl Stats {
         }
     }
 }
+
+/// One channel's counters, summed over all peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStats {
+    /// The channel.
+    pub id: crate::channel::ChannelId,
+    /// Its descriptor's name.
+    pub name: String,
+    /// Messages handed to transports.
+    pub sent_messages: u64,
+    /// Their bytes (encoded messages, without framing).
+    pub sent_bytes: u64,
+    /// Messages received from transports.
+    pub received_messages: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
+    /// Sends dropped by a full queue.
+    pub dropped_full: u64,
+    /// Sends to a peer not connected, or that left while we waited.
+    pub dropped_unknown_peer: u64,
+    /// Sends to a peer without the channel.
+    pub dropped_no_channel: u64,
+    /// Sends addressed to ourselves.
+    pub dropped_self: u64,
+    /// Inbound messages that did not decode.
+    pub decode_failures: u64,
+    /// Inbound messages whose receiver was gone.
+    pub dropped_no_receiver: u64,
+    /// Gauge: messages waiting in the channel's send queues, all peers.
+    pub queued: u64,
+}
+
+/// The atomics behind [`ChannelStats`]; the hot paths add to them with
+/// relaxed operations and notify nobody.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelCounters {
+    pub(crate) sent_messages: AtomicU64,
+    pub(crate) sent_bytes: AtomicU64,
+    pub(crate) received_messages: AtomicU64,
+    pub(crate) received_bytes: AtomicU64,
+    pub(crate) dropped_full: AtomicU64,
+    pub(crate) dropped_unknown_peer: AtomicU64,
+    pub(crate) dropped_no_channel: AtomicU64,
+    pub(crate) dropped_self: AtomicU64,
+    pub(crate) decode_failures: AtomicU64,
+    pub(crate) dropped_no_receiver: AtomicU64,
+}
+
+impl ChannelCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        id: crate::channel::ChannelId,
+        name: String,
+        queued: u64,
+    ) -> ChannelStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ChannelStats {
+            id,
+            name,
+            sent_messages: r(&self.sent_messages),
+            sent_bytes: r(&self.sent_bytes),
+            received_messages: r(&self.received_messages),
+            received_bytes: r(&self.received_bytes),
+            dropped_full: r(&self.dropped_full),
+            dropped_unknown_peer: r(&self.dropped_unknown_peer),
+            dropped_no_channel: r(&self.dropped_no_channel),
+            dropped_self: r(&self.dropped_self),
+            decode_failures: r(&self.decode_failures),
+            dropped_no_receiver: r(&self.dropped_no_receiver),
+            queued,
+        }
+    }
+}
+
+/// Why a dial failed, for the dial-failure counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialFailureKind {
+    Resolve,
+    NoTransport,
+    Unreachable,
+    Handshake,
+    NotAdmitted,
+}
+
+impl DialFailureKind {
+    pub(crate) const ALL: [DialFailureKind; 5] = [
+        Self::Resolve,
+        Self::NoTransport,
+        Self::Unreachable,
+        Self::Handshake,
+        Self::NotAdmitted,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Resolve => "resolve",
+            Self::NoTransport => "no_transport",
+            Self::Unreachable => "unreachable",
+            Self::Handshake => "handshake",
+            Self::NotAdmitted => "not_admitted",
+        }
+    }
+}
+
+/// Connection-level counters for metrics: dials, directions, handshake
+/// times. Written by the actor only.
+#[derive(Debug)]
+pub(crate) struct ConnectionCounters {
+    pub(crate) dials: AtomicU64,
+    pub(crate) dial_failures: [AtomicU64; DialFailureKind::ALL.len()],
+    pub(crate) inbound_peers: AtomicU64,
+    pub(crate) outbound_peers: AtomicU64,
+    /// Dial (or accept) to admitted, successful connections only.
+    pub(crate) handshake_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for ConnectionCounters {
+    fn default() -> Self {
+        Self {
+            dials: AtomicU64::new(0),
+            dial_failures: Default::default(),
+            inbound_peers: AtomicU64::new(0),
+            outbound_peers: AtomicU64::new(0),
+            // 250 µs … ~4 s.
+            handshake_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 15),
+            ),
+        }
+    }
+}
+
+impl ConnectionCounters {
+    pub(crate) fn dial_failed(&self, kind: DialFailureKind) {
+        self.dial_failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dial_failures(&self, kind: DialFailureKind) -> u64 {
+        self.dial_failures[kind as usize].load(Ordering::Relaxed)
+    }
+}

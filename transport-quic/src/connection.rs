@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
 use p2p_router::{
     Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
-    Endpoint, NodeInfo, Protocol,
+    Endpoint, NodeInfo, PathStats, Protocol,
 };
 use prost::Message;
 use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
@@ -308,5 +308,14 @@ impl Connection for QuicConnection {
                 None => std::future::pending().await,
             }
         })
+    }
+
+    fn path_stats(&self) -> Option<PathStats> {
+        let stats = self.conn.stats();
+        Some(PathStats::new(
+            self.conn.rtt(),
+            stats.path.sent_packets,
+            stats.path.lost_packets,
+        ))
     }
 }

@@ -1,0 +1,150 @@
+//! The router's counters and Prometheus metrics, over the memory
+//! transport on paused time.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use p2p_router::metrics::METRIC_NAMES;
+use p2p_router::{Envelope, NodeKey};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+
+fn scrape(registry: &Registry) -> String {
+    let mut out = String::new();
+    encode(&mut out, registry).unwrap();
+    out
+}
+
+/// The value of the sample line starting with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn counters_follow_traffic_and_are_exported_for_prometheus() {
+    let (_net, a, b) = connected_pair().await;
+    let mut registry = Registry::default();
+    a.router.register_metrics(&mut registry);
+
+    for i in 0..10 {
+        let message = text(&format!("m{i}"));
+        a.tx.send(Envelope {
+            peer: b.id(),
+            message,
+        })
+        .await
+        .unwrap();
+    }
+    for _ in 0..10 {
+        require_receive(&b.rx).await;
+    }
+    // Two drops with reasons: to a stranger and to ourselves.
+    let stranger = NodeKey::from_seed([99; 32]).node_id();
+    a.tx.send(Envelope {
+        peer: stranger,
+        message: text("x"),
+    })
+    .await
+    .unwrap();
+    a.tx.send(Envelope {
+        peer: a.id(),
+        message: text("x"),
+    })
+    .await
+    .unwrap();
+
+    let stats = a.router.channel_stats();
+    let test = stats.iter().find(|c| c.id == CHANNEL).unwrap();
+    assert_eq!(test.name, "test");
+    assert_eq!(test.sent_messages, 10);
+    assert_eq!(test.sent_bytes, 10 * 4);
+    assert_eq!((test.dropped_unknown_peer, test.dropped_self), (1, 1));
+    let received = b.router.channel_stats();
+    assert_eq!(received[0].received_messages, 10);
+
+    let text = scrape(&registry);
+    for name in METRIC_NAMES {
+        assert!(
+            text.contains(&format!("# TYPE p2p_{name} ")),
+            "{name} missing:\n{text}"
+        );
+    }
+    assert_eq!(sample(&text, "p2p_peers{direction=\"outbound\"}"), 1.0);
+    assert_eq!(sample(&text, "p2p_peers{direction=\"inbound\"}"), 0.0);
+    assert_eq!(sample(&text, "p2p_known_peers "), 1.0);
+    assert_eq!(sample(&text, "p2p_dials_total"), 1.0);
+    assert_eq!(sample(&text, "p2p_handshake_duration_seconds_count"), 1.0);
+    assert_eq!(
+        sample(&text, "p2p_channel_messages_sent_total{channel=\"test\"}"),
+        10.0
+    );
+    assert_eq!(
+        sample(&text, "p2p_channel_bytes_sent_total{channel=\"test\"}"),
+        40.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "p2p_channel_dropped_messages_total{channel=\"test\",reason=\"unknown_peer\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "p2p_channel_send_queue_depth{channel=\"test\"}"),
+        0.0
+    );
+    // The memory transport measures no path.
+    assert_eq!(
+        sample(&text, "p2p_transport_rtt_seconds{stat=\"max\"}"),
+        0.0
+    );
+
+    let mut b_registry = Registry::default();
+    b.router.register_metrics(&mut b_registry);
+    let text = scrape(&b_registry);
+    assert_eq!(sample(&text, "p2p_peers{direction=\"inbound\"}"), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "p2p_channel_messages_received_total{channel=\"test\"}"
+        ),
+        10.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_dials_are_counted_by_reason() {
+    let (_net, nodes) = network(1);
+    let mut registry = Registry::default();
+    nodes[0].router.register_metrics(&mut registry);
+    // Nobody listens at this memory address.
+    let ghost = p2p_router::PeerAddress::memory(NodeKey::from_seed([42; 32]).node_id());
+    nodes[0].router.add_peer(ghost).await.unwrap().unwrap();
+    loop {
+        let text = scrape(&registry);
+        if sample(&text, "p2p_dial_failures_total{reason=\"unreachable\"}") >= 1.0 {
+            break;
+        }
+        // The dial fails at once on the memory network; let it run.
+        settle().await;
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_router_exports_nothing() {
+    let (_net, mut nodes) = network(1);
+    let mut registry = Registry::default();
+    let node = nodes.remove(0);
+    node.router.register_metrics(&mut registry);
+    node.router.shutdown().await;
+    drop(node.tx);
+    drop(node.rx);
+    drop(node.pex);
+    assert!(!scrape(&registry).contains("p2p_peers"));
+}
