@@ -188,7 +188,7 @@ impl Collector for RouterCollector {
             ),
         ];
         for (name, help, kind, field) in per_channel {
-            let mut m = encoder.encode_descriptor(name, help, None, kind.clone())?;
+            let mut m = encoder.encode_descriptor(name, help, None, kind)?;
             for c in &channels {
                 let labels = [("channel", c.name.clone())];
                 let value = field(c);

@@ -258,11 +258,20 @@ impl<M> ChannelReceiver<M> {
 
 /// A typed channel: send to peers, receive from them, report misbehaviour.
 /// [`split`](Self::split) gives halves that can be cloned and moved to
-/// different tasks.
+/// different tasks; clones of the whole share both.
 #[derive(Debug)]
 pub struct Channel<M> {
     sender: ChannelSender<M>,
     receiver: ChannelReceiver<M>,
+}
+
+impl<M> Clone for Channel<M> {
+    fn clone(&self) -> Self {
+        Self {
+            sender: self.sender.clone(),
+            receiver: self.receiver.clone(),
+        }
+    }
 }
 
 impl<M: prost::Message> Channel<M> {

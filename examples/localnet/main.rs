@@ -1,0 +1,243 @@
+//! localnet: a small network in one process, forming itself by PEX and
+//! carrying a consensus-like workload. The README's main job:
+//!
+//! ```sh
+//! cargo run --release --example localnet
+//! ```
+//!
+//! N nodes (default 8) start on loopback, each with its own key and
+//! temporary data directory; only node 0's address is given to the others.
+//! Once every node is connected to every other, each node broadcasts a
+//! small vote every few ms on a high-priority channel while a rotating
+//! proposer broadcasts a 1 MiB block every second. The run stops after the
+//! duration or on Ctrl-C, lets in-flight messages land, shuts every node
+//! down and prints a summary. The exit code is 0 only if the network fully
+//! formed and no message was lost.
+
+// An example binary: its modules are private however they are marked.
+#![allow(unreachable_pub)]
+
+mod net;
+mod report;
+mod workload;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::time::Instant;
+
+use net::{Node, TransportKind};
+use report::{ChannelSummary, Live, Summary};
+use workload::Workload;
+
+/// Start a local network, run a workload on it, report.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=64))]
+    nodes: u16,
+    /// How long to run, from start to the end of the workload (e.g. 20s,
+    /// 1500ms, 20).
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The transport every node uses.
+    #[arg(long, value_enum, default_value_t = TransportKind::Quic)]
+    transport: TransportKind,
+    /// Time between two votes of one node.
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    vote_interval: Duration,
+    /// Bytes per block.
+    #[arg(long, default_value_t = 1 << 20)]
+    block_size: usize,
+    /// Also write the summary as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {s}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        _ => return Err(format!("unknown unit in {s} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"))
+}
+
+/// Time allowed for in-flight messages to land after the workload stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for every node to shut down.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("localnet: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
+    let n = args.nodes as usize;
+    let root = tempfile::Builder::new().prefix("localnet-").tempdir()?;
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    for i in 0..n {
+        let dir = root.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let seed = nodes.first().map(|n0: &Node| n0.address.clone());
+        nodes.push(net::start(i, n, args.transport, &dir, seed, args.block_size).await?);
+    }
+    eprintln!(
+        "localnet: {n} nodes over {:?}, seed {}; data in {}",
+        args.transport,
+        nodes[0].address,
+        root.path().display()
+    );
+
+    let mut work = Workload::new(n);
+    work.receive(&nodes);
+    let deadline = work.epoch + args.duration;
+    let bar = live_bar();
+    let mut live = Live::new(n);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+    let mut formed_at: Option<Duration> = None;
+    let mut workload_started: Option<Instant> = None;
+    let mut last_line = Instant::now();
+
+    // Formation, then the workload, until the deadline or Ctrl-C.
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => { interrupted = true; break; }
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick() => {}
+        }
+        if formed_at.is_none() && fully_connected(&nodes) {
+            formed_at = Some(work.epoch.elapsed());
+            workload_started = Some(Instant::now());
+            work.generate(&nodes, args.vote_interval, args.block_size);
+        }
+        let phase = if formed_at.is_some() {
+            "workload"
+        } else {
+            "forming"
+        };
+        let (table, line) = live.render(&nodes, &work, phase);
+        if bar.is_hidden() {
+            // Not a terminal: a line every few seconds instead of a table.
+            if last_line.elapsed() >= Duration::from_secs(2) {
+                eprintln!("{line}");
+                last_line = Instant::now();
+            }
+        } else {
+            bar.set_message(table);
+        }
+    }
+    let workload_s = workload_started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    // Every counted broadcast complete, then let what is in flight land.
+    bar.set_message("draining in-flight messages");
+    let drain_until = Instant::now() + DRAIN_TIMEOUT;
+    let stopped = work.stop_generating(DRAIN_TIMEOUT).await;
+    while Instant::now() < drain_until && (work.votes.lost() > 0 || work.blocks.lost() > 0) {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    let connections: u64 = nodes
+        .iter()
+        .map(|n| n.router.stats().connected_peers)
+        .sum::<u64>()
+        / 2;
+    let fully = fully_connected(&nodes);
+    let channels = vec![
+        ChannelSummary::of("vote", &work.votes),
+        ChannelSummary::of("block", &work.blocks),
+    ];
+    bar.finish_and_clear();
+
+    let stopping = Instant::now();
+    work.receivers.abort_all();
+    let shutdowns = nodes.into_iter().map(|node| async move {
+        node.pex.shutdown().await;
+        node.router.shutdown().await;
+    });
+    let clean = tokio::time::timeout(SHUTDOWN_TIMEOUT, futures::future::join_all(shutdowns))
+        .await
+        .is_ok();
+    let shutdown_s = stopping.elapsed().as_secs_f64();
+
+    let lost: u64 = channels.iter().map(|c| c.lost).sum();
+    let delivered: u64 = channels.iter().map(|c| c.delivered).sum();
+    let summary = Summary {
+        nodes: n,
+        transport: format!("{:?}", args.transport).to_lowercase(),
+        formed_in_s: formed_at.map(|d| d.as_secs_f64()),
+        workload_s,
+        connections,
+        connections_expected: (n * (n - 1) / 2) as u64,
+        fully_connected: fully && formed_at.is_some(),
+        ok: fully && formed_at.is_some() && lost == 0 && delivered > 0 && clean && stopped,
+        channels,
+        shutdown_s,
+        interrupted,
+    };
+    summary.print();
+    if !clean {
+        println!("shutdown did not finish within {SHUTDOWN_TIMEOUT:?}");
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    if !stopped {
+        println!("the workload did not stop within {DRAIN_TIMEOUT:?}");
+    }
+    // Gone before the temporary directories are removed.
+    while work.receivers.join_next().await.is_some() {}
+    Ok(summary.ok)
+}
+
+fn fully_connected(nodes: &[Node]) -> bool {
+    let want = nodes.len() as u64 - 1;
+    nodes
+        .iter()
+        .all(|n| n.router.stats().connected_peers == want)
+}
+
+fn live_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}

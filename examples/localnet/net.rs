@@ -1,0 +1,123 @@
+//! Starting the nodes: each with its own key, temporary data directory
+//! (peer store), transport on loopback, router, PEX and the two workload
+//! channels.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_router::pex::{Pex, PexOptions};
+use p2p_router::{
+    Channel, ChannelDescriptor, ChannelId, FullPolicy, NodeInfo, NodeKey, PeerAddress, PeerManager,
+    PeerManagerOptions, RedbPeerStore, Router, RouterOptions, Transport,
+};
+use p2p_transport_mconn::{MconnConfig, MconnTransport};
+use p2p_transport_quic::{QuicConfig, QuicTransport};
+
+use crate::workload::{Block, Vote};
+
+pub const NETWORK: &str = "localnet";
+pub const VOTE: ChannelId = ChannelId(0x20);
+pub const BLOCK: ChannelId = ChannelId(0x21);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    Quic,
+    Mconn,
+}
+
+pub struct Node {
+    pub index: usize,
+    pub router: Router,
+    pub pex: Pex,
+    pub votes: Channel<Vote>,
+    pub blocks: Channel<Block>,
+    pub address: PeerAddress,
+}
+
+pub async fn transport(
+    kind: TransportKind,
+    key: &NodeKey,
+) -> Result<Arc<dyn Transport>, Box<dyn std::error::Error>> {
+    let loopback = "127.0.0.1:0".parse()?;
+    Ok(match kind {
+        TransportKind::Quic => Arc::new(QuicTransport::bind(
+            key,
+            QuicConfig::new(NETWORK).listen_on(loopback),
+        )?),
+        TransportKind::Mconn => {
+            // No rate limit and no flush delay: a local demo, not CometBFT
+            // defaults.
+            Arc::new(MconnTransport::bind(key, MconnConfig::fast().listen_on(loopback)).await?)
+        }
+    })
+}
+
+/// Starts node `index` with its data in `dir`; nodes other than 0 get node
+/// 0's address as their only seed.
+pub async fn start(
+    index: usize,
+    nodes: usize,
+    kind: TransportKind,
+    dir: &Path,
+    seed: Option<PeerAddress>,
+    block_size: usize,
+) -> Result<Node, Box<dyn std::error::Error>> {
+    let key = NodeKey::load_or_generate(dir.join("node_key.json"))?;
+    let id = key.node_id();
+    let transport = transport(kind, &key).await?;
+    let endpoint = transport
+        .listen_endpoints()
+        .into_iter()
+        .next()
+        .ok_or("transport has no listen address")?;
+    let address = endpoint.peer_address(id);
+
+    let mut pm = PeerManagerOptions::default();
+    pm.self_address = Some(address.clone());
+    pm.max_connected = nodes + 4;
+    pm.max_peers = pm.max_peers.max(2 * nodes);
+    pm.min_retry_time = Duration::from_millis(100);
+    pm.retry_time_jitter = Duration::from_millis(200);
+    let store = RedbPeerStore::open(dir.join("peers.redb"))?;
+    let manager = PeerManager::new(id, pm, store, index as u64)?;
+
+    // Every peer comes from 127.0.0.1: lift the per-IP limits.
+    let mut options = RouterOptions::default();
+    options.max_connections_per_ip = nodes + 4;
+    options.max_attempts_per_ip = 16 * nodes;
+    let info = NodeInfo::new(id, NETWORK, format!("node{index}"));
+    let router = Router::builder(key, info, manager)
+        .transport(transport)
+        .options(options)
+        .spawn();
+    let pex = Pex::spawn(&router, PexOptions::default())?;
+    // Both channels are reliable: a full queue makes the sender wait.
+    let votes = router.open_channel::<Vote>(
+        ChannelDescriptor::new(VOTE, "vote")
+            .with_priority(10)
+            .with_send_capacity(4096)
+            .with_receive_capacity(4096)
+            .with_full_policy(FullPolicy::Wait),
+    )?;
+    let blocks = router.open_channel::<Block>(
+        ChannelDescriptor::new(BLOCK, "block")
+            .with_priority(1)
+            .with_send_capacity(4)
+            .with_receive_capacity(4)
+            .with_max_message_size(block_size + 1024)
+            .with_full_policy(FullPolicy::Wait),
+    )?;
+    // Only now, with every channel open, may handshakes announce them.
+    if let Some(seed) = seed {
+        router.add_peer(seed).await??;
+    }
+    Ok(Node {
+        index,
+        router,
+        pex,
+        votes,
+        blocks,
+        address,
+    })
+}
