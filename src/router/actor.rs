@@ -204,11 +204,10 @@ impl Actor {
             let Some(address) = self.pm.dial_next(now) else {
                 break;
             };
-            let ours = self.shared.node_info();
             let dial = dial(
                 address,
                 self.transports.clone(),
-                ours,
+                self.shared.clone(),
                 self.shared.self_id,
                 self.options.clone(),
             );
@@ -316,11 +315,12 @@ impl Actor {
             self.close_in_background(conn, None);
             return;
         }
-        let ours = self.shared.node_info();
+        let shared = self.shared.clone();
         let self_id = self.shared.self_id;
         let timeout = self.options.handshake_timeout;
         let started = Instant::now();
         self.handshakes.spawn(async move {
+            let ours = shared.node_info();
             let result = tokio::time::timeout(timeout, conn.handshake(&ours)).await;
             let result = match result {
                 Err(_) => Err((None, HandshakeError::Timeout)),
@@ -649,7 +649,7 @@ async fn accept_loop(
 async fn dial(
     address: PeerAddress,
     transports: Vec<Arc<dyn Transport>>,
-    ours: NodeInfo,
+    shared: Arc<Shared>,
     self_id: NodeId,
     options: RouterOptions,
 ) -> DialOutcome {
@@ -695,6 +695,9 @@ async fn dial(
                 }
             };
             let handshake = async {
+                // Read now, not when the dial was planned: channels opened
+                // right after the router started are announced.
+                let ours = shared.node_info();
                 let info = conn.handshake(&ours).await?;
                 let peer = check_peer_info(
                     &ours,

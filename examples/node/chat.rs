@@ -1,0 +1,83 @@
+//! The demo reactor: a chat channel.
+//!
+//! Channel `0x30` ("chat") carries [`ChatMessage`], a protobuf message:
+//!
+//! ```proto
+//! message ChatMessage {
+//!   string text = 1;   // one line, at most 4096 bytes
+//!   bool   echo = 2;   // true on replies made by --echo (never echoed again)
+//! }
+//! ```
+//!
+//! Lines typed on stdin are broadcast; received lines are printed as
+//! `chat <sender id>: <text>` (echo replies as `echo <sender id>: <text>`).
+
+use std::sync::Arc;
+
+use p2p_router::{Channel, ChannelDescriptor, ChannelId, Envelope, FullPolicy, PeerError};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::Output;
+
+/// The chat channel's id.
+pub const CHAT: ChannelId = ChannelId(0x30);
+const MAX_TEXT: usize = 4096;
+
+/// One chat line.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ChatMessage {
+    #[prost(string, tag = "1")]
+    pub text: String,
+    #[prost(bool, tag = "2")]
+    pub echo: bool,
+}
+
+pub fn descriptor() -> ChannelDescriptor {
+    ChannelDescriptor::new(CHAT, "chat")
+        .with_priority(5)
+        .with_max_message_size(MAX_TEXT + 16)
+        // Chat is best effort: a peer that does not read loses lines
+        // rather than stalling us.
+        .with_full_policy(FullPolicy::DropOldest)
+}
+
+/// Prints what arrives; with `echo`, sends it back.
+pub async fn receive(chat: Channel<ChatMessage>, echo: bool, out: Arc<Output>) {
+    while let Some(Envelope { peer, message }) = chat.recv().await {
+        if message.text.len() > MAX_TEXT || message.text.contains('\n') {
+            let _ = chat
+                .report(PeerError::minor(peer, "chat line too long or multi-line"))
+                .await;
+            continue;
+        }
+        let kind = if message.echo { "echo" } else { "chat" };
+        out.line(&format!("{kind} {peer}: {}", message.text.escape_debug()));
+        if echo && !message.echo {
+            let reply = ChatMessage {
+                text: message.text,
+                echo: true,
+            };
+            let _ = chat
+                .send(Envelope {
+                    peer,
+                    message: reply,
+                })
+                .await;
+        }
+    }
+}
+
+/// Broadcasts every stdin line until stdin ends.
+pub async fn send_stdin(chat: Channel<ChatMessage>) {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let text: String = line.chars().take(MAX_TEXT / 4).collect();
+        if text.is_empty() {
+            continue;
+        }
+        let message = ChatMessage { text, echo: false };
+        if chat.broadcast(message).await.is_err() {
+            return;
+        }
+    }
+}
