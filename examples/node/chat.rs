@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use p2p_router::{Channel, ChannelDescriptor, ChannelId, Envelope, FullPolicy, PeerError};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use std::io::BufRead;
 
 use crate::Output;
 
@@ -69,8 +69,19 @@ pub async fn receive(chat: Channel<ChatMessage>, echo: bool, out: Arc<Output>) {
 
 /// Broadcasts every stdin line until stdin ends.
 pub async fn send_stdin(chat: Channel<ChatMessage>) {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    // A blocking read cannot be cancelled, and tokio's stdin would hold
+    // the runtime's shutdown until the next line: read on a detached
+    // thread instead, which dies with the process.
+    let (tx, mut lines) = tokio::sync::mpsc::channel::<String>(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
         let text: String = line.chars().take(MAX_TEXT / 4).collect();
         if text.is_empty() {
             continue;

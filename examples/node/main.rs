@@ -12,7 +12,7 @@
 //!
 //! Standard output is line-oriented, for people and scripts alike:
 //! `node <id>`, `listening <address>`, `metrics <url>`, `known <id>` (the
-//! peer store at start), `peer up <id>` / `peer down <id>`,
+//! peer store at start), `ready` (start-up is over), `peer up <id>` / `peer down <id>`,
 //! `chat <id>: <text>`, `echo <id>: <text>`, `stopped`. Logs go to stderr
 //! (`RUST_LOG` filters them).
 
@@ -215,6 +215,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     });
     tasks.spawn(chat::receive(chat.clone(), config.echo, out.clone()));
     tasks.spawn(chat::send_stdin(chat));
+    out.line("ready");
 
     wait_for_signal().await?;
     tracing::info!("stopping");
