@@ -194,7 +194,8 @@ impl Reactor {
             self.router.connected_peers().await?.into_iter().collect();
         let gone: Vec<NodeId> = self
             .state
-            .up_peers()
+            .known_peers()
+            .into_iter()
             .filter(|p| !connected.contains(p))
             .collect();
         for peer in gone {

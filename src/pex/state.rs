@@ -92,13 +92,18 @@ impl PexState {
             self.available.retain(|p| *p != peer);
             self.pending.remove(&peer);
             self.last_asked.remove(&peer);
-            self.last_request_from.remove(&peer);
         }
+        // Kept for peers not (yet) seen up too: see `on_request`.
+        self.last_request_from.remove(&peer);
     }
 
-    /// The peers up, in no order.
-    pub(crate) fn up_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.up.iter().copied()
+    /// Every peer we hold state for (up, or having asked us).
+    pub(crate) fn known_peers(&self) -> Vec<NodeId> {
+        let asked = self
+            .last_request_from
+            .keys()
+            .filter(|p| !self.up.contains(p));
+        self.up.iter().chain(asked).copied().collect()
     }
 
     /// A peer asked us: allowed at most once per minimum interval, so that
@@ -111,9 +116,9 @@ impl PexState {
                 return Err(PexViolation::RequestTooSoon { elapsed, minimum });
             }
         }
-        if self.up.contains(&peer) {
-            self.last_request_from.insert(peer, now);
-        }
+        // Recorded even before the peer's Up event reaches us (its first
+        // message can overtake it); the Down event clears it.
+        self.last_request_from.insert(peer, now);
         Ok(())
     }
 
@@ -297,6 +302,15 @@ mod tests {
     }
 
     #[test]
+    fn requests_are_limited_even_before_the_peer_is_seen_up() {
+        let (mut s, now) = state();
+        s.on_request(id(1), now).unwrap();
+        assert!(s.on_request(id(1), now).is_err());
+        s.peer_down(id(1));
+        s.on_request(id(1), now).unwrap();
+    }
+
+    #[test]
     fn unsolicited_and_oversized_responses_are_violations() {
         let (mut s, now) = state();
         s.peer_up(id(1), now);
@@ -326,7 +340,7 @@ mod tests {
         assert_eq!(s.on_response(id(1), 0), Err(PexViolation::Unsolicited));
         s.peer_down(id(1));
         s.peer_down(id(2));
-        assert_eq!(s.up_peers().count(), 0);
+        assert!(s.known_peers().is_empty());
         assert_eq!(s.poll_request(now + o.response_timeout), None);
     }
 }
