@@ -236,15 +236,21 @@ impl Actor {
         self.shared
             .stats
             .set_gauges(self.pm.peer_count(), self.pm.connected_count());
-        let inbound = self
-            .active
-            .values()
-            .filter(|a| a.direction == Direction::Inbound)
-            .count() as u64;
+    }
+
+    /// Keeps the per-direction peer gauges in step with `active`, without
+    /// walking it (the actor's loop must stay O(1) per event).
+    fn count_peer(&self, direction: Direction, up: bool) {
         let c = &self.shared.connections;
-        c.inbound_peers.store(inbound, Ordering::Relaxed);
-        c.outbound_peers
-            .store(self.active.len() as u64 - inbound, Ordering::Relaxed);
+        let gauge = match direction {
+            Direction::Inbound => &c.inbound_peers,
+            Direction::Outbound => &c.outbound_peers,
+        };
+        if up {
+            gauge.fetch_add(1, Ordering::Relaxed);
+        } else {
+            gauge.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -267,7 +273,8 @@ impl Actor {
             Command::AddMany(addresses, reply) => {
                 let added = addresses
                     .into_iter()
-                    .filter(|a| matches!(self.pm.add(a.clone()), Ok(true)))
+                    .map(|a| self.pm.add(a))
+                    .filter(|added| matches!(added, Ok(true)))
                     .count();
                 let _ = reply.send(added);
             }
@@ -468,6 +475,7 @@ impl Actor {
         if wins {
             tracing::debug!(%peer, "new connection replaces the existing one");
             if let Some(old) = self.active.remove(&peer) {
+                self.count_peer(old.direction, false);
                 old.cancel.cancel();
                 self.shared.remove_route(&peer, old.conn_id);
                 if let Some(ip) = old.ip {
@@ -543,6 +551,7 @@ impl Actor {
                 ip,
             },
         );
+        self.count_peer(direction, true);
         tracing::info!(%peer, ?direction, "peer up");
         self.pm.ready(peer, ids);
     }
@@ -557,6 +566,7 @@ impl Actor {
             return; // a replaced connection
         }
         if let Some(old) = self.active.remove(&exit.peer) {
+            self.count_peer(old.direction, false);
             if let Some(ip) = old.ip {
                 self.ip_limiter.release(ip);
             }
