@@ -133,6 +133,20 @@ pub trait Connection: Send + Sync + 'static {
         let _ = channel;
     }
 
+    /// Waits until the peer starts sending on a channel it had not used on
+    /// this connection, and returns that channel. The router begins
+    /// reading a channel only then, so a connected peer's idle channels
+    /// cost no receive task (with QUIC, a channel starts when the peer
+    /// opens its first stream for it).
+    ///
+    /// `None` means the transport cannot tell: every channel is read from
+    /// the start. That is the default, for transports that carry all
+    /// channels on one stream. Cancel safe: a started channel is reported
+    /// exactly once, by the call that returns it.
+    fn next_started_channel(&self) -> BoxFuture<'_, Option<ChannelId>> {
+        Box::pin(std::future::ready(None))
+    }
+
     /// Waits for the next stream-level misbehaviour the transport detected
     /// outside any [`recv`](Self::recv) call (for example, a stream opened
     /// for a channel the peer did not negotiate). The stream is already

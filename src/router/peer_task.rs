@@ -1,7 +1,8 @@
 //! One task per connected peer: it owns the connection and, in its own
 //! `JoinSet`, one sender for all channels (a transport send per channel
 //! with queued messages, so a stalled channel holds up only itself) and one
-//! receive loop per shared channel. Receiving stays a task per channel: in
+//! receive loop per shared channel the peer has started sending on.
+//! Receiving stays a task per channel: in
 //! one task, decoding a bulk channel's large messages delayed a small
 //! channel's (hol p99 395 → 589 µs when tried).
 
@@ -155,19 +156,6 @@ impl PeerTask {
             send_all(self.conn.clone(), queues, self.wake.clone())
                 .instrument(tracing::trace_span!("send")),
         );
-        for channel in &self.channels {
-            let id = channel.id;
-            let receive = receive_loop(
-                self.peer,
-                self.conn.clone(),
-                id,
-                channel.max_message_size,
-                channel.deliver.clone(),
-                channel.counters.clone(),
-                self.shared.clone(),
-            );
-            loops.spawn(receive.instrument(tracing::trace_span!("recv", channel = %id)));
-        }
         // Misbehaviour on streams no channel loop reads (e.g. an unknown
         // channel): reported like a bad message, the connection stays.
         let (conn, peer, shared) = (self.conn.clone(), self.peer, self.shared.clone());
@@ -178,21 +166,40 @@ impl PeerTask {
                 report(&shared, PeerError::minor(peer, e.to_string())).await;
             }
         });
-        let (reason, close) = tokio::select! {
-            () = self.cancel.cancelled() => {
-                // Tell the peer whether we are leaving or just dropping it.
-                let close = if self.router_cancel.is_cancelled() {
-                    CloseReason::Shutdown
-                } else {
-                    CloseReason::Normal
-                };
-                ("closed by router".to_owned(), close)
+        // A channel is read once the peer starts it: an idle channel of an
+        // idle peer costs no task (about 2 kB each, with 16 channels the
+        // bulk of a connection's memory).
+        let mut reading = vec![false; self.channels.len()];
+        let mut unread = self.channels.len();
+        let (reason, close) = loop {
+            tokio::select! {
+                () = self.cancel.cancelled() => {
+                    // Tell the peer whether we are leaving or just dropping it.
+                    let close = if self.router_cancel.is_cancelled() {
+                        CloseReason::Shutdown
+                    } else {
+                        CloseReason::Normal
+                    };
+                    break ("closed by router".to_owned(), close);
+                }
+                () = self.conn.closed() => {
+                    break ("connection closed".to_owned(), CloseReason::Normal);
+                }
+                Some(ended) = loops.join_next() => break (
+                    ended.unwrap_or_else(|e| format!("channel task failed: {e}")),
+                    CloseReason::Normal,
+                ),
+                started = self.conn.next_started_channel(), if unread > 0 => {
+                    for (i, channel) in self.channels.iter().enumerate() {
+                        let wanted = started.is_none_or(|id| id == channel.id);
+                        if wanted && !reading[i] {
+                            reading[i] = true;
+                            unread -= 1;
+                            loops.spawn(self.receive(channel));
+                        }
+                    }
+                }
             }
-            () = self.conn.closed() => ("connection closed".to_owned(), CloseReason::Normal),
-            Some(ended) = loops.join_next() => (
-                ended.unwrap_or_else(|e| format!("channel task failed: {e}")),
-                CloseReason::Normal,
-            ),
         };
         for channel in &self.channels {
             channel.queue.close();
@@ -201,6 +208,23 @@ impl PeerTask {
         self.conn.close(close).await;
         tracing::debug!(%reason, "peer task ended");
         reason
+    }
+}
+
+impl PeerTask {
+    /// The receive loop of one channel, in its span.
+    fn receive(&self, channel: &PeerChannel) -> impl std::future::Future<Output = String> {
+        let id = channel.id;
+        receive_loop(
+            self.peer,
+            self.conn.clone(),
+            id,
+            channel.max_message_size,
+            channel.deliver.clone(),
+            channel.counters.clone(),
+            self.shared.clone(),
+        )
+        .instrument(tracing::trace_span!("recv", channel = %id))
     }
 }
 

@@ -299,6 +299,16 @@ impl Connection for QuicConnection {
         }
     }
 
+    fn next_started_channel(&self) -> BoxFuture<'_, Option<ChannelId>> {
+        Box::pin(async move {
+            match self.channels.get() {
+                Some(channels) => Some(channels.next_started().await),
+                // Not negotiated yet: nothing to wait for.
+                None => None,
+            }
+        })
+    }
+
     fn next_stream_error(&self) -> BoxFuture<'_, ConnectionError> {
         Box::pin(async move {
             let mut rx = self.error_rx.lock().await;

@@ -28,6 +28,10 @@ pub(crate) struct Channels {
     /// sees it first). Idle channels wait on this rather than each
     /// registering with quinn: it costs less memory per channel.
     closed: tokio_util::sync::CancellationToken,
+    /// Channels whose first stream arrived, not yet taken by
+    /// `next_started`; each channel enters at most once.
+    started: Mutex<Vec<ChannelId>>,
+    started_notify: Notify,
 }
 
 /// Stream misbehaviour seen on a connection: reported to the router, and
@@ -126,6 +130,8 @@ impl Channels {
             conn,
             errors,
             closed: tokio_util::sync::CancellationToken::new(),
+            started: Mutex::default(),
+            started_notify: Notify::new(),
         }
     }
 
@@ -321,6 +327,7 @@ impl Channels {
             );
             return;
         }
+        let first = waiting.highest.is_none();
         waiting.highest = Some(header.generation);
         if let Some(mut older) = waiting.next.replace(stream) {
             // Never read: its sender reset it before opening this one.
@@ -328,6 +335,26 @@ impl Channels {
         }
         drop(waiting);
         streams.arrived.notify_one();
+        if first {
+            lock(&self.started).push(header.channel);
+            self.started_notify.notify_one();
+        }
+    }
+
+    /// The next channel whose first stream arrived; pending once the
+    /// connection is gone (its end is reported elsewhere).
+    pub(crate) async fn next_started(&self) -> ChannelId {
+        loop {
+            if let Some(id) = lock(&self.started).pop() {
+                return id;
+            }
+            // `notify_one` stores a permit: an arrival between the check
+            // and this wait is not missed.
+            tokio::select! {
+                () = self.started_notify.notified() => {}
+                () = self.closed.cancelled() => std::future::pending::<()>().await,
+            }
+        }
     }
 
     /// Finishes every idle outbound stream and waits until the peer has
@@ -349,6 +376,10 @@ impl Channels {
         let acked = futures_join_all(finished.iter().map(|s| s.stopped()));
         let _ = tokio::time::timeout(timeout, acked).await;
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Awaits all futures (quinn's `stopped` futures are independent).

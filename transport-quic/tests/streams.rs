@@ -206,3 +206,47 @@ async fn stream_limit_is_sized_from_the_channel_count() {
     .await;
     assert!(ninth.is_err(), "a ninth concurrent stream was allowed");
 }
+
+/// Polls `future` once: its output if it is ready without waiting.
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[tokio::test]
+async fn a_channel_is_reported_started_once_when_its_first_stream_arrives() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    // Nothing sent yet: no channel has started, so the router reads none.
+    assert_eq!(ready_now(h.accepted.next_started_channel()), None);
+
+    h.conn
+        .send(ChannelId(2), Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    let started = within("start", h.accepted.next_started_channel()).await;
+    assert_eq!(started, Some(ChannelId(2)));
+    let got = within("first", h.accepted.recv(ChannelId(2), 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"first"));
+
+    // More on the same stream, and a newer generation of it after a
+    // cancelled send: the channel does not start again.
+    h.conn
+        .send(ChannelId(2), Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    let _newer = raw_stream(&h, 2, 7, &frame(b"newer")).await;
+    let got = within("second", h.accepted.recv(ChannelId(2), 1024)).await;
+    assert_eq!(got.unwrap(), Bytes::from_static(b"second"));
+    h.conn
+        .send(ChannelId(4), Bytes::from_static(b"other"))
+        .await
+        .unwrap();
+    let started = within("other start", h.accepted.next_started_channel()).await;
+    assert_eq!(started, Some(ChannelId(4)));
+    assert_eq!(ready_now(h.accepted.next_started_channel()), None);
+}
