@@ -65,6 +65,39 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     }
 }
 
+impl rustls::server::danger::ClientCertVerifier for AnyCert {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        vec![rustls::SignatureScheme::ED25519]
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as cs;
     let mut p = rustls::crypto::ring::default_provider();
@@ -84,10 +117,12 @@ fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
         .expect("cert");
     let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
     let p = provider();
+    // Mutual authentication, as our transport does: the client presents
+    // its certificate and the server checks its handshake signature.
     let mut server = rustls::ServerConfig::builder_with_provider(p.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(AnyCert(p.clone())))
         .with_single_cert(vec![cert.der().clone()], key())
         .expect("server");
     server.alpn_protocols = vec![alpn.to_vec()];

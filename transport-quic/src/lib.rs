@@ -50,6 +50,7 @@ mod codes;
 mod config;
 mod connection;
 mod framing;
+mod signer;
 mod socket;
 mod streams;
 mod tls;

@@ -13,6 +13,8 @@ use p2p_transport_quic::{QuicConfig, QuicTransport};
 
 /// TLS alerts as QUIC CRYPTO_ERROR codes (0x100 + alert).
 const CERTIFICATE_REQUIRED: u64 = 0x100 + 116;
+/// A handshake signature that does not verify (TLS alert 51).
+const DECRYPT_ERROR: u64 = 0x100 + 51;
 const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 
 fn listener(n: u8) -> (Arc<QuicTransport>, p2p_router::NodeKey) {
@@ -96,6 +98,24 @@ async fn a_raw_client_without_a_certificate_is_refused() {
     assert_eq!(
         transport_close_code(&error),
         Some(CERTIFICATE_REQUIRED),
+        "{error:?}"
+    );
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn a_raw_client_showing_a_key_it_does_not_hold_is_refused() {
+    let (l, lk) = listener(128);
+    let addr = l.local_addrs()[0];
+    let cert = ClientCert::Impostor {
+        shown: Box::new(key(129)),
+        signer: Box::new(key(130)),
+    };
+    let got = within("raw client", raw_client(addr, cert, &alpn_for(NETWORK))).await;
+    let error = got.expect_err("refused");
+    assert_eq!(
+        transport_close_code(&error),
+        Some(DECRYPT_ERROR),
         "{error:?}"
     );
     still_serving(&l, &lk).await;

@@ -329,6 +329,50 @@ pub enum ClientCert {
     Node(Box<NodeKey>),
     /// A self-signed ECDSA P-256 certificate.
     Ecdsa,
+    /// `shown`'s self-signed certificate, but handshake signatures made
+    /// with `signer`: someone claiming a key they do not hold.
+    Impostor {
+        shown: Box<NodeKey>,
+        signer: Box<NodeKey>,
+    },
+}
+
+fn pkcs8(key: &NodeKey) -> rustls::pki_types::PrivatePkcs8KeyDer<'static> {
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    der.extend_from_slice(&key.seed());
+    rustls::pki_types::PrivatePkcs8KeyDer::from(der)
+}
+
+fn self_signed(key: &NodeKey) -> rustls::pki_types::CertificateDer<'static> {
+    let pair =
+        rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8(key), &rcgen::PKCS_ED25519).unwrap();
+    rcgen::CertificateParams::new(vec!["x".into()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap()
+        .der()
+        .clone()
+}
+
+/// Always presents one certified key, checked or not.
+#[derive(Debug)]
+struct Present(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Present {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// Connects a raw quinn client to `addr` with the given certificate and
@@ -344,25 +388,19 @@ pub async fn raw_client(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)));
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider.clone())));
     let mut tls = match cert {
         ClientCert::None => builder.with_no_client_auth(),
-        ClientCert::Node(key) => {
-            let mut der = vec![
-                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
-                0x04, 0x20,
-            ];
-            der.extend_from_slice(&key.seed());
-            let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(der);
-            let pair =
-                rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519).unwrap();
-            let cert = rcgen::CertificateParams::new(vec!["x".into()])
-                .unwrap()
-                .self_signed(&pair)
+        ClientCert::Node(key) => builder
+            .with_client_auth_cert(vec![self_signed(&key)], pkcs8(&key).into())
+            .unwrap(),
+        ClientCert::Impostor { shown, signer } => {
+            let signing = provider
+                .key_provider
+                .load_private_key(pkcs8(&signer).into())
                 .unwrap();
-            builder
-                .with_client_auth_cert(vec![cert.der().clone()], pkcs8.into())
-                .unwrap()
+            let certified = rustls::sign::CertifiedKey::new(vec![self_signed(&shown)], signing);
+            builder.with_client_cert_resolver(Arc::new(Present(Arc::new(certified))))
         }
         ClientCert::Ecdsa => {
             let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
