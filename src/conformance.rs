@@ -123,6 +123,7 @@ where
     );
 
     ordering(&pair).await;
+    batches(&pair).await;
     large_messages(&pair, expect.large_message).await;
     concurrent_channels(&pair).await;
     backpressure(&pair, expect.channel_isolation).await;
@@ -209,6 +210,34 @@ async fn ordering(pair: &Pair) {
         }
     };
     tokio::join!(send, recv);
+}
+
+/// `send_batch` and `recv_batch` keep order, and a receive takes at least
+/// one and at most its limit.
+async fn batches(pair: &Pair) {
+    let ch = ChannelId(1);
+    let sent: Vec<Bytes> = (0..100).map(|n| message(1, n, 64)).collect();
+    // Concurrently: a transport may hold fewer than 100 unread messages.
+    let send = async {
+        pair.dialer
+            .send_batch(ch, sent.clone())
+            .await
+            .expect("send batch");
+    };
+    let recv = async {
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            let before = got.len();
+            pair.acceptor
+                .recv_batch(ch, 1024, 16, &mut got)
+                .await
+                .expect("recv batch");
+            assert!((1..=16).contains(&(got.len() - before)), "batch size");
+        }
+        got
+    };
+    let ((), got) = tokio::join!(send, recv);
+    assert_eq!(got, sent);
 }
 
 async fn large_messages(pair: &Pair, size: usize) {

@@ -118,6 +118,26 @@ pub trait Connection: Send + Sync + 'static {
         max_size: usize,
     ) -> BoxFuture<'_, Result<Bytes, ConnectionError>>;
 
+    /// Receives the messages of `channel` that are already here into `out`:
+    /// at least one, at most `limit`, waiting only for the first. Frames
+    /// over `max_size` are refused as [`recv`](Self::recv) refuses them; an
+    /// error met after some messages were taken is returned by the next
+    /// call. Transports override it to take a buffer's worth in one call;
+    /// the default receives one message.
+    fn recv_batch<'a>(
+        &'a self,
+        channel: ChannelId,
+        max_size: usize,
+        limit: usize,
+        out: &'a mut Vec<Bytes>,
+    ) -> BoxFuture<'a, Result<(), ConnectionError>> {
+        let _ = limit;
+        Box::pin(async move {
+            out.push(self.recv(channel, max_size).await?);
+            Ok(())
+        })
+    }
+
     /// Closes the connection; the peer sees the reason where the transport
     /// can carry one.
     fn close(&self, reason: CloseReason) -> BoxFuture<'_, ()>;

@@ -27,6 +27,11 @@ const SEND_BATCH: usize = 64;
 /// Most bytes in one batch (a single larger message still goes alone).
 const SEND_BATCH_BYTES: usize = 256 * 1024;
 
+/// Most messages taken from the transport in one receive call: those
+/// already buffered, so a burst of small messages costs one call, not one
+/// each.
+const RECV_BATCH: usize = 64;
+
 /// One channel as the peer task serves it.
 pub(crate) struct PeerChannel {
     pub(crate) id: ChannelId,
@@ -237,9 +242,13 @@ async fn receive_loop(
     counters: Arc<ChannelCounters>,
     shared: Arc<Shared>,
 ) -> String {
+    let mut batch = Vec::with_capacity(RECV_BATCH);
     loop {
-        let message = match conn.recv(channel, max_size).await {
-            Ok(message) => message,
+        match conn
+            .recv_batch(channel, max_size, RECV_BATCH, &mut batch)
+            .await
+        {
+            Ok(()) => {}
             Err(e) if e.is_stream_error() => {
                 shared.stats.bump(&shared.stats.stream_errors);
                 report(
@@ -258,27 +267,33 @@ async fn receive_loop(
                 return format!("receive on channel {channel}: protocol violation: {reason}");
             }
             Err(e) => return format!("receive on channel {channel}: {e}"),
-        };
-        ChannelCounters::add(&counters.received_messages, 1);
-        ChannelCounters::add(&counters.received_bytes, message.len() as u64);
-        let delivered = match deliver(peer, message) {
-            Delivery::Done(result) => result,
-            Delivery::Waiting(wait) => wait.await,
-        };
-        match delivered {
-            Ok(()) => {}
-            Err(DeliverError::Decode(e)) => {
-                shared.stats.bump(&shared.stats.decode_failures);
-                ChannelCounters::add(&counters.decode_failures, 1);
-                report(
-                    &shared,
-                    PeerError::minor(peer, format!("channel {channel}: undecodable message: {e}")),
-                )
-                .await;
-            }
-            Err(DeliverError::ReceiverGone) => {
-                shared.stats.bump(&shared.stats.dropped_no_receiver);
-                ChannelCounters::add(&counters.dropped_no_receiver, 1);
+        }
+        let bytes: usize = batch.iter().map(|m| m.len()).sum();
+        ChannelCounters::add(&counters.received_messages, batch.len() as u64);
+        ChannelCounters::add(&counters.received_bytes, bytes as u64);
+        for message in batch.drain(..) {
+            let delivered = match deliver(peer, message) {
+                Delivery::Done(result) => result,
+                Delivery::Waiting(wait) => wait.await,
+            };
+            match delivered {
+                Ok(()) => {}
+                Err(DeliverError::Decode(e)) => {
+                    shared.stats.bump(&shared.stats.decode_failures);
+                    ChannelCounters::add(&counters.decode_failures, 1);
+                    report(
+                        &shared,
+                        PeerError::minor(
+                            peer,
+                            format!("channel {channel}: undecodable message: {e}"),
+                        ),
+                    )
+                    .await;
+                }
+                Err(DeliverError::ReceiverGone) => {
+                    shared.stats.bump(&shared.stats.dropped_no_receiver);
+                    ChannelCounters::add(&counters.dropped_no_receiver, 1);
+                }
             }
         }
     }

@@ -270,6 +270,20 @@ impl Connection for QuicConnection {
         Box::pin(async move { self.channels()?.recv(channel, max_size).await })
     }
 
+    fn recv_batch<'a>(
+        &'a self,
+        channel: ChannelId,
+        max_size: usize,
+        limit: usize,
+        out: &'a mut Vec<Bytes>,
+    ) -> BoxFuture<'a, Result<(), ConnectionError>> {
+        Box::pin(async move {
+            self.channels()?
+                .recv_batch(channel, max_size, limit, out)
+                .await
+        })
+    }
+
     fn close(&self, reason: CloseReason) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let control = self.control.try_lock().ok().and_then(|mut c| c.send.take());

@@ -234,11 +234,31 @@ impl Channels {
 
     /// Receives the next message on `id`, refusing frames over `max`.
     pub(crate) async fn recv(&self, id: ChannelId, max: usize) -> Result<Bytes, ConnectionError> {
+        let mut out = Vec::with_capacity(1);
+        self.recv_batch(id, max, 1, &mut out).await?;
+        out.pop().ok_or(ConnectionError::Closed)
+    }
+
+    /// Receives into `out` the frames of `id` that are already buffered:
+    /// at least one, at most `limit`, waiting only for the first. An error
+    /// met after some frames were taken is left for the next call (the
+    /// decoder keeps returning it).
+    pub(crate) async fn recv_batch(
+        &self,
+        id: ChannelId,
+        max: usize,
+        limit: usize,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), ConnectionError> {
         let streams = self.get(id)?;
         let mut guard = streams.inbound.lock().await;
         let inbound = &mut *guard;
+        let start = out.len();
         loop {
             if inbound.stream.is_none() {
+                if out.len() > start {
+                    return Ok(());
+                }
                 inbound.stream = Some(self.next_stream(streams).await?);
                 inbound.decoder = FrameDecoder::default();
             }
@@ -246,8 +266,16 @@ impl Channels {
                 continue;
             };
             match inbound.decoder.next_frame(max) {
-                Ok(Some(frame)) => return Ok(frame),
+                Ok(Some(frame)) => {
+                    out.push(frame);
+                    if out.len() - start >= limit.max(1) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(None) if out.len() > start => return Ok(()),
                 Ok(None) => {}
+                Err(_) if out.len() > start => return Ok(()),
                 Err(e) => {
                     let (code, error) = match e {
                         FrameError::Oversized { size, max } => (

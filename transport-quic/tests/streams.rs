@@ -250,3 +250,42 @@ async fn a_channel_is_reported_started_once_when_its_first_stream_arrives() {
     assert_eq!(started, Some(ChannelId(4)));
     assert_eq!(ready_now(h.accepted.next_started_channel()), None);
 }
+
+#[tokio::test]
+async fn a_batch_ends_before_a_bad_frame_which_the_next_receive_reports() {
+    let (l, k) = listener();
+    let h = hostile_pair(&l, &k).await;
+    // Two good frames, then a length prefix over the limit.
+    let mut body = frame(b"one");
+    body.extend_from_slice(&frame(b"two"));
+    body.extend_from_slice(&[0x80, 0x08]); // 1024 > 100
+    let stream = raw_stream(&h, 1, 0, &body).await;
+    let mut got = Vec::new();
+    let first = within(
+        "batch",
+        h.accepted.recv_batch(ChannelId(1), 100, 64, &mut got),
+    )
+    .await;
+    assert!(first.is_ok());
+    assert_eq!(
+        got,
+        [Bytes::from_static(b"one"), Bytes::from_static(b"two")]
+    );
+    let next = within(
+        "next",
+        h.accepted.recv_batch(ChannelId(1), 100, 64, &mut got),
+    )
+    .await;
+    assert!(
+        matches!(
+            next,
+            Err(ConnectionError::Oversized {
+                size: 1024,
+                max: 100
+            })
+        ),
+        "{next:?}"
+    );
+    assert_eq!(got.len(), 2);
+    assert_eq!(stopped_with(&stream).await, OVERSIZED);
+}
