@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::handshake::{check_peer_info, new_connection_wins, HandshakeError};
 use super::ip_limit::IpLimiter;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
-use super::queue::SendQueue;
+use super::queue::{ReadySet, SendQueue};
 use super::shared::{PeerRoute, Shared};
 use super::stats::DialFailureKind;
 use super::{Command, RouterOptions};
@@ -499,16 +499,19 @@ impl Actor {
         let conn_id = self.next_conn_id;
         let mut channels = Vec::new();
         let mut queues = HashMap::new();
+        let table = self.shared.channels();
+        let shared_channels: Vec<_> = table
+            .iter()
+            .filter(|(id, _)| info.has_channel(**id))
+            .collect();
         // One wake-up for all of this peer's queues: its one sender.
-        let wake = Arc::new(tokio::sync::Notify::new());
-        for (id, entry) in self.shared.channels().iter() {
-            if !info.has_channel(*id) {
-                continue;
-            }
+        let ready = Arc::new(ReadySet::new(shared_channels.len()));
+        for (index, (id, entry)) in shared_channels.into_iter().enumerate() {
             let d = &entry.descriptor;
             conn.prepare_channel(d);
-            let queue =
-                Arc::new(SendQueue::new(d.send_capacity, d.full_policy).waking(wake.clone()));
+            let queue = Arc::new(
+                SendQueue::new(d.send_capacity, d.full_policy).waking(ready.clone(), index),
+            );
             queues.insert(*id, queue.clone());
             channels.push(PeerChannel {
                 id: *id,
@@ -518,6 +521,7 @@ impl Actor {
                 counters: entry.counters.clone(),
             });
         }
+        drop(table);
         let mut ids: Vec<_> = channels.iter().map(|c| c.id).collect();
         ids.sort();
         self.shared.insert_route(
@@ -531,7 +535,7 @@ impl Actor {
         let cancel = self.cancel.child_token();
         let task = PeerTask {
             peer,
-            wake,
+            ready,
             conn_id,
             conn,
             channels,

@@ -9,12 +9,11 @@
 use std::sync::Arc;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::queue::{Popped, SendQueue};
+use super::queue::{Popped, ReadySet, SendQueue};
 use super::shared::{Deliver, DeliverError, Delivery, Shared};
 use super::stats::ChannelCounters;
 use super::{Command, PeerError};
@@ -41,26 +40,29 @@ pub(crate) struct PeerChannel {
     pub(crate) counters: Arc<ChannelCounters>,
 }
 
-/// Sends every queued message of every channel: waits for `wake`, starts
-/// one transport send per channel that has messages and none in flight, and
-/// takes up each channel again as its send completes. Returns why it
-/// stopped.
+/// Sends every queued message of every channel: waits for a queue to be
+/// marked in `ready`, starts one transport send per marked channel that has
+/// messages and none in flight, and takes up each channel again as its
+/// send completes. Returns why it stopped.
 async fn send_all(
     conn: Arc<dyn Connection>,
     queues: Vec<(ChannelId, Arc<SendQueue>, Arc<ChannelCounters>)>,
-    wake: Arc<Notify>,
+    ready: Arc<ReadySet>,
 ) -> String {
     let mut in_flight = FuturesUnordered::new();
     let mut busy = vec![false; queues.len()];
+    let mut marked = Vec::with_capacity(queues.len());
     loop {
-        let woken = wake.notified();
+        let woken = ready.marked();
         tokio::pin!(woken);
-        // Registered before the queues are looked at: no push is missed.
+        // Registered before the marks are taken: no push is missed.
         woken.as_mut().enable();
-        for (i, (id, queue, counters)) in queues.iter().enumerate() {
-            if busy[i] {
+        ready.take(&mut marked);
+        for i in marked.drain(..) {
+            // A busy channel is looked at again when its send completes.
+            let Some((id, queue, counters)) = queues.get(i).filter(|_| !busy[i]) else {
                 continue;
-            }
+            };
             match queue.try_pop_batch(SEND_BATCH, SEND_BATCH_BYTES) {
                 Popped::Batch(mut batch) => {
                     busy[i] = true;
@@ -88,6 +90,8 @@ async fn send_all(
         tokio::select! {
             Some((i, id, sent)) = in_flight.next(), if !in_flight.is_empty() => {
                 busy[i] = false;
+                // More may have queued during the send.
+                marked.push(i);
                 match sent {
                     Ok(()) => {}
                     // The peer refused one stream; the channel continues
@@ -113,8 +117,9 @@ pub(crate) struct PeerExit {
 
 pub(crate) struct PeerTask {
     pub(crate) peer: NodeId,
-    /// Woken when any of the peer's send queues gets a message.
-    pub(crate) wake: Arc<Notify>,
+    /// Marks the peer's send queues that have messages (numbered as
+    /// `channels`).
+    pub(crate) ready: Arc<ReadySet>,
     pub(crate) conn_id: u64,
     pub(crate) conn: Arc<dyn Connection>,
     pub(crate) channels: Vec<PeerChannel>,
@@ -158,7 +163,7 @@ impl PeerTask {
             .map(|c| (c.id, c.queue.clone(), c.counters.clone()))
             .collect();
         loops.spawn(
-            send_all(self.conn.clone(), queues, self.wake.clone())
+            send_all(self.conn.clone(), queues, self.ready.clone())
                 .instrument(tracing::trace_span!("send")),
         );
         // Misbehaviour on streams no channel loop reads (e.g. an unknown
