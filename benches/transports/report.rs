@@ -115,6 +115,11 @@ impl Results {
                 "",
             ),
             (
+                "hol p99: quic µs".into(),
+                self.get("hol_p99/quic"),
+                "≤ 1,000",
+            ),
+            (
                 "hol p99: mconn-fast ÷ quic".into(),
                 r("hol_p99/mconn-fast", "hol_p99/quic"),
                 "",
@@ -122,7 +127,12 @@ impl Results {
             (
                 "hol_loss p99: mconn-fast ÷ quic".into(),
                 r("hol_loss_p99/mconn-fast", "hol_loss_p99/quic"),
-                "",
+                "≥ 8",
+            ),
+            (
+                "handshake p50: quic ÷ raw-quinn".into(),
+                r("handshake_p50/quic", "handshake_p50/raw-quinn"),
+                "≤ 1.5",
             ),
             (
                 "handshake p50: mconn-fast ÷ quic".into(),

@@ -247,7 +247,8 @@ async fn receive_loop(
     counters: Arc<ChannelCounters>,
     shared: Arc<Shared>,
 ) -> String {
-    let mut batch = Vec::with_capacity(RECV_BATCH);
+    // Grows with use: an idle channel keeps no buffer.
+    let mut batch = Vec::new();
     loop {
         match conn
             .recv_batch(channel, max_size, RECV_BATCH, &mut batch)
