@@ -178,8 +178,16 @@ impl<M: prost::Message> ChannelSender<M> {
             .into_iter()
             .filter_map(|(_, route)| route.queues.get(&self.id).cloned())
             .collect();
-        let pushes = queues.iter().map(|q| q.push(bytes.clone()));
-        for pushed in futures::future::join_all(pushes).await {
+        // Most queues have room: those take the message at once, and only
+        // full `Wait` queues cost a future.
+        let mut waiting = Vec::new();
+        for queue in &queues {
+            match queue.try_push(bytes.clone()) {
+                Ok(pushed) => self.count(pushed),
+                Err(message) => waiting.push(queue.push(message)),
+            }
+        }
+        for pushed in futures::future::join_all(waiting).await {
             self.count(pushed);
         }
         Ok(())

@@ -125,33 +125,48 @@ impl SendQueue {
     /// Queues `message`, applying the full policy; with `Wait` this waits for
     /// room. Cancel safe: a cancelled push queued nothing.
     pub(crate) async fn push(&self, message: Bytes) -> Pushed {
+        let mut message = match self.try_push(message) {
+            Ok(pushed) => return pushed,
+            Err(message) => message,
+        };
         loop {
+            // Registered before looking again, so room made in between is
+            // not missed; only a full queue pays for the registration.
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut state = self.lock();
-                if state.closed {
-                    return Pushed::Closed;
-                }
-                if state.items.len() < self.capacity {
-                    state.items.push_back(message);
-                    self.queued();
-                    return Pushed::Queued;
-                }
-                match self.policy {
-                    FullPolicy::DropNewest => return Pushed::DroppedNewest,
-                    FullPolicy::DropOldest => {
-                        state.items.pop_front();
-                        state.items.push_back(message);
-                        self.queued();
-                        return Pushed::DroppedOldest;
-                    }
-                    FullPolicy::Wait => {}
-                }
-            }
+            message = match self.try_push(message) {
+                Ok(pushed) => return pushed,
+                Err(message) => message,
+            };
             space.await;
         }
+    }
+
+    /// Queues `message` without waiting: the full policy applies, except
+    /// that a full `Wait` queue hands the message back.
+    pub(crate) fn try_push(&self, message: Bytes) -> Result<Pushed, Bytes> {
+        let mut state = self.lock();
+        if state.closed {
+            return Ok(Pushed::Closed);
+        }
+        let pushed = if state.items.len() < self.capacity {
+            state.items.push_back(message);
+            Pushed::Queued
+        } else {
+            match self.policy {
+                FullPolicy::DropNewest => return Ok(Pushed::DroppedNewest),
+                FullPolicy::DropOldest => {
+                    state.items.pop_front();
+                    state.items.push_back(message);
+                    Pushed::DroppedOldest
+                }
+                FullPolicy::Wait => return Err(message),
+            }
+        };
+        drop(state);
+        self.queued();
+        Ok(pushed)
     }
 
     /// Takes every queued message up to `max_items` and (after the first)
@@ -250,6 +265,19 @@ mod tests {
         assert_eq!(pop(&q), Some(b(1)));
         assert_eq!(pusher.await.unwrap(), Pushed::Queued);
         assert_eq!(pop(&q), Some(b(2)));
+    }
+
+    #[test]
+    fn try_push_hands_back_what_a_full_wait_queue_cannot_take() {
+        let q = SendQueue::new(1, FullPolicy::Wait);
+        assert_eq!(q.try_push(b(1)), Ok(Pushed::Queued));
+        assert_eq!(q.try_push(b(2)), Err(b(2)));
+        assert_eq!(q.len(), 1);
+        let newest = SendQueue::new(1, FullPolicy::DropNewest);
+        assert_eq!(newest.try_push(b(1)), Ok(Pushed::Queued));
+        assert_eq!(newest.try_push(b(2)), Ok(Pushed::DroppedNewest));
+        q.close();
+        assert_eq!(q.try_push(b(3)), Ok(Pushed::Closed));
     }
 
     #[tokio::test]
