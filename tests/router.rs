@@ -554,3 +554,25 @@ async fn oversized_inbound_message_is_a_peer_error_and_not_delivered() {
     let stats = b.router.stats();
     assert_eq!((stats.stream_errors, stats.peer_errors), (1, 1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn inbound_connections_over_max_inbound_are_refused_and_freed_slots_are_reused() {
+    let net = MemoryNetwork::new();
+    let mut hub = NodeBuilder::new(key(1));
+    hub.router.max_inbound = 1;
+    let mut hub = hub.start(&net);
+    let mut a = NodeBuilder::new(key(2)).start(&net);
+    let mut b = NodeBuilder::new(key(3)).start(&net);
+
+    connect(&mut a, &mut hub).await;
+    // The one inbound slot is taken: b's connection is refused at accept.
+    b.router.add_peer(hub.address()).await.unwrap().unwrap();
+    hub.router.stats_when(|s| s.refused_inbound >= 1).await;
+    assert_eq!(hub.router.connected_peers().await.unwrap(), vec![a.id()]);
+
+    // Once a leaves, b's retry gets the slot.
+    a.router.shutdown().await;
+    require_down(&mut hub.updates, key(2).node_id()).await;
+    require_up(&mut hub.updates, b.id()).await;
+    require_up(&mut b.updates, hub.id()).await;
+}

@@ -298,12 +298,14 @@ impl Actor {
     fn on_accepted(&mut self, conn: Box<dyn Connection>) {
         let conn: Arc<dyn Connection> = Arc::from(conn);
         let ip = conn.remote_endpoint().socket_addr().map(|a| a.ip());
-        let inbound = self
-            .active
-            .values()
-            .filter(|a| a.direction == Direction::Inbound)
-            .count()
-            + self.handshakes.len();
+        // The gauge is kept in step at connect and disconnect: no walk over
+        // every peer on each accept.
+        let inbound_peers = self
+            .shared
+            .connections
+            .inbound_peers
+            .load(Ordering::Relaxed);
+        let inbound = usize::try_from(inbound_peers).unwrap_or(usize::MAX) + self.handshakes.len();
         let refused = if self.handshakes.len() >= self.options.max_inbound_handshakes
             || inbound >= self.options.max_inbound
         {
