@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -90,7 +90,18 @@ struct Active {
     direction: Direction,
     since: Instant,
     cancel: CancellationToken,
+    /// Why we drop the connection, for the close the peer sees; set before
+    /// `cancel` (the first reason wins).
+    close: Arc<OnceLock<CloseReason>>,
     ip: Option<IpAddr>,
+}
+
+impl Active {
+    /// Ends the connection, telling the peer `reason`.
+    fn drop_with(&self, reason: CloseReason) {
+        let _ = self.close.set(reason);
+        self.cancel.cancel();
+    }
 }
 
 pub(super) struct Actor {
@@ -221,7 +232,8 @@ impl Actor {
             match self.active.get(&peer) {
                 Some(active) => {
                     tracing::debug!(%peer, "evicting");
-                    active.cancel.cancel();
+                    // With the reason recorded when it was marked, if any.
+                    active.drop_with(CloseReason::Normal);
                 }
                 None => self.pm.disconnected(now, peer),
             }
@@ -258,12 +270,17 @@ impl Actor {
             Command::Report(error) => {
                 self.shared.stats.bump(&self.shared.stats.peer_errors);
                 tracing::info!(peer = %error.peer, fatal = error.fatal, reason = %error.reason, "peer error");
-                if error.fatal {
-                    self.pm.errored(error.peer);
+                let evict = if error.fatal {
+                    true
                 } else {
                     self.pm.adjust_score(error.peer, -1);
-                    if self.pm.is_full() {
-                        self.pm.errored(error.peer);
+                    self.pm.is_full()
+                };
+                if evict {
+                    self.pm.errored(error.peer);
+                    // If it is evicted, the peer learns why.
+                    if let Some(active) = self.active.get(&error.peer) {
+                        let _ = active.close.set(CloseReason::PeerError);
                     }
                 }
             }
@@ -478,7 +495,7 @@ impl Actor {
             tracing::debug!(%peer, "new connection replaces the existing one");
             if let Some(old) = self.active.remove(&peer) {
                 self.count_peer(old.direction, false);
-                old.cancel.cancel();
+                old.drop_with(CloseReason::Replaced);
                 self.shared.remove_route(&peer, old.conn_id);
                 if let Some(ip) = old.ip {
                     self.ip_limiter.release(ip);
@@ -535,6 +552,7 @@ impl Actor {
             }),
         );
         let cancel = self.cancel.child_token();
+        let close = Arc::new(OnceLock::new());
         let task = PeerTask {
             peer,
             ready,
@@ -543,6 +561,7 @@ impl Actor {
             channels,
             admission: direction == Direction::Inbound,
             cancel: cancel.clone(),
+            close_reason: close.clone(),
             router_cancel: self.cancel.clone(),
             shared: self.shared.clone(),
         };
@@ -554,6 +573,7 @@ impl Actor {
                 direction,
                 since: Instant::now(),
                 cancel,
+                close,
                 ip,
             },
         );

@@ -6,7 +6,7 @@
 //! one task, decoding a bulk channel's large messages delayed a small
 //! channel's (hol p99 395 → 589 µs when tried).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::task::JoinSet;
@@ -126,6 +126,8 @@ pub(crate) struct PeerTask {
     /// Accepting side: the admission to send before traffic flows.
     pub(crate) admission: bool,
     pub(crate) cancel: CancellationToken,
+    /// Why the router dropped the connection, once it has.
+    pub(crate) close_reason: Arc<OnceLock<CloseReason>>,
     /// The router's own token: cancelled means the node shuts down.
     pub(crate) router_cancel: CancellationToken,
     pub(crate) shared: Arc<Shared>,
@@ -188,7 +190,7 @@ impl PeerTask {
                     let close = if self.router_cancel.is_cancelled() {
                         CloseReason::Shutdown
                     } else {
-                        CloseReason::Normal
+                        self.close_reason.get().copied().unwrap_or(CloseReason::Normal)
                     };
                     break ("closed by router".to_owned(), close);
                 }

@@ -292,3 +292,34 @@ async fn a_peer_opening_a_stream_for_an_unknown_channel_is_reported() {
     ));
     let _ = conformance::node_info;
 }
+
+#[tokio::test]
+async fn a_peer_dropped_for_misbehaving_is_told_so_in_the_close_code() {
+    let mut node = NodeBuilder::new(key(15)).start();
+    let peer_key = key(16);
+    let peer = QuicTransport::bind(&peer_key, quic_config("127.0.0.1:0")).unwrap();
+    let conn = peer.dial_quic(node.id(), node.addrs[0]).await.unwrap();
+    let mut info = NodeInfo::new(peer_key.node_id(), NETWORK, "misbehaving");
+    info.listen_addr = peer.local_addrs()[0].to_string();
+    info.channels = vec![CHAT.0];
+    conn.handshake(&info).await.unwrap();
+    assert_eq!(conn.recv_admission().await.unwrap(), Admission::Accepted);
+    require_up(&mut node.updates, peer_key.node_id()).await;
+
+    // A reactor judges the peer's behaviour fatal: the router drops it
+    // with the PeerError code (docs/PROTOCOL.md), not a plain close.
+    node.chat
+        .report(p2p_router::PeerError::fatal(
+            peer_key.node_id(),
+            "bad votes",
+        ))
+        .await
+        .unwrap();
+    let closed = within("close", conn.quinn().closed()).await;
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, quinn::VarInt::from_u32(0x02), "{close:?}");
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
