@@ -221,9 +221,7 @@ impl PeerTask {
         tracing::debug!(%reason, "peer task ended");
         reason
     }
-}
 
-impl PeerTask {
     /// The receive loop of one channel, in its span.
     fn receive(&self, channel: &PeerChannel) -> impl std::future::Future<Output = String> {
         let id = channel.id;

@@ -316,12 +316,7 @@ impl Channels {
 
     async fn next_stream(&self, streams: &ChannelStreams) -> Result<RecvStream, ConnectionError> {
         loop {
-            let next = streams
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .next
-                .take();
+            let next = lock(&streams.waiting).next.take();
             if let Some(stream) = next {
                 return Ok(stream);
             }
@@ -342,7 +337,7 @@ impl Channels {
                 .record(ConnectionError::UnexpectedChannel(header.channel), true);
             return;
         };
-        let mut waiting = streams.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = lock(&streams.waiting);
         if waiting.highest.is_some_and(|h| header.generation <= h) {
             drop(waiting);
             let _ = stream.stop(StreamCode::DuplicateStream.varint());
