@@ -17,6 +17,7 @@ mod channel;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 mod identity;
+mod local_node;
 pub mod metrics;
 mod node_info;
 mod peer_manager;
@@ -29,6 +30,7 @@ mod transport;
 pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
 pub use channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId, FullPolicy};
 pub use identity::{KeyFileError, NodeId, NodeIdError, NodeKey, NODE_ID_LEN};
+pub use local_node::LocalNode;
 pub use node_info::{
     IncompatibleError, NodeInfo, NodeInfoError, NodeInfoOther, ProtocolVersion, BLOCK_PROTOCOL,
     MAX_CHANNELS, P2P_PROTOCOL,
@@ -46,10 +48,12 @@ pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEO
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+#[cfg(feature = "test-utils")]
+pub use router::Faults;
 pub use router::{
-    Channel, ChannelReceiver, ChannelSender, ChannelStats, Envelope, HandshakeError,
-    OpenChannelError, PeerError, Router, RouterBuilder, RouterOptions, RouterStats, RouterStopped,
-    SendError,
+    AddPeerError, Channel, ChannelError, ChannelReceiver, ChannelSender, ChannelStats, Envelope,
+    HandshakeError, PeerError, PeerErrorKind, ReactorContext, Router, RouterBuilder, RouterHandle,
+    RouterOptions, RouterOptionsError, RouterStats, RouterStopped, SendError, Severity, StartError,
 };
 pub use transport::{
     AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,

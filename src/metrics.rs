@@ -3,7 +3,7 @@
 //! The router keeps plain atomic counters on its hot paths (per channel,
 //! relaxed adds, no labels to look up); a `prometheus-client` collector
 //! turns them into metric families when scraped. Register it with
-//! [`Router::register_metrics`](crate::Router::register_metrics).
+//! [`RouterHandle::register_metrics`](crate::RouterHandle::register_metrics).
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -107,7 +107,7 @@ impl Collector for RouterCollector {
             &mut encoder,
             "peer_store_capacity",
             "Most peers the peer store keeps",
-            source.store_capacity as i64,
+            source.started().map_or(0, |s| s.store_capacity) as i64,
         )?;
         counter(&mut encoder, "dials", "Dials started", load(&conns.dials))?;
         {
@@ -210,6 +210,7 @@ impl Collector for RouterCollector {
             for c in &channels {
                 for (reason, value) in [
                     ("full", c.dropped_full),
+                    ("disconnected", c.dropped_disconnected),
                     ("unknown_peer", c.dropped_unknown_peer),
                     ("no_channel", c.dropped_no_channel),
                     ("self", c.dropped_self),

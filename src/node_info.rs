@@ -232,7 +232,13 @@ impl NodeInfo {
             return Err(error(ParseAddressError::InvalidCharacter { position: 0 }));
         }
         let (_, port) = split_host_port(hostport).map_err(error)?;
-        parse_port(port.ok_or(ParseAddressError::MissingPort).map_err(error)?).map_err(error)?;
+        match parse_port(port.ok_or(ParseAddressError::MissingPort).map_err(error)?) {
+            // Port 0 means "not dialable" (a node bound to an ephemeral
+            // port, as Tendermint test nodes announce): valid, as
+            // Tendermint accepts it; it is simply never dialed.
+            Ok(_) | Err(ParseAddressError::PortZero) => {}
+            Err(e) => return Err(error(e)),
+        }
         Ok(())
     }
 
@@ -282,6 +288,15 @@ mod tests {
         assert_eq!(i.validate(), Ok(()));
         i.listen_addr = format!("memory:{}", i.node_id);
         assert_eq!(i.validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_accepts_port_zero_as_not_dialable() {
+        let mut i = info();
+        for addr in ["0.0.0.0:0", "tcp://0.0.0.0:0", "[::]:0"] {
+            i.listen_addr = addr.into();
+            assert_eq!(i.validate(), Ok(()), "{addr}");
+        }
     }
 
     #[test]

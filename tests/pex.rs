@@ -46,7 +46,7 @@ async fn a_ring_learns_every_node() {
     let nodes: Vec<Node> = (1..=10).map(|i| pex_node(&net, i)).collect();
     for (i, node) in nodes.iter().enumerate() {
         let next = &nodes[(i + 1) % nodes.len()];
-        node.router.add_peer(next.address()).await.unwrap().unwrap();
+        node.router.add_peer(next.address()).await.unwrap();
     }
     everyone_knows_everyone(&nodes).await;
 }
@@ -65,16 +65,12 @@ async fn a_small_store_in_a_large_network_fills_to_ninety_percent() {
         pair[0]
             .router
             .add_peer(pair[1].address())
-            .await
-            .unwrap()
-            .unwrap();
+            .await.unwrap();
     }
     small
         .router
         .add_peer(others[0].address())
-        .await
-        .unwrap()
-        .unwrap();
+        .await.unwrap();
     let stats = small.router.stats_when(|s| s.known_peers >= 9).await;
     assert!(stats.known_peers <= 10, "{stats:?}");
     assert_eq!(small.router.peer_store_capacity(), 10);
@@ -87,9 +83,7 @@ async fn a_growing_network_linked_through_one_node_learns_every_node() {
     for node in &nodes[1..] {
         node.router
             .add_peer(nodes[0].address())
-            .await
-            .unwrap()
-            .unwrap();
+            .await.unwrap();
     }
     everyone_knows_everyone(&nodes).await;
 
@@ -97,9 +91,7 @@ async fn a_growing_network_linked_through_one_node_learns_every_node() {
         let node = pex_node(&net, i);
         node.router
             .add_peer(nodes[0].address())
-            .await
-            .unwrap()
-            .unwrap();
+            .await.unwrap();
         nodes.push(node);
     }
     everyone_knows_everyone(&nodes).await;
@@ -113,17 +105,12 @@ struct Hostile {
 
 async fn hostile_pair(net: &MemoryNetwork) -> (Node, Hostile) {
     let mut victim = pex_node(net, 1);
-    let mut node = NodeBuilder::new(key(2)).start(net);
-    let pex = node
-        .router
-        .open_channel::<PexMessage>(pex_channel_descriptor())
-        .unwrap();
-    // Open before dialing, so the handshake announces the channel.
+    let (mut node, pex) = NodeBuilder::new(key(2)).start_declaring(net, |b| {
+        b.channel::<PexMessage>(pex_channel_descriptor()).unwrap()
+    });
     node.router
         .add_peer(victim.address())
-        .await
-        .unwrap()
-        .unwrap();
+        .await.unwrap();
     require_up(&mut node.updates, victim.id()).await;
     require_up(&mut victim.updates, node.id()).await;
     (victim, Hostile { node, pex })
@@ -240,9 +227,7 @@ async fn a_well_behaved_peer_is_answered_with_advertised_addresses() {
     victim
         .router
         .add_peer(PeerAddress::memory(key(20).node_id()))
-        .await
-        .unwrap()
-        .unwrap();
+        .await.unwrap();
     hostile.send(victim.id(), PexMessage::request()).await;
     let urls = loop {
         let env = hostile.pex.recv().await.unwrap();

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::*;
 use p2p_router::{
     Admission, ChannelDescriptor, ChannelId, Connection, Envelope, FullPolicy, NodeInfo,
-    OpenChannelError, PeerError, PeerUpdate, RefusalReason,
+    ChannelError, PeerError, PeerErrorKind, PeerUpdate, RefusalReason,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;
@@ -59,7 +59,7 @@ async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
 #[tokio::test(start_paused = true)]
 async fn fatal_peer_error_gives_down_then_up_by_redial() {
     let (_net, mut a, b) = connected_pair().await;
-    a.tx.report(PeerError::fatal(b.id(), "bad behaviour"))
+    a.tx.report(PeerError::fatal(b.id(), PeerErrorKind::reactor(CHANNEL, "bad behaviour")))
         .await
         .unwrap();
     require_down(&mut a.updates, b.id()).await;
@@ -70,7 +70,7 @@ async fn fatal_peer_error_gives_down_then_up_by_redial() {
 #[tokio::test(start_paused = true)]
 async fn minor_peer_error_lowers_score_without_disconnecting() {
     let (_net, mut a, b) = connected_pair().await;
-    a.tx.report(PeerError::minor(b.id(), "slightly off"))
+    a.tx.report(PeerError::minor(b.id(), PeerErrorKind::reactor(CHANNEL, "slightly off")))
         .await
         .unwrap();
     settle().await;
@@ -79,17 +79,29 @@ async fn minor_peer_error_lowers_score_without_disconnecting() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn open_channel_rejects_duplicates_and_advertises_the_channel() {
-    let (_net, nodes) = network(1);
-    let r = &nodes[0].router;
-    let again = r.open_channel::<Text>(ChannelDescriptor::new(CHANNEL, "dup"));
-    assert_eq!(again.err(), Some(OpenChannelError::Duplicate(CHANNEL)));
-    r.open_channel::<Number>(ChannelDescriptor::new(ChannelId(9), "n"))
-        .unwrap();
-    assert_eq!(r.node_info().channels, vec![CHANNEL.0, 9]);
-    let bad =
-        r.open_channel::<Text>(ChannelDescriptor::new(ChannelId(10), "x").with_send_capacity(0));
-    assert!(matches!(bad, Err(OpenChannelError::Descriptor(_))));
+async fn builder_channel_rejects_duplicates_and_every_transport_announces_the_channels() {
+    let net = MemoryNetwork::new();
+    let (node, ()) = NodeBuilder::new(key(1)).start_declaring(&net, |b| {
+        let again = b.channel::<Text>(ChannelDescriptor::new(CHANNEL, "dup"));
+        assert_eq!(again.err(), Some(ChannelError::Duplicate(CHANNEL)));
+        b.channel::<Number>(ChannelDescriptor::new(ChannelId(9), "n"))
+            .unwrap();
+        let bad =
+            b.channel::<Text>(ChannelDescriptor::new(ChannelId(10), "x").with_send_capacity(0));
+        assert!(matches!(bad, Err(ChannelError::Descriptor(_))));
+        for c in 11..=24 {
+            b.channel::<Text>(ChannelDescriptor::new(ChannelId(c), "c"))
+                .unwrap();
+        }
+        let over = b.channel::<Text>(ChannelDescriptor::new(ChannelId(25), "x"));
+        assert_eq!(over.err(), Some(ChannelError::TooMany));
+    });
+    let infos = node.router.node_infos();
+    assert_eq!(infos.len(), 1);
+    let mut want = vec![CHANNEL.0, 9];
+    want.extend(11..=24);
+    assert_eq!(infos[0].channels, want);
+    assert_eq!(infos[0].listen_addr, node.address().to_string());
 }
 
 #[tokio::test(start_paused = true)]
@@ -148,12 +160,11 @@ async fn sends_to_unknown_self_and_departed_peers_are_dropped_and_counted() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_without_the_channel_is_never_sent_to() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
-    let (other_tx, _other_rx) = a
-        .router
-        .open_channel::<Text>(ChannelDescriptor::new(ChannelId(7), "only-a"))
-        .unwrap()
-        .split();
+    let (mut a, (other_tx, _other_rx)) = NodeBuilder::new(key(1)).start_declaring(&net, |b| {
+        b.channel::<Text>(ChannelDescriptor::new(ChannelId(7), "only-a"))
+            .unwrap()
+            .split()
+    });
     let mut b = NodeBuilder::new(key(2)).start(&net);
     connect(&mut a, &mut b).await;
     other_tx
@@ -169,26 +180,21 @@ async fn a_peer_without_the_channel_is_never_sent_to() {
 
 #[tokio::test(start_paused = true)]
 async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
-    let (_net, mut a, b) = connected_pair().await;
     // Same channel id on b, but as another message type: a's bytes for
     // `Number` (fixed64 on field 1) do not decode as `Text` (string).
-    let raw_tx = a
-        .router
-        .open_channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
-        .unwrap()
-        .split()
-        .0;
-    // Reconnect so the new channel is in both handshakes.
-    let (_bt, b_rx) = b
-        .router
-        .open_channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
-        .unwrap()
-        .split();
-    a.tx.report(PeerError::fatal(b.id(), "reconnect"))
-        .await
-        .unwrap();
-    require_down(&mut a.updates, b.id()).await;
-    require_up(&mut a.updates, b.id()).await;
+    let net = MemoryNetwork::new();
+    let (mut a, raw_tx) = NodeBuilder::new(key(1)).start_declaring(&net, |r| {
+        r.channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
+            .unwrap()
+            .split()
+            .0
+    });
+    let (mut b, (_bt, b_rx)) = NodeBuilder::new(key(2)).start_declaring(&net, |r| {
+        r.channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
+            .unwrap()
+            .split()
+    });
+    connect(&mut a, &mut b).await;
     raw_tx
         .send(Envelope {
             peer: b.id(),
@@ -284,9 +290,7 @@ async fn dialing_a_peer_whose_key_does_not_match_the_address_fails() {
     let _b = NodeBuilder::new(key(2)).start_with(impostor);
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
-        .await
-        .unwrap()
-        .unwrap();
+        .await.unwrap();
     settle().await;
     assert!(a.updates.try_recv().is_err());
     assert!(a.router.stats().handshake_failures >= 1);
@@ -301,14 +305,12 @@ async fn other_network_peer_is_refused_and_marked_inactive() {
     let _b = builder.start(&net);
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
-        .await
-        .unwrap()
-        .unwrap();
+        .await.unwrap();
     settle().await;
     assert!(a.updates.try_recv().is_err());
     // Inactive: adding its address again is a no-op.
     let again = p2p_router::PeerAddress::memory(key(2).node_id());
-    assert_eq!(a.router.add_peer(again).await.unwrap(), Ok(false));
+    assert_eq!(a.router.add_peer(again).await, Ok(false));
 }
 
 #[tokio::test(start_paused = true)]
@@ -318,8 +320,8 @@ async fn simultaneous_dial_ends_with_exactly_one_connection() {
         let (a_addr, b_addr) = (nodes[0].address(), nodes[1].address());
         let (ra, rb) = (&nodes[0].router, &nodes[1].router);
         let (x, y) = tokio::join!(ra.add_peer(b_addr), rb.add_peer(a_addr));
-        x.unwrap().unwrap();
-        y.unwrap().unwrap();
+        x.unwrap();
+        y.unwrap();
         let (a_id, b_id) = (nodes[0].id(), nodes[1].id());
         wait_until_up(&mut nodes[0].updates, &[b_id].into()).await;
         wait_until_up(&mut nodes[1].updates, &[a_id].into()).await;
@@ -359,7 +361,7 @@ async fn restarted_peer_takes_over_its_stale_connection() {
     // Let the old connection age past the takeover window.
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     let mut b2 = NodeBuilder::new(key(2)).start(&net);
-    b2.router.add_peer(a.address()).await.unwrap().unwrap();
+    b2.router.add_peer(a.address()).await.unwrap();
     require_up(&mut b2.updates, a.id()).await;
     b2.tx
         .send(Envelope {
@@ -437,7 +439,7 @@ async fn eviction_closes_the_connection_and_gives_down() {
     let mut a = a.start(&net);
     let mut b = NodeBuilder::new(key(2)).start(&net);
     connect(&mut a, &mut b).await;
-    a.tx.report(PeerError::fatal(b.id(), "evict me"))
+    a.tx.report(PeerError::fatal(b.id(), PeerErrorKind::reactor(CHANNEL, "evict me")))
         .await
         .unwrap();
     require_down(&mut a.updates, b.id()).await;
@@ -464,9 +466,7 @@ async fn hanging_handshakes_do_not_delay_other_peers() {
     let silent = net.transport(&key(20));
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(20).node_id()))
-        .await
-        .unwrap()
-        .unwrap();
+        .await.unwrap();
     let mut c = NodeBuilder::new(key(3)).start(&net);
     connect(&mut a, &mut c).await;
     drop(silent);
@@ -495,7 +495,7 @@ async fn peer_updates_carry_the_shared_channels() {
     let (_net, mut nodes) = network(2);
     let b_id = nodes[1].id();
     let b_addr = nodes[1].address();
-    nodes[0].router.add_peer(b_addr).await.unwrap().unwrap();
+    nodes[0].router.add_peer(b_addr).await.unwrap();
     match require_update(&mut nodes[0].updates).await {
         PeerUpdate::Up { peer, channels } => {
             assert_eq!(peer, b_id);
@@ -566,7 +566,7 @@ async fn inbound_connections_over_max_inbound_are_refused_and_freed_slots_are_re
 
     connect(&mut a, &mut hub).await;
     // The one inbound slot is taken: b's connection is refused at accept.
-    b.router.add_peer(hub.address()).await.unwrap().unwrap();
+    b.router.add_peer(hub.address()).await.unwrap();
     hub.router.stats_when(|s| s.refused_inbound >= 1).await;
     assert_eq!(hub.router.connected_peers().await.unwrap(), vec![a.id()]);
 

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use p2p_router::{
-    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, MemoryPeerStore, NodeId,
-    NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Router,
-    RouterOptions, Transport,
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
+    PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
+
+
+
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use p2p_transport_memory::MemoryNetwork;
@@ -127,13 +129,14 @@ pub async fn transport(
     let any = "127.0.0.1:0".parse().expect("address");
     match kind {
         Kind::Quic => {
-            let mut c = QuicConfig::new(NETWORK);
+            let mut c = QuicConfig::new();
             if listen {
                 c = c.listen_on(any);
             }
             c.max_connections = 8192;
             c.max_incoming_handshakes = 256;
-            Arc::new(QuicTransport::bind(key, c).expect("quic"))
+            let node = LocalNode::new(key.clone(), NETWORK);
+            Arc::new(QuicTransport::bind(&node, c).expect("quic"))
         }
         Kind::MconnDefault | Kind::MconnFast => {
             let mut c = if kind == Kind::MconnFast {
@@ -163,23 +166,17 @@ pub async fn node(
     let key = key(seed);
     let transport = transport(kind, &key, listen, memory).await;
     let id = key.node_id();
-    let endpoint = transport.listen_endpoints().into_iter().next();
-    let address = match &endpoint {
+    let address = match transport.listen_endpoints().into_iter().next() {
         Some(e) => e.peer_address(id),
         None => PeerAddress::memory(id),
     };
-    let pm = PeerManager::new(id, pm_options(peers), MemoryPeerStore::new(), seed).expect("pm");
-    let mut info = NodeInfo::new(id, NETWORK, "bench");
-    info.listen_addr = match (kind, endpoint.and_then(|e| e.socket_addr())) {
-        (Kind::Memory, _) => format!("memory:{id}"),
-        (_, Some(a)) => a.to_string(),
-        // Dial-only nodes still need a well-formed address.
-        (_, None) => "127.0.0.1:1".into(),
-    };
-    let router = Router::builder(key.clone(), info, pm)
+    let mut builder = Router::builder(LocalNode::new(key.clone(), NETWORK));
+    builder
         .transport(transport)
         .options(router_options(peers))
-        .spawn();
+        .peer_manager(pm_options(peers))
+        .rng_seed(seed)
+        .moniker("bench");
     let bulk = ChannelDescriptor::new(BULK, "bulk")
         .with_priority(1)
         .with_max_message_size(2 << 20)
@@ -189,17 +186,18 @@ pub async fn node(
         .with_priority(10)
         .with_send_capacity(1024)
         .with_receive_capacity(1024);
-    let (bulk_tx, bulk_rx) = router.open_channel::<Payload>(bulk).expect("bulk").split();
-    let (hi_tx, hi_rx) = router.open_channel::<Payload>(hi).expect("hi").split();
+    let (bulk_tx, bulk_rx) = builder.channel::<Payload>(bulk).expect("bulk").split();
+    let (hi_tx, hi_rx) = builder.channel::<Payload>(hi).expect("hi").split();
     // Fourteen more, idle: every node has 16 channels open, as a real
     // node does (and as `idle_memory` must count).
     let idle = (3..=16u8)
         .map(|c| {
-            router
-                .open_channel::<Payload>(ChannelDescriptor::new(ChannelId(c), "idle"))
+            builder
+                .channel::<Payload>(ChannelDescriptor::new(ChannelId(c), "idle"))
                 .expect("idle channel")
         })
         .collect();
+    let router = builder.spawn().expect("router");
     let updates = router.subscribe_peer_updates();
     Node {
         key,
@@ -237,7 +235,6 @@ pub async fn pair(kind: Kind) -> (Node, Node, MemoryNetwork) {
     a.router
         .add_peer(b.address.clone())
         .await
-        .expect("router")
         .expect("add");
     wait_up(&mut a.updates, &[b.id()]).await;
     wait_up(&mut b.updates, &[a.id()]).await;

@@ -226,7 +226,6 @@ pub async fn handshake(kind: Kind, count: usize) -> Sample {
             .router
             .add_peer(listener.address.clone())
             .await
-            .expect("router")
             .expect("add");
         nodes::wait_up(&mut dialer.updates, &[listener.id()]).await;
         latencies.push(t.elapsed().as_secs_f64() * 1e6);

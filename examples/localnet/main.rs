@@ -185,7 +185,6 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let stopping = Instant::now();
     work.receivers.abort_all();
     let shutdowns = nodes.into_iter().map(|node| async move {
-        node.pex.shutdown().await;
         node.router.shutdown().await;
     });
     let clean = tokio::time::timeout(SHUTDOWN_TIMEOUT, futures::future::join_all(shutdowns))

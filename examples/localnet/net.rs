@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use p2p_router::pex::{Pex, PexOptions};
 use p2p_router::{
-    Channel, ChannelDescriptor, ChannelId, FullPolicy, NodeInfo, NodeKey, PeerAddress, PeerManager,
+    Channel, ChannelDescriptor, ChannelId, FullPolicy, LocalNode, NodeKey, PeerAddress,
     PeerManagerOptions, RedbPeerStore, Router, RouterOptions, Transport,
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
@@ -29,7 +29,6 @@ pub enum TransportKind {
 pub struct Node {
     pub index: usize,
     pub router: Router,
-    pub pex: Pex,
     pub votes: Channel<Vote>,
     pub blocks: Channel<Block>,
     pub address: PeerAddress,
@@ -37,18 +36,20 @@ pub struct Node {
 
 pub async fn transport(
     kind: TransportKind,
-    key: &NodeKey,
+    node: &LocalNode,
 ) -> Result<Arc<dyn Transport>, Box<dyn std::error::Error>> {
     let loopback = "127.0.0.1:0".parse()?;
     Ok(match kind {
         TransportKind::Quic => Arc::new(QuicTransport::bind(
-            key,
-            QuicConfig::new(NETWORK).listen_on(loopback),
+            node,
+            QuicConfig::new().listen_on(loopback),
         )?),
         TransportKind::Mconn => {
             // No rate limit and no flush delay: a local demo, not CometBFT
             // defaults.
-            Arc::new(MconnTransport::bind(key, MconnConfig::fast().listen_on(loopback)).await?)
+            Arc::new(
+                MconnTransport::bind(node.key(), MconnConfig::fast().listen_on(loopback)).await?,
+            )
         }
     })
 }
@@ -64,14 +65,14 @@ pub async fn start(
     block_size: usize,
 ) -> Result<Node, Box<dyn std::error::Error>> {
     let key = NodeKey::load_or_generate(dir.join("node_key.json"))?;
-    let id = key.node_id();
-    let transport = transport(kind, &key).await?;
+    let node = LocalNode::new(key, NETWORK);
+    let transport = transport(kind, &node).await?;
     let endpoint = transport
         .listen_endpoints()
         .into_iter()
         .next()
         .ok_or("transport has no listen address")?;
-    let address = endpoint.peer_address(id);
+    let address = endpoint.peer_address(node.node_id());
 
     let mut pm = PeerManagerOptions::default();
     pm.self_address = Some(address.clone());
@@ -79,28 +80,28 @@ pub async fn start(
     pm.max_peers = pm.max_peers.max(2 * nodes);
     pm.min_retry_time = Duration::from_millis(100);
     pm.retry_time_jitter = Duration::from_millis(200);
-    let store = RedbPeerStore::open(dir.join("peers.redb"))?;
-    let manager = PeerManager::new(id, pm, store, index as u64)?;
 
     // Every peer comes from 127.0.0.1: lift the per-IP limits.
     let mut options = RouterOptions::default();
     options.max_connections_per_ip = nodes + 4;
     options.max_attempts_per_ip = 16 * nodes;
-    let info = NodeInfo::new(id, NETWORK, format!("node{index}"));
-    let router = Router::builder(key, info, manager)
+    let mut builder = Router::builder(node);
+    builder
         .transport(transport)
         .options(options)
-        .spawn();
-    let pex = Pex::spawn(&router, PexOptions::default())?;
+        .peer_manager(pm)
+        .peer_store(RedbPeerStore::open(dir.join("peers.redb"))?)
+        .moniker(format!("node{index}"));
+    Pex::register(&mut builder, PexOptions::default())?;
     // Both channels are reliable: a full queue makes the sender wait.
-    let votes = router.open_channel::<Vote>(
+    let votes = builder.channel::<Vote>(
         ChannelDescriptor::new(VOTE, "vote")
             .with_priority(10)
             .with_send_capacity(4096)
             .with_receive_capacity(4096)
             .with_full_policy(FullPolicy::Wait),
     )?;
-    let blocks = router.open_channel::<Block>(
+    let blocks = builder.channel::<Block>(
         ChannelDescriptor::new(BLOCK, "block")
             .with_priority(1)
             .with_send_capacity(4)
@@ -108,14 +109,13 @@ pub async fn start(
             .with_max_message_size(block_size + 1024)
             .with_full_policy(FullPolicy::Wait),
     )?;
-    // Only now, with every channel open, may handshakes announce them.
+    let router = builder.spawn()?;
     if let Some(seed) = seed {
-        router.add_peer(seed).await??;
+        router.add_peer(seed).await?;
     }
     Ok(Node {
         index,
         router,
-        pex,
         votes,
         blocks,
         address,

@@ -32,8 +32,8 @@ use std::time::Duration;
 use clap::Parser;
 use p2p_router::pex::{Pex, PexOptions};
 use p2p_router::{
-    NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Protocol,
-    RedbPeerStore, Router, Transport,
+    AddPeerError, LocalNode, NodeId, NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate,
+    Protocol, RedbPeerStore, Router, Transport,
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
@@ -87,10 +87,10 @@ async fn main() -> ExitCode {
 
 async fn transports(
     config: &Config,
-    key: &NodeKey,
+    node: &LocalNode,
 ) -> Result<Vec<Arc<dyn Transport>>, Box<dyn std::error::Error>> {
     let on = |p: Protocol| config.listen.iter().filter(move |l| l.protocol == p);
-    let mut quic = QuicConfig::new(config.network.clone());
+    let mut quic = QuicConfig::new();
     for l in on(Protocol::Quic) {
         quic = quic.listen_on(l.address);
     }
@@ -100,8 +100,8 @@ async fn transports(
     }
     // Both always run, so either kind of peer can be dialed.
     Ok(vec![
-        Arc::new(QuicTransport::bind(key, quic)?),
-        Arc::new(MconnTransport::bind(key, mconn).await?),
+        Arc::new(QuicTransport::bind(node, quic)?),
+        Arc::new(MconnTransport::bind(node.key(), mconn).await?),
     ])
 }
 
@@ -109,10 +109,9 @@ async fn transports(
 /// bound ones (an unspecified IP is not dialable and is not advertised).
 fn dialable(
     config: &Config,
-    key: &NodeKey,
+    id: NodeId,
     transports: &[Arc<dyn Transport>],
 ) -> Result<Vec<PeerAddress>, Box<dyn std::error::Error>> {
-    let id = key.node_id();
     if !config.external.is_empty() {
         return Ok(config
             .external
@@ -136,9 +135,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let out = Arc::new(Output::default());
     std::fs::create_dir_all(&config.data_dir)?;
     let key = NodeKey::load_or_generate(config.data_dir.join("node_key.json"))?;
-    let id = key.node_id();
-    let transports = transports(&config, &key).await?;
-    let addresses = dialable(&config, &key, &transports)?;
+    let node = LocalNode::new(key, config.network.clone());
+    let id = node.node_id();
+    let transports = transports(&config, &node).await?;
+    let addresses = dialable(&config, id, &transports)?;
 
     let mut options = PeerManagerOptions::default();
     options.self_address = addresses.first().cloned();
@@ -155,7 +155,18 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         options.max_peers = n;
     }
     let store = RedbPeerStore::open(config.data_dir.join("peers.redb"))?;
-    let mut manager = PeerManager::new(id, options, store, rand_seed())?;
+    let mut builder = Router::builder(node);
+    builder
+        .peer_manager(options)
+        .peer_store(store)
+        .moniker(config.moniker.clone());
+    for t in &transports {
+        builder.transport(t.clone());
+    }
+    let chat = builder.channel::<chat::ChatMessage>(chat::descriptor())?;
+    Pex::register(&mut builder, PexOptions::default())?;
+    let router = builder.spawn()?;
+    let mut updates = router.subscribe_peer_updates();
 
     out.line(&format!("node {id}"));
     for a in &addresses {
@@ -170,23 +181,14 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    for peer in manager.peers() {
+    for peer in router.known_peers().await? {
         out.line(&format!("known {peer}"));
     }
-
-    let info = NodeInfo::new(id, config.network.clone(), config.moniker.clone());
-    let mut builder = Router::builder(key, info, manager);
-    for t in transports {
-        builder = builder.transport(t);
-    }
-    let router = builder.spawn();
-    // Channels first: handshakes announce the channels open at the time.
-    let chat = router.open_channel::<chat::ChatMessage>(chat::descriptor())?;
-    let pex = Pex::spawn(&router, PexOptions::default())?;
-    let mut updates = router.subscribe_peer_updates();
     for seed in &config.seeds {
-        if let Err(e) = router.add_peer(seed.clone()).await? {
-            out.line(&format!("seed {seed} not added: {e}"));
+        match router.add_peer(seed.clone()).await {
+            Ok(_) => {}
+            Err(AddPeerError::RouterStopped) => return Err("router stopped".into()),
+            Err(e) => out.line(&format!("seed {seed} not added: {e}")),
         }
     }
 
@@ -222,8 +224,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     stop.cancel();
     let graceful = async {
         tasks.shutdown().await;
-        pex.shutdown().await;
-        // Closes connections and persists the peer store.
+        // Stops PEX, closes connections and persists the peer store.
         router.shutdown().await;
     };
     if tokio::time::timeout(SHUTDOWN_TIMEOUT, graceful)
@@ -252,8 +253,3 @@ async fn wait_for_signal() -> std::io::Result<()> {
     }
 }
 
-fn rand_seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}

@@ -440,6 +440,13 @@ impl PeerManager {
         if self.connected.contains_key(&peer) {
             return Err(AdmitError::AlreadyConnected(peer));
         }
+        // A peer we are dialing as an upgrade may connect inbound first:
+        // its reservation (and its victim) is then used by this connection.
+        let reserved = self
+            .upgrading
+            .iter()
+            .find(|(_, candidate)| **candidate == peer)
+            .map(|(victim, _)| *victim);
         let mut victim = None;
         if self.is_limited(&peer) && self.options.max_connected > 0 {
             let ceiling = self.options.max_connected + self.options.max_connected_upgrade;
@@ -449,8 +456,17 @@ impl PeerManager {
             }
             if self.is_full() {
                 let score = self.score_of(&peer);
-                victim = Some(self.upgrade_victim(score).ok_or(AdmitError::Full)?);
+                // A peer scored even lower than the reserved victim is
+                // preferred, as in `dialed`.
+                victim = Some(
+                    self.upgrade_victim(score)
+                        .or(reserved)
+                        .ok_or(AdmitError::Full)?,
+                );
             }
+        }
+        if let Some(reserved) = reserved {
+            self.upgrading.remove(&reserved);
         }
         let entry = self.peer_entry(peer);
         entry.last_connected = Some(now);
@@ -595,8 +611,15 @@ impl PeerManager {
 
     /// Marks `peer` inactive (it belongs to another network): it is not
     /// dialed, and its addresses are not added, until it connects
-    /// successfully again. Returns whether the peer is known.
+    /// successfully again. Returns whether the peer was marked.
+    ///
+    /// Persistent and unconditional peers are never marked: the operator
+    /// configured them, so they are retried on their normal backoff (a
+    /// peer restarted with other channels or settings comes back).
     pub fn inactivate(&mut self, peer: NodeId) -> bool {
+        if self.persistent.contains(&peer) || !self.is_limited(&peer) {
+            return false;
+        }
         let Some(p) = self.peers.get_mut(&peer) else {
             return false;
         };

@@ -549,6 +549,23 @@ fn dial_next_upgrade_reserves_a_lower_scored_victim() {
 }
 
 #[test]
+fn accepted_upgrade_candidate_uses_its_own_reservation() {
+    // b is being dialed as an upgrade over a, and connects inbound first.
+    let mut m = manager(scored(&[(1, 1), (2, 5)], limited(1, 2)));
+    m.accepted(t(0), id(1)).unwrap();
+    m.add(addr(2)).unwrap();
+    assert_eq!(m.dial_next(t(0)), Some(addr(2)));
+    assert_eq!(m.accepted(t(0), id(2)), Ok(()));
+    assert_eq!(m.evict_next(), Some(id(1)));
+    assert!(m.upgrading.is_empty(), "the reservation is used up");
+    // The dial that was still out finds the peer connected.
+    assert_eq!(
+        m.dialed(t(0), &addr(2)),
+        Err(AdmitError::AlreadyConnected(id(2)))
+    );
+}
+
+#[test]
 fn dial_next_without_lower_scored_peer_does_not_upgrade() {
     let mut m = manager(scored(&[(1, 5), (2, 5), (3, 5)], limited(2, 1)));
     connect_out(&mut m, 1);
@@ -1001,6 +1018,31 @@ fn inactivate_prevents_dialing_until_the_peer_connects() {
     assert!(!m.is_inactive(id(1)));
     m.disconnected(t(0), id(1));
     assert_eq!(m.dial_next(t(0)), Some(addr(1)));
+}
+
+#[test]
+fn inactivate_never_marks_persistent_or_unconditional_peers() {
+    // As after a handshake refused for NoCommonChannel: the configured
+    // peer stays dialable, on its normal backoff.
+    let mut o = opts();
+    o.persistent_peers = vec![addr(1)];
+    o.unconditional_peers = [id(2)].into();
+    let mut m = manager(o);
+    m.add(addr(2)).unwrap();
+    for n in [1, 2] {
+        assert_eq!(m.dial_next(t(0)).map(|a| a.node_id()), Some(id(n)));
+        assert!(!m.inactivate(id(n)), "peer {n}");
+        m.dial_failed(t(0), &addr(n));
+        assert!(!m.is_inactive(id(n)));
+    }
+    assert_eq!(m.dial_next(t(0)), None, "both back off");
+    let due = m.next_wakeup(t(0)).expect("a retry is scheduled");
+    assert!(due > t(0));
+    let mut redialed: Vec<_> = std::iter::from_fn(|| m.dial_next(t(1_000)))
+        .map(|a| a.node_id())
+        .collect();
+    redialed.sort();
+    assert_eq!(redialed, vec![id(1), id(2)]);
 }
 
 #[test]

@@ -108,3 +108,13 @@ pub trait PeerStore: Send {
     /// Upserts `records` and deletes `removed`, atomically.
     fn write(&mut self, records: &[PeerRecord], removed: &[NodeId]) -> Result<(), StoreError>;
 }
+
+impl PeerStore for Box<dyn PeerStore> {
+    fn load(&mut self) -> Result<LoadedPeers, StoreError> {
+        (**self).load()
+    }
+
+    fn write(&mut self, records: &[PeerRecord], removed: &[NodeId]) -> Result<(), StoreError> {
+        (**self).write(records, removed)
+    }
+}

@@ -16,10 +16,8 @@ mod state;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use messages::{PexAddress, PexMessage, PexRequest, PexResponse, PexSum};
 pub use state::PexViolation;
@@ -30,7 +28,8 @@ use crate::channel::{ChannelDescriptor, ChannelId, FullPolicy};
 use crate::identity::NodeId;
 use crate::peer_manager::PeerUpdate;
 use crate::router::{
-    Channel, Envelope, OpenChannelError, PeerError, Router, RouterStopped, SharedHandle,
+    Channel, ChannelError, Envelope, PeerError, PeerErrorKind, ReactorContext, RouterBuilder,
+    RouterHandle, RouterStopped,
 };
 
 /// The PEX channel's id.
@@ -83,49 +82,30 @@ pub fn pex_channel_descriptor() -> ChannelDescriptor {
         .with_full_policy(FullPolicy::DropNewest)
 }
 
-/// A running PEX reactor. It stops with the router, on
-/// [`shutdown`](Self::shutdown), or when dropped.
+/// The PEX reactor. It is declared on a [`RouterBuilder`] like any other
+/// reactor, using only the router's public API, and runs under the
+/// router's ownership: it stops when the router shuts down.
 #[derive(Debug)]
-pub struct Pex {
-    cancel: CancellationToken,
-    task: Option<JoinHandle<()>>,
-}
+pub struct Pex;
 
 impl Pex {
-    /// Opens the PEX channel on `router` and starts the reactor.
-    pub fn spawn(router: &Router, options: PexOptions) -> Result<Self, OpenChannelError> {
+    /// Declares the PEX channel and the reactor on `builder`.
+    pub fn register(builder: &mut RouterBuilder, options: PexOptions) -> Result<(), ChannelError> {
         let mut options = options;
         options.max_addresses = options.max_addresses.min(MAX_ADDRESSES);
-        let channel = router.open_channel::<PexMessage>(pex_channel_descriptor())?;
-        let cancel = router.child_token();
-        let reactor = Reactor {
-            state: PexState::new(options.clone(), Instant::now()),
-            options,
-            updates: router.subscribe_peer_updates(),
-            router: router.handle(),
-            channel,
-            cancel: cancel.clone(),
-        };
-        let span = tracing::info_span!("pex", node = %router.node_id());
-        let task = tokio::spawn(reactor.run().instrument(span));
-        Ok(Self {
-            cancel,
-            task: Some(task),
-        })
-    }
-
-    /// Stops the reactor and waits for it.
-    pub async fn shutdown(mut self) {
-        self.cancel.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Pex {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+        let channel = builder.channel::<PexMessage>(pex_channel_descriptor())?;
+        builder.reactor("pex", move |cx: ReactorContext| {
+            let reactor = Reactor {
+                state: PexState::new(options.clone(), Instant::now()),
+                options,
+                updates: cx.peer_updates,
+                router: cx.router,
+                channel,
+                cancel: cx.shutdown,
+            };
+            reactor.run()
+        });
+        Ok(())
     }
 }
 
@@ -133,7 +113,7 @@ struct Reactor {
     state: PexState,
     options: PexOptions,
     updates: tokio::sync::broadcast::Receiver<PeerUpdate>,
-    router: SharedHandle,
+    router: RouterHandle,
     channel: Channel<PexMessage>,
     cancel: CancellationToken,
 }
@@ -169,8 +149,8 @@ impl Reactor {
             let now = Instant::now();
             for peer in self.state.expire(now) {
                 tracing::debug!(%peer, "PEX request unanswered");
-                self.report(PeerError::minor(peer, "no PEX response in time"))
-                    .await?;
+                let kind = PeerErrorKind::Pex(PexViolation::Unanswered);
+                self.report(PeerError::minor(peer, kind)).await?;
             }
             while let Some(peer) = self.state.poll_request(now) {
                 tracing::trace!(%peer, "asking for addresses");
@@ -213,7 +193,7 @@ impl Reactor {
         };
         if let Err(violation) = outcome {
             tracing::info!(%peer, %violation, "PEX violation");
-            self.report(PeerError::fatal(peer, violation.to_string()))
+            self.report(PeerError::fatal(peer, PeerErrorKind::Pex(violation)))
                 .await?;
         }
         Ok(())
@@ -265,13 +245,13 @@ impl Reactor {
         self.state.learned(
             added,
             stats.known_peers as usize,
-            self.router.store_capacity(),
+            self.router.peer_store_capacity(),
             Instant::now(),
         );
         Ok(Ok(()))
     }
 
     async fn report(&self, error: PeerError) -> Result<(), RouterStopped> {
-        self.channel.report(error).await.map_err(|_| RouterStopped)
+        self.router.report(error).await
     }
 }

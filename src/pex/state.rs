@@ -9,10 +9,14 @@ use tokio::time::Instant;
 use super::PexOptions;
 use crate::identity::NodeId;
 
-/// How a peer broke the PEX rules. Each one disconnects it.
+/// How a peer broke the PEX rules. Each one disconnects it, except
+/// [`Unanswered`](Self::Unanswered), which lowers its score.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PexViolation {
+    /// It did not answer our request within the response timeout.
+    #[error("no PEX response in time")]
+    Unanswered,
     /// It asked again sooner than the minimum interval.
     #[error("PEX request {elapsed:?} after the previous one (minimum {minimum:?})")]
     RequestTooSoon {

@@ -2,6 +2,7 @@
 //! network IO. Slow work (dials, handshakes, peer IO) runs in `JoinSet`s it
 //! owns.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -9,11 +10,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinError, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::handle::ReactorContext;
 use super::handshake::{check_peer_info, new_connection_wins, HandshakeError};
 use super::ip_limit::IpLimiter;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
@@ -26,8 +28,15 @@ use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::{AdmitError, Direction, PeerManager};
 use crate::transport::{
-    AcceptError, Admission, CloseReason, Connection, DialError, RefusalReason, Transport,
+    AcceptError, Admission, BoxFuture, CloseReason, Connection, DialError, RefusalReason,
+    Transport,
 };
+
+/// A reactor declared on the builder: its name and how to start it.
+pub(super) struct ReactorSpawn {
+    pub(super) name: &'static str,
+    pub(super) start: Box<dyn FnOnce(ReactorContext) -> BoxFuture<'static, ()> + Send>,
+}
 
 /// Maps the tokio clock (pausable in tests) to the wall-clock times the
 /// peer manager persists.
@@ -104,6 +113,34 @@ impl Active {
     }
 }
 
+/// What a task in one of the actor's `JoinSet`s owns: looked up by task id
+/// when it ends, so a task that panicked is cleaned up exactly like one
+/// that returned.
+struct Owned<T> {
+    by_task: HashMap<task::Id, T>,
+}
+
+impl<T> Default for Owned<T> {
+    fn default() -> Self {
+        Self {
+            by_task: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Owned<T> {
+    fn insert(&mut self, id: task::Id, what: T) {
+        self.by_task.insert(id, what);
+    }
+
+    fn take(&mut self, id: task::Id) -> Option<T> {
+        self.by_task.remove(&id)
+    }
+}
+
+/// The task id of a finished task and its output, or why it has none.
+type Joined<T> = Result<(task::Id, T), JoinError>;
+
 pub(super) struct Actor {
     shared: Arc<Shared>,
     pm: PeerManager,
@@ -112,10 +149,19 @@ pub(super) struct Actor {
     mailbox: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     clock: Clock,
+    /// Reactors not yet spawned (they start with the actor).
+    pending_reactors: Vec<(&'static str, BoxFuture<'static, ()>)>,
+    reactors: JoinSet<()>,
+    reactor_names: Owned<&'static str>,
+    /// The first reactor panic, raised again when the router has stopped.
+    reactor_panic: Option<Box<dyn Any + Send>>,
     accept_loops: JoinSet<()>,
     dials: JoinSet<DialOutcome>,
+    dialing: Owned<PeerAddress>,
     handshakes: JoinSet<InboundOutcome>,
+    handshake_ips: Owned<Option<IpAddr>>,
     peers: JoinSet<PeerExit>,
+    peer_tasks: Owned<(NodeId, u64)>,
     /// Connections being closed after a refusal, at most
     /// `max_inbound_handshakes` at once (see `close_in_background`).
     closers: JoinSet<()>,
@@ -131,7 +177,7 @@ impl Actor {
         transports: Vec<Arc<dyn Transport>>,
         options: RouterOptions,
         mailbox: mpsc::Receiver<Command>,
-        cancel: CancellationToken,
+        reactors: Vec<(&'static str, BoxFuture<'static, ()>)>,
     ) -> Self {
         let ip_limiter = IpLimiter::new(
             options.max_connections_per_ip,
@@ -139,17 +185,24 @@ impl Actor {
             options.ip_window,
         );
         Self {
+            cancel: shared.shutdown.clone(),
             shared,
             pm,
             transports,
             options,
             mailbox,
-            cancel,
             clock: Clock::new(),
+            pending_reactors: reactors,
+            reactors: JoinSet::new(),
+            reactor_names: Owned::default(),
+            reactor_panic: None,
             accept_loops: JoinSet::new(),
             dials: JoinSet::new(),
+            dialing: Owned::default(),
             handshakes: JoinSet::new(),
+            handshake_ips: Owned::default(),
             peers: JoinSet::new(),
+            peer_tasks: Owned::default(),
             closers: JoinSet::new(),
             active: HashMap::new(),
             ip_limiter,
@@ -159,12 +212,19 @@ impl Actor {
 
     pub(super) async fn run(mut self) {
         let span = tracing::info_span!("router", node = %self.shared.self_id);
-        async move {
-            for transport in self.transports.clone() {
-                let mailbox = self.shared.mailbox.clone();
+        // Receivers must end even if this task panics.
+        let _stopped = self.shared.stopped.clone().drop_guard();
+        let panic = async move {
+            for (name, reactor) in std::mem::take(&mut self.pending_reactors) {
+                let span = tracing::info_span!("reactor", name);
+                let handle = self.reactors.spawn(reactor.instrument(span));
+                self.reactor_names.insert(handle.id(), name);
+            }
+            for (index, transport) in self.transports.clone().into_iter().enumerate() {
+                let mailbox = self.mailbox_sender();
                 let cancel = self.cancel.clone();
                 self.accept_loops
-                    .spawn(accept_loop(transport, mailbox, cancel));
+                    .spawn(accept_loop(transport, index, mailbox, cancel));
             }
             loop {
                 self.drive();
@@ -172,29 +232,120 @@ impl Actor {
                 tokio::select! {
                     () = self.cancel.cancelled() => break,
                     Some(command) = self.mailbox.recv() => self.on_command(command),
-                    Some(done) = self.dials.join_next(), if !self.dials.is_empty() => {
-                        if let Ok(outcome) = done {
-                            self.on_dialed(outcome);
-                        }
+                    Some(done) = self.dials.join_next_with_id(), if !self.dials.is_empty() => {
+                        self.on_dial_task(done);
                     }
-                    Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
-                        if let Ok(outcome) = done {
-                            self.on_inbound(outcome);
-                        }
+                    Some(done) = self.handshakes.join_next_with_id(), if !self.handshakes.is_empty() => {
+                        self.on_handshake_task(done);
                     }
-                    Some(done) = self.peers.join_next(), if !self.peers.is_empty() => {
-                        if let Ok(exit) = done {
-                            self.on_peer_exit(exit);
-                        }
+                    Some(done) = self.peers.join_next_with_id(), if !self.peers.is_empty() => {
+                        self.on_peer_task(done);
+                    }
+                    Some(done) = self.reactors.join_next_with_id(), if !self.reactors.is_empty() => {
+                        self.on_reactor_task(done);
                     }
                     Some(_) = self.closers.join_next(), if !self.closers.is_empty() => {}
                     () = sleep_until(wake) => {}
                 }
             }
-            self.stop().await;
+            self.stop().await
         }
         .instrument(span)
         .await;
+        if let Some(panic) = panic {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn mailbox_sender(&self) -> mpsc::Sender<Command> {
+        self.shared
+            .started()
+            .map(|s| s.mailbox.clone())
+            .expect("the builder sets the start-time state before spawning the actor")
+    }
+
+    fn node_info(&self, transport: usize) -> NodeInfo {
+        self.shared
+            .started()
+            .and_then(|s| s.node_infos.get(transport).cloned())
+            .unwrap_or_default()
+    }
+
+    fn on_dial_task(&mut self, done: Joined<DialOutcome>) {
+        match done {
+            Ok((id, outcome)) => {
+                self.dialing.take(id);
+                self.on_dialed(outcome);
+            }
+            Err(error) => {
+                let Some(address) = self.dialing.take(error.id()) else {
+                    return;
+                };
+                tracing::error!(%address, %error, "dial task failed");
+                self.shared.connections.dial_failed(DialFailureKind::Unreachable);
+                self.pm.dial_failed(self.clock.now(), &address);
+            }
+        }
+    }
+
+    fn on_handshake_task(&mut self, done: Joined<InboundOutcome>) {
+        match done {
+            Ok((id, outcome)) => {
+                self.handshake_ips.take(id);
+                self.on_inbound(outcome);
+            }
+            Err(error) => {
+                let ip = self.handshake_ips.take(error.id()).flatten();
+                tracing::error!(?ip, %error, "inbound handshake task failed");
+                self.shared
+                    .stats
+                    .bump(&self.shared.stats.handshake_failures);
+                if let Some(ip) = ip {
+                    self.ip_limiter.release(ip);
+                }
+            }
+        }
+    }
+
+    fn on_peer_task(&mut self, done: Joined<PeerExit>) {
+        match done {
+            Ok((id, exit)) => {
+                self.peer_tasks.take(id);
+                self.on_peer_exit(exit);
+            }
+            Err(error) => {
+                let Some((peer, conn_id)) = self.peer_tasks.take(error.id()) else {
+                    return;
+                };
+                tracing::error!(%peer, %error, "peer task failed");
+                // The connection was owned by the task; close it here.
+                if let Some(route) = self.shared.route(&peer).filter(|r| r.conn_id == conn_id) {
+                    let conn = route.conn.clone();
+                    self.closers.spawn(async move { conn.close(CloseReason::Normal).await });
+                }
+                self.on_peer_exit(PeerExit {
+                    peer,
+                    conn_id,
+                    reason: "peer task failed".to_owned(),
+                });
+            }
+        }
+    }
+
+    fn on_reactor_task(&mut self, done: Joined<()>) {
+        match done {
+            Ok((id, ())) => {
+                let name = self.reactor_names.take(id).unwrap_or("?");
+                tracing::debug!(reactor = name, "reactor finished");
+            }
+            Err(error) => {
+                let name = self.reactor_names.take(error.id()).unwrap_or("?");
+                tracing::error!(reactor = name, %error, "reactor failed");
+                if error.is_panic() && self.reactor_panic.is_none() {
+                    self.reactor_panic = Some(error.into_panic());
+                }
+            }
+        }
     }
 
     /// When to wake for the peer manager, unless an event comes first.
@@ -216,13 +367,13 @@ impl Actor {
                 break;
             };
             let dial = dial(
-                address,
+                address.clone(),
                 self.transports.clone(),
                 self.shared.clone(),
-                self.shared.self_id,
                 self.options.clone(),
             );
-            self.dials.spawn(dial);
+            let handle = self.dials.spawn(dial);
+            self.dialing.insert(handle.id(), address);
             self.shared
                 .connections
                 .dials
@@ -238,16 +389,24 @@ impl Actor {
                 None => self.pm.disconnected(now, peer),
             }
         }
-        while let Some(update) = self.pm.take_update() {
-            // No subscriber is fine; a lagging one lags.
-            let _ = self.shared.updates.send(update);
-        }
+        self.publish_updates();
         if let Err(error) = self.pm.flush() {
             tracing::warn!(%error, "peer store write failed; will retry");
         }
         self.shared
             .stats
             .set_gauges(self.pm.peer_count(), self.pm.connected_count());
+    }
+
+    /// Fans the peer manager's updates out to subscribers.
+    fn publish_updates(&mut self) {
+        let Some(started) = self.shared.started() else {
+            return;
+        };
+        while let Some(update) = self.pm.take_update() {
+            // No subscriber is fine; a lagging one lags.
+            let _ = started.updates.send(update);
+        }
     }
 
     /// Keeps the per-direction peer gauges in step with `active`, without
@@ -269,8 +428,8 @@ impl Actor {
         match command {
             Command::Report(error) => {
                 self.shared.stats.bump(&self.shared.stats.peer_errors);
-                tracing::info!(peer = %error.peer, fatal = error.fatal, reason = %error.reason, "peer error");
-                let evict = if error.fatal {
+                tracing::info!(peer = %error.peer, severity = ?error.severity, kind = %error.kind, "peer error");
+                let evict = if error.is_fatal() {
                     true
                 } else {
                     self.pm.adjust_score(error.peer, -1);
@@ -301,7 +460,7 @@ impl Actor {
             Command::Known(reply) => {
                 let _ = reply.send(self.pm.peers());
             }
-            Command::Inbound(conn) => self.on_accepted(conn),
+            Command::Inbound(conn, transport) => self.on_accepted(conn, transport),
             Command::Status(reply) => {
                 let mut up: Vec<NodeId> = self.active.keys().copied().collect();
                 up.sort();
@@ -312,7 +471,7 @@ impl Actor {
 
     /// A transport accepted a connection: apply the limits that need no
     /// handshake, then handshake in the background.
-    fn on_accepted(&mut self, conn: Box<dyn Connection>) {
+    fn on_accepted(&mut self, conn: Box<dyn Connection>, transport: usize) {
         let conn: Arc<dyn Connection> = Arc::from(conn);
         let ip = conn.remote_endpoint().socket_addr().map(|a| a.ip());
         // The gauge is kept in step at connect and disconnect: no walk over
@@ -341,12 +500,15 @@ impl Actor {
             self.close_in_background(conn, None);
             return;
         }
-        let shared = self.shared.clone();
         let self_id = self.shared.self_id;
         let timeout = self.options.handshake_timeout;
         let started = Instant::now();
-        self.handshakes.spawn(async move {
-            let ours = shared.node_info();
+        let ours = self.node_info(transport);
+        #[cfg(feature = "test-utils")]
+        let faults = self.shared.faults.clone();
+        let handle = self.handshakes.spawn(async move {
+            #[cfg(feature = "test-utils")]
+            faults.handshake();
             let result = tokio::time::timeout(timeout, conn.handshake(&ours)).await;
             let result = match result {
                 Err(_) => Err((None, HandshakeError::Timeout)),
@@ -377,6 +539,7 @@ impl Actor {
                 result,
             }
         });
+        self.handshake_ips.insert(handle.id(), ip);
     }
 
     fn on_inbound(&mut self, outcome: InboundOutcome) {
@@ -518,8 +681,12 @@ impl Actor {
         let conn_id = self.next_conn_id;
         let mut channels = Vec::new();
         let mut queues = HashMap::new();
-        let table = self.shared.channels();
-        let shared_channels: Vec<_> = table
+        let shared = self.shared.clone();
+        let Some(started) = shared.started() else {
+            return;
+        };
+        let shared_channels: Vec<_> = started
+            .channels
             .iter()
             .filter(|(id, _)| info.has_channel(**id))
             .collect();
@@ -531,7 +698,7 @@ impl Actor {
             let queue = Arc::new(
                 SendQueue::new(d.send_capacity, d.full_policy).waking(ready.clone(), index),
             );
-            queues.insert(*id, queue.clone());
+            queues.insert(*id, (queue.clone(), entry.counters.clone()));
             channels.push(PeerChannel {
                 id: *id,
                 queue,
@@ -540,7 +707,6 @@ impl Actor {
                 counters: entry.counters.clone(),
             });
         }
-        drop(table);
         let mut ids: Vec<_> = channels.iter().map(|c| c.id).collect();
         ids.sort();
         self.shared.insert_route(
@@ -565,7 +731,6 @@ impl Actor {
             router_cancel: self.cancel.clone(),
             shared: self.shared.clone(),
         };
-        self.peers.spawn(task.run());
         self.active.insert(
             peer,
             Active {
@@ -580,6 +745,11 @@ impl Actor {
         self.count_peer(direction, true);
         tracing::info!(%peer, ?direction, "peer up");
         self.pm.ready(peer, ids);
+        // Up reaches every subscriber before the task can deliver any of
+        // the peer's messages.
+        self.publish_updates();
+        let handle = self.peers.spawn(task.run());
+        self.peer_tasks.insert(handle.id(), (peer, conn_id));
     }
 
     fn on_peer_exit(&mut self, exit: PeerExit) {
@@ -626,7 +796,12 @@ impl Actor {
         });
     }
 
-    async fn stop(mut self) {
+    /// Stops everything and returns the first reactor panic, if any.
+    async fn stop(mut self) -> Option<Box<dyn Any + Send>> {
+        // Callers waiting on a reply learn that the router stopped; nothing
+        // new is queued.
+        self.mailbox.close();
+        while self.mailbox.try_recv().is_ok() {}
         for transport in &self.transports {
             transport.close().await;
         }
@@ -634,18 +809,28 @@ impl Actor {
         self.dials.shutdown().await;
         self.handshakes.shutdown().await;
         // Peer tasks see the cancelled token and close their connections.
-        while self.peers.join_next().await.is_some() {}
+        while let Some(done) = self.peers.join_next_with_id().await {
+            if let Err(error) = done {
+                if error.is_panic() {
+                    tracing::error!(%error, "peer task failed during shutdown");
+                }
+            }
+        }
         self.closers.shutdown().await;
         let now = self.clock.now();
         for peer in self.active.keys().copied().collect::<Vec<_>>() {
             self.pm.disconnected(now, peer);
         }
-        while let Some(update) = self.pm.take_update() {
-            let _ = self.shared.updates.send(update);
-        }
+        self.publish_updates();
         if let Err(error) = self.pm.flush() {
             tracing::warn!(%error, "peer store write failed at shutdown");
         }
+        // No message can arrive any more: receivers drain, then end.
+        self.shared.stopped.cancel();
+        while let Some(done) = self.reactors.join_next_with_id().await {
+            self.on_reactor_task(done);
+        }
+        self.reactor_panic
     }
 }
 
@@ -660,6 +845,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// ends the loop.
 async fn accept_loop(
     transport: Arc<dyn Transport>,
+    index: usize,
     mailbox: mpsc::Sender<Command>,
     cancel: CancellationToken,
 ) {
@@ -670,7 +856,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok(conn) => {
-                if mailbox.send(Command::Inbound(conn)).await.is_err() {
+                if mailbox.send(Command::Inbound(conn, index)).await.is_err() {
                     return;
                 }
             }
@@ -686,11 +872,13 @@ async fn dial(
     address: PeerAddress,
     transports: Vec<Arc<dyn Transport>>,
     shared: Arc<Shared>,
-    self_id: NodeId,
     options: RouterOptions,
 ) -> DialOutcome {
     let span = tracing::debug_span!("dial", %address);
     let started = Instant::now();
+    let self_id = shared.self_id;
+    #[cfg(feature = "test-utils")]
+    shared.faults.dial();
     let result = async {
         let endpoints = address
             .resolve_with_timeout(options.resolve_timeout)
@@ -698,9 +886,10 @@ async fn dial(
             .map_err(|e| DialFailure::Resolve(e.to_string()))?;
         let mut last = DialFailure::NoTransport;
         for endpoint in endpoints {
-            let Some(transport) = transports
+            let Some((index, transport)) = transports
                 .iter()
-                .find(|t| t.protocols().contains(&endpoint.protocol))
+                .enumerate()
+                .find(|(_, t)| t.protocols().contains(&endpoint.protocol))
             else {
                 continue;
             };
@@ -731,9 +920,10 @@ async fn dial(
                 }
             };
             let handshake = async {
-                // Read now, not when the dial was planned: channels opened
-                // right after the router started are announced.
-                let ours = shared.node_info();
+                let ours = shared
+                    .started()
+                    .and_then(|s| s.node_infos.get(index).cloned())
+                    .unwrap_or_default();
                 let info = conn.handshake(&ours).await?;
                 let peer = check_peer_info(
                     &ours,

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 use super::queue::Pushed;
 use super::shared::Shared;
 use super::stats::ChannelCounters;
-use super::Command;
+use super::{Command, PeerError};
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
 
@@ -20,39 +21,6 @@ pub struct Envelope<M> {
     pub peer: NodeId,
     /// The message.
     pub message: M,
-}
-
-/// A peer's misbehaviour, reported by a reactor or the router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PeerError {
-    /// The peer.
-    pub peer: NodeId,
-    /// A fatal error disconnects the peer; a minor one lowers its score
-    /// (and disconnects it when the node is full).
-    pub fatal: bool,
-    /// What it did.
-    pub reason: String,
-}
-
-impl PeerError {
-    /// An error that disconnects the peer.
-    pub fn fatal(peer: NodeId, reason: impl Into<String>) -> Self {
-        Self {
-            peer,
-            fatal: true,
-            reason: reason.into(),
-        }
-    }
-
-    /// An error that lowers the peer's score.
-    pub fn minor(peer: NodeId, reason: impl Into<String>) -> Self {
-        Self {
-            peer,
-            fatal: false,
-            reason: reason.into(),
-        }
-    }
 }
 
 /// Why a send failed. Routing misses (unknown peer, self, a peer without
@@ -135,10 +103,20 @@ impl<M: prost::Message> ChannelSender<M> {
         Ok(Bytes::from(message.encode_to_vec()))
     }
 
+    fn running(&self) -> Result<(), SendError> {
+        if self.shared.shutdown.is_cancelled() {
+            return Err(SendError::RouterStopped);
+        }
+        Ok(())
+    }
+
     /// Sends to `envelope.peer`. Waits while that peer's queue for this
     /// channel is full if the channel's policy is `Wait`; otherwise drops per
-    /// the policy. Cancel safe.
+    /// the policy. Messages to one peer on one channel arrive in the order
+    /// sent. Fails with [`SendError::RouterStopped`] once shutdown has
+    /// begun. Cancel safe.
     pub async fn send(&self, envelope: Envelope<M>) -> Result<(), SendError> {
+        self.running()?;
         let bytes = self.encode(&envelope.message)?;
         let stats = &self.shared.stats;
         // Dropped sends return without waiting; the budget check keeps a
@@ -155,45 +133,49 @@ impl<M: prost::Message> ChannelSender<M> {
             tokio::task::consume_budget().await;
             return Ok(());
         };
-        let Some(queue) = route.queues.get(&self.id).cloned() else {
+        let Some((queue, _)) = route.queues.get(&self.id).cloned() else {
             stats.bump(&stats.dropped_no_channel);
             ChannelCounters::add(&self.counters.dropped_no_channel, 1);
             tokio::task::consume_budget().await;
             return Ok(());
         };
         drop(route);
-        self.count(queue.push(bytes).await);
-        Ok(())
+        self.count(queue.push(bytes).await)
     }
 
     /// Sends to every connected peer that has this channel. The message is
     /// encoded once. Peers with room get it at once; the call then waits
     /// (with the `Wait` policy) for the others concurrently, so a slow peer
-    /// never delays delivery to the rest.
+    /// never delays delivery to the rest. Fails with
+    /// [`SendError::RouterStopped`] once shutdown has begun.
     pub async fn broadcast(&self, message: M) -> Result<(), SendError> {
+        self.running()?;
         let bytes = self.encode(&message)?;
         let queues: Vec<_> = self
             .shared
             .routes()
             .into_iter()
-            .filter_map(|(_, route)| route.queues.get(&self.id).cloned())
+            .filter_map(|(_, route)| route.queues.get(&self.id).map(|(q, _)| q.clone()))
             .collect();
         // Most queues have room: those take the message at once, and only
         // full `Wait` queues cost a future.
         let mut waiting = Vec::new();
+        let mut result = Ok(());
         for queue in &queues {
             match queue.try_push(bytes.clone()) {
-                Ok(pushed) => self.count(pushed),
+                Ok(pushed) => result = result.and(self.count(pushed)),
                 Err(message) => waiting.push(queue.push(message)),
             }
         }
         for pushed in futures::future::join_all(waiting).await {
-            self.count(pushed);
+            result = result.and(self.count(pushed));
         }
-        Ok(())
+        result
     }
 
-    fn count(&self, pushed: Pushed) {
+    /// Counts what became of a push; a queue closed by shutdown is an
+    /// error, one closed because its peer left is a counted drop.
+    fn count(&self, pushed: Pushed) -> Result<(), SendError> {
         match pushed {
             Pushed::Queued => {}
             Pushed::DroppedNewest | Pushed::DroppedOldest => {
@@ -206,15 +188,16 @@ impl<M: prost::Message> ChannelSender<M> {
                     .stats
                     .bump(&self.shared.stats.dropped_unknown_peer);
                 ChannelCounters::add(&self.counters.dropped_unknown_peer, 1);
+                self.running()?;
             }
         }
+        Ok(())
     }
 
     /// Reports a peer's misbehaviour to the router.
     pub async fn report(&self, error: PeerError) -> Result<(), SendError> {
         self.shared
-            .mailbox
-            .send(Command::Report(error))
+            .tell(Command::Report(error))
             .await
             .map_err(|_| SendError::RouterStopped)
     }
@@ -225,6 +208,8 @@ impl<M: prost::Message> ChannelSender<M> {
 pub struct ChannelReceiver<M> {
     id: ChannelId,
     rx: Arc<Mutex<mpsc::Receiver<Envelope<M>>>>,
+    /// The router's "no peer task is left" token.
+    stopped: CancellationToken,
 }
 
 impl<M> Clone for ChannelReceiver<M> {
@@ -232,6 +217,7 @@ impl<M> Clone for ChannelReceiver<M> {
         Self {
             id: self.id,
             rx: self.rx.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 }
@@ -245,17 +231,29 @@ impl<M> std::fmt::Debug for ChannelReceiver<M> {
 }
 
 impl<M> ChannelReceiver<M> {
-    pub(crate) fn new(id: ChannelId, rx: mpsc::Receiver<Envelope<M>>) -> Self {
+    pub(crate) fn new(
+        id: ChannelId,
+        rx: mpsc::Receiver<Envelope<M>>,
+        stopped: CancellationToken,
+    ) -> Self {
         Self {
             id,
             rx: Arc::new(Mutex::new(rx)),
+            stopped,
         }
     }
 
-    /// The next inbound message; `None` once the router has stopped.
+    /// The next inbound message. Once the router has stopped (no peer task
+    /// is left), the messages still buffered are returned, then `None`.
     /// Cancel safe.
     pub async fn recv(&self) -> Option<Envelope<M>> {
-        self.rx.lock().await.recv().await
+        let mut rx = self.rx.lock().await;
+        tokio::select! {
+            // Buffered messages first, even after the stop.
+            biased;
+            message = rx.recv() => message,
+            () = self.stopped.cancelled() => rx.try_recv().ok(),
+        }
     }
 
     /// The next inbound message if one is waiting.

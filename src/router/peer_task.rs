@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::queue::{Popped, ReadySet, SendQueue};
 use super::shared::{Deliver, DeliverError, Delivery, Shared};
 use super::stats::ChannelCounters;
-use super::{Command, PeerError};
+use super::{Command, PeerError, PeerErrorKind};
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
 use crate::transport::{Admission, CloseReason, Connection, ConnectionError};
@@ -156,6 +156,8 @@ impl PeerTask {
                 return format!("sending admission: {e}");
             }
         }
+        #[cfg(feature = "test-utils")]
+        self.shared.faults.peer_task();
         let mut loops = JoinSet::new();
         // One sender for all channels: idle channels cost no task, and a
         // channel waiting on flow control never holds up the others.
@@ -175,7 +177,11 @@ impl PeerTask {
             loop {
                 let e = conn.next_stream_error().await;
                 shared.stats.bump(&shared.stats.stream_errors);
-                report(&shared, PeerError::minor(peer, e.to_string())).await;
+                let kind = PeerErrorKind::Stream {
+                    channel: None,
+                    error: e,
+                };
+                report(&shared, PeerError::minor(peer, kind)).await;
             }
         });
         // A channel is read once the peer starts it: an idle channel of an
@@ -214,7 +220,13 @@ impl PeerTask {
             }
         };
         for channel in &self.channels {
-            channel.queue.close();
+            // What the peer will never get is counted, not lost silently.
+            let dropped = channel.queue.close() as u64;
+            if dropped > 0 {
+                ChannelCounters::add(&channel.counters.dropped_disconnected, dropped);
+                let stats = &self.shared.stats;
+                stats.add(&stats.dropped_disconnected, dropped);
+            }
         }
         loops.shutdown().await;
         self.conn.close(close).await;
@@ -257,20 +269,17 @@ async fn receive_loop(
             Ok(()) => {}
             Err(e) if e.is_stream_error() => {
                 shared.stats.bump(&shared.stats.stream_errors);
-                report(
-                    &shared,
-                    PeerError::minor(peer, format!("channel {channel}: {e}")),
-                )
-                .await;
+                let kind = PeerErrorKind::Stream {
+                    channel: Some(channel),
+                    error: e,
+                };
+                report(&shared, PeerError::minor(peer, kind)).await;
                 continue;
             }
-            Err(ConnectionError::Protocol(reason)) => {
-                report(
-                    &shared,
-                    PeerError::fatal(peer, format!("protocol violation: {reason}")),
-                )
-                .await;
-                return format!("receive on channel {channel}: protocol violation: {reason}");
+            Err(e @ ConnectionError::Protocol(_)) => {
+                let exit = format!("receive on channel {channel}: {e}");
+                report(&shared, PeerError::fatal(peer, PeerErrorKind::Protocol(e))).await;
+                return exit;
             }
             Err(e) => return format!("receive on channel {channel}: {e}"),
         }
@@ -287,14 +296,8 @@ async fn receive_loop(
                 Err(DeliverError::Decode(e)) => {
                     shared.stats.bump(&shared.stats.decode_failures);
                     ChannelCounters::add(&counters.decode_failures, 1);
-                    report(
-                        &shared,
-                        PeerError::minor(
-                            peer,
-                            format!("channel {channel}: undecodable message: {e}"),
-                        ),
-                    )
-                    .await;
+                    let kind = PeerErrorKind::Undecodable { channel, error: e };
+                    report(&shared, PeerError::minor(peer, kind)).await;
                 }
                 Err(DeliverError::ReceiverGone) => {
                     shared.stats.bump(&shared.stats.dropped_no_receiver);
@@ -306,7 +309,8 @@ async fn receive_loop(
 }
 
 async fn report(shared: &Shared, error: PeerError) {
-    tracing::debug!(peer = %error.peer, reason = %error.reason, "peer error");
+    tracing::debug!(peer = %error.peer, kind = %error.kind, "peer error");
     // The mailbox is bounded; waiting here only slows this peer's channel.
-    let _ = shared.mailbox.send(Command::Report(error)).await;
+    // A stopped router needs no report.
+    let _ = shared.tell(Command::Report(error)).await;
 }

@@ -200,15 +200,17 @@ impl SendQueue {
     }
 
     /// Closes the queue: pending and future pushes return `Closed`; queued
-    /// messages are discarded.
-    pub(crate) fn close(&self) {
+    /// messages are discarded. Returns how many were.
+    pub(crate) fn close(&self) -> usize {
         let mut state = self.lock();
         state.closed = true;
+        let discarded = state.items.len();
         state.items.clear();
         drop(state);
         self.space.notify_waiters();
         // The sender learns of it from its next look at this queue.
         self.queued();
+        discarded
     }
 
     /// Messages waiting (for the queue-depth gauge).

@@ -1,12 +1,14 @@
-//! State shared between the router actor and channel handles: the channel
-//! table and the routing table. Locks are held only for lookups and never
-//! across an await.
+//! State shared between the router actor, the router handle and channel
+//! handles: the routing table, the counters, and what is fixed when the
+//! router starts (channel table, announced `NodeInfo`s, mailbox). Locks are
+//! held only for lookups and never across an await.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::queue::SendQueue;
 use super::stats::{ChannelCounters, ConnectionCounters, Stats};
@@ -49,20 +51,35 @@ pub(crate) struct PeerRoute {
     pub(crate) conn_id: u64,
     /// For transport statistics at scrape time.
     pub(crate) conn: Arc<dyn Connection>,
-    pub(crate) queues: HashMap<ChannelId, Arc<SendQueue>>,
+    pub(crate) queues: HashMap<ChannelId, (Arc<SendQueue>, Arc<ChannelCounters>)>,
+}
+
+/// What is fixed when the router starts.
+pub(crate) struct Started {
+    /// The channel table: declared on the builder, never changed.
+    pub(crate) channels: HashMap<ChannelId, ChannelEntry>,
+    /// The `NodeInfo` announced on each transport, in the builder's
+    /// transport order (each carries that transport's listen address).
+    pub(crate) node_infos: Vec<NodeInfo>,
+    /// `PeerManagerOptions::max_peers`.
+    pub(crate) store_capacity: usize,
+    pub(crate) updates: broadcast::Sender<PeerUpdate>,
+    pub(crate) mailbox: mpsc::Sender<Command>,
 }
 
 pub(crate) struct Shared {
     pub(crate) self_id: NodeId,
-    pub(crate) node_info: RwLock<NodeInfo>,
-    pub(crate) channels: RwLock<HashMap<ChannelId, ChannelEntry>>,
     pub(crate) peers: RwLock<HashMap<NodeId, Arc<PeerRoute>>>,
     pub(crate) stats: Stats,
     pub(crate) connections: ConnectionCounters,
-    /// `PeerManagerOptions::max_peers`, fixed at start.
-    pub(crate) store_capacity: usize,
-    pub(crate) updates: broadcast::Sender<PeerUpdate>,
-    pub(crate) mailbox: mpsc::Sender<Command>,
+    /// Cancelled when shutdown begins: sends fail from then on.
+    pub(crate) shutdown: CancellationToken,
+    /// Cancelled once no peer task is left: receivers return what is
+    /// buffered, then `None`.
+    pub(crate) stopped: CancellationToken,
+    started: OnceLock<Started>,
+    #[cfg(feature = "test-utils")]
+    pub(crate) faults: Arc<super::faults::Faults>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -74,47 +91,62 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl Shared {
+    pub(crate) fn new(self_id: NodeId) -> Self {
+        Self {
+            self_id,
+            peers: RwLock::default(),
+            stats: Stats::default(),
+            connections: ConnectionCounters::default(),
+            shutdown: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            started: OnceLock::new(),
+            #[cfg(feature = "test-utils")]
+            faults: Arc::default(),
+        }
+    }
+
+    /// Fixes the start-time state; called once, by the builder.
+    pub(crate) fn start(&self, started: Started) {
+        // The builder is consumed by `spawn`, so this runs once.
+        let _ = self.started.set(started);
+    }
+
+    /// The start-time state; `None` before the router started.
+    pub(crate) fn started(&self) -> Option<&Started> {
+        self.started.get()
+    }
+
     /// Sends the actor a command carrying a reply slot, and waits for the
     /// reply.
     pub(crate) async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, RouterStopped> {
+        let mailbox = &self.started().ok_or(RouterStopped)?.mailbox;
         let (tx, rx) = oneshot::channel();
-        self.mailbox
-            .send(command(tx))
-            .await
-            .map_err(|_| RouterStopped)?;
+        mailbox.send(command(tx)).await.map_err(|_| RouterStopped)?;
         rx.await.map_err(|_| RouterStopped)
     }
 
-    pub(crate) fn node_info(&self) -> NodeInfo {
-        read(&self.node_info).clone()
+    /// Sends the actor a command without a reply.
+    pub(crate) async fn tell(&self, command: Command) -> Result<(), RouterStopped> {
+        let mailbox = &self.started().ok_or(RouterStopped)?.mailbox;
+        mailbox.send(command).await.map_err(|_| RouterStopped)
     }
 
-    pub(crate) fn node_info_mut(&self) -> RwLockWriteGuard<'_, NodeInfo> {
-        write(&self.node_info)
-    }
-
-    pub(crate) fn channels(&self) -> RwLockReadGuard<'_, HashMap<ChannelId, ChannelEntry>> {
-        read(&self.channels)
-    }
-
-    pub(crate) fn channels_mut(&self) -> RwLockWriteGuard<'_, HashMap<ChannelId, ChannelEntry>> {
-        write(&self.channels)
-    }
-
-    /// Every open channel's counters, with its queued messages summed
-    /// over peers.
+    /// Every channel's counters, with its queued messages summed over peers.
     pub(crate) fn channel_stats(&self) -> Vec<super::ChannelStats> {
+        let Some(started) = self.started() else {
+            return Vec::new();
+        };
         let mut queued: HashMap<ChannelId, u64> = HashMap::new();
         for route in read(&self.peers).values() {
-            for (id, queue) in &route.queues {
+            for (id, (queue, _)) in &route.queues {
                 *queued.entry(*id).or_default() += queue.len() as u64;
             }
         }
-        let mut out: Vec<_> = self
-            .channels()
+        let mut out: Vec<_> = started
+            .channels
             .iter()
             .map(|(id, entry)| {
                 let q = queued.get(id).copied().unwrap_or(0);
@@ -150,14 +182,25 @@ impl Shared {
         write(&self.peers).insert(peer, route);
     }
 
-    /// Removes the route of `peer` if it still belongs to `conn_id`.
+    /// Removes the route of `peer` if it still belongs to `conn_id`, and
+    /// closes its queues: messages still queued are dropped and counted.
     pub(crate) fn remove_route(&self, peer: &NodeId, conn_id: u64) {
-        let mut peers = write(&self.peers);
-        if peers.get(peer).is_some_and(|r| r.conn_id == conn_id) {
-            if let Some(route) = peers.remove(peer) {
-                for queue in route.queues.values() {
-                    queue.close();
-                }
+        let removed = {
+            let mut peers = write(&self.peers);
+            if peers.get(peer).is_some_and(|r| r.conn_id == conn_id) {
+                peers.remove(peer)
+            } else {
+                None
+            }
+        };
+        let Some(route) = removed else {
+            return;
+        };
+        for (queue, counters) in route.queues.values() {
+            let dropped = queue.close() as u64;
+            if dropped > 0 {
+                ChannelCounters::add(&counters.dropped_disconnected, dropped);
+                self.stats.add(&self.stats.dropped_disconnected, dropped);
             }
         }
     }

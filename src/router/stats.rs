@@ -14,6 +14,8 @@ pub struct RouterStats {
     pub dropped_no_channel: u64,
     /// Messages discarded by a full queue (`DropNewest`/`DropOldest`).
     pub dropped_full: u64,
+    /// Messages still queued for a peer when it disconnected (dropped).
+    pub dropped_disconnected: u64,
     /// Inbound messages that did not decode.
     pub decode_failures: u64,
     /// Inbound stream errors (oversized, malformed, unexpected channel).
@@ -38,6 +40,7 @@ pub(crate) struct Stats {
     pub(crate) dropped_self: AtomicU64,
     pub(crate) dropped_no_channel: AtomicU64,
     pub(crate) dropped_full: AtomicU64,
+    pub(crate) dropped_disconnected: AtomicU64,
     pub(crate) decode_failures: AtomicU64,
     pub(crate) stream_errors: AtomicU64,
     pub(crate) dropped_no_receiver: AtomicU64,
@@ -46,7 +49,7 @@ pub(crate) struct Stats {
     pub(crate) peer_errors: AtomicU64,
     pub(crate) known_peers: AtomicU64,
     pub(crate) connected_peers: AtomicU64,
-    /// Woken on every change, for [`Router::stats_when`](super::Router::stats_when).
+    /// Woken on every change, for [`RouterHandle::stats_when`](super::RouterHandle::stats_when).
     pub(crate) changed: tokio::sync::Notify,
 }
 
@@ -55,6 +58,12 @@ impl Stats {
     pub(crate) fn bump(&self, counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
         // Cheap when nobody waits: one atomic operation.
+        self.changed.notify_waiters();
+    }
+
+    /// Counts `n` events on `counter` (a field of `self`).
+    pub(crate) fn add(&self, counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
@@ -91,6 +100,7 @@ impl Stats {
             dropped_self: r(&self.dropped_self),
             dropped_no_channel: r(&self.dropped_no_channel),
             dropped_full: r(&self.dropped_full),
+            dropped_disconnected: r(&self.dropped_disconnected),
             decode_failures: r(&self.decode_failures),
             stream_errors: r(&self.stream_errors),
             dropped_no_receiver: r(&self.dropped_no_receiver),
@@ -121,6 +131,8 @@ pub struct ChannelStats {
     pub received_bytes: u64,
     /// Sends dropped by a full queue.
     pub dropped_full: u64,
+    /// Messages still queued when their peer disconnected.
+    pub dropped_disconnected: u64,
     /// Sends to a peer not connected, or that left while we waited.
     pub dropped_unknown_peer: u64,
     /// Sends to a peer without the channel.
@@ -144,6 +156,7 @@ pub(crate) struct ChannelCounters {
     pub(crate) received_messages: AtomicU64,
     pub(crate) received_bytes: AtomicU64,
     pub(crate) dropped_full: AtomicU64,
+    pub(crate) dropped_disconnected: AtomicU64,
     pub(crate) dropped_unknown_peer: AtomicU64,
     pub(crate) dropped_no_channel: AtomicU64,
     pub(crate) dropped_self: AtomicU64,
@@ -171,6 +184,7 @@ impl ChannelCounters {
             received_messages: r(&self.received_messages),
             received_bytes: r(&self.received_bytes),
             dropped_full: r(&self.dropped_full),
+            dropped_disconnected: r(&self.dropped_disconnected),
             dropped_unknown_peer: r(&self.dropped_unknown_peer),
             dropped_no_channel: r(&self.dropped_no_channel),
             dropped_self: r(&self.dropped_self),

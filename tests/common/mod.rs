@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use p2p_router::pex::{Pex, PexOptions};
 use p2p_router::{
-    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, Envelope, MemoryPeerStore,
-    NodeId, NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Router,
-    RouterOptions,
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, Envelope, LocalNode,
+    MemoryPeerStore, NodeId, NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate, Router,
+    RouterBuilder, RouterOptions,
 };
 use p2p_transport_memory::{MemoryNetwork, MemoryTransport};
 use tokio::sync::broadcast;
@@ -58,7 +58,6 @@ pub struct Node {
     pub rx: ChannelReceiver<Text>,
     pub updates: broadcast::Receiver<PeerUpdate>,
     pub store: MemoryPeerStore,
-    pub pex: Option<Pex>,
 }
 
 impl Node {
@@ -108,28 +107,50 @@ impl NodeBuilder {
     }
 
     pub fn start_with(self, transport: Arc<MemoryTransport>) -> Node {
+        self.start_with_declaring(transport, |_| ()).0
+    }
+
+    /// Starts on `net`, letting `declare` add channels (or anything else)
+    /// to the router builder first; returns what it returned.
+    pub fn start_declaring<T>(
+        self,
+        net: &MemoryNetwork,
+        declare: impl FnOnce(&mut RouterBuilder) -> T,
+    ) -> (Node, T) {
+        let transport = Arc::new(net.transport(&self.key));
+        self.start_with_declaring(transport, declare)
+    }
+
+    pub fn start_with_declaring<T>(
+        self,
+        transport: Arc<MemoryTransport>,
+        declare: impl FnOnce(&mut RouterBuilder) -> T,
+    ) -> (Node, T) {
         let id = self.key.node_id();
-        let pm = PeerManager::new(id, self.pm, self.store.clone(), 1).unwrap();
-        let info = NodeInfo::new(id, self.network, format!("node-{}", &id.to_string()[..6]));
-        let router = Router::builder(self.key.clone(), info, pm)
+        let mut builder = Router::builder(LocalNode::new(self.key.clone(), self.network));
+        builder
             .transport(transport)
             .options(self.router)
-            .spawn();
-        let (tx, rx) = router
-            .open_channel::<Text>(self.descriptor)
-            .unwrap()
-            .split();
+            .peer_manager(self.pm)
+            .peer_store(self.store.clone())
+            .rng_seed(1)
+            .moniker(format!("node-{}", &id.to_string()[..6]));
+        let (tx, rx) = builder.channel::<Text>(self.descriptor).unwrap().split();
+        let declared = declare(&mut builder);
+        if let Some(options) = self.pex {
+            Pex::register(&mut builder, options).unwrap();
+        }
+        let router = builder.spawn().unwrap();
         let updates = router.subscribe_peer_updates();
-        let pex = self.pex.map(|o| Pex::spawn(&router, o).unwrap());
-        Node {
-            pex,
+        let node = Node {
             key: self.key,
             router,
             tx,
             rx,
             updates,
             store: self.store,
-        }
+        };
+        (node, declared)
     }
 }
 
@@ -149,7 +170,7 @@ pub async fn connect_all(nodes: &mut [Node]) {
     for node in nodes.iter() {
         for a in &addresses {
             if a.node_id() != node.id() {
-                node.router.add_peer(a.clone()).await.unwrap().unwrap();
+                node.router.add_peer(a.clone()).await.unwrap();
             }
         }
     }
@@ -171,7 +192,7 @@ pub async fn connected_pair() -> (MemoryNetwork, Node, Node) {
 
 /// Connects `a` to `b` (a dials) and waits for both to see Up.
 pub async fn connect(a: &mut Node, b: &mut Node) {
-    a.router.add_peer(b.address()).await.unwrap().unwrap();
+    a.router.add_peer(b.address()).await.unwrap();
     require_up(&mut a.updates, b.id()).await;
     require_up(&mut b.updates, a.id()).await;
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use p2p_router::conformance;
 use p2p_router::{
-    ChannelDescriptor, ChannelId, Envelope, MemoryPeerStore, NodeInfo, NodeKey, PeerAddress,
-    PeerManager, PeerManagerOptions, PeerUpdate, Router, Transport,
+    Channel, ChannelDescriptor, ChannelId, Envelope, LocalNode, NodeKey, PeerAddress, PeerUpdate,
+    Router, Transport,
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
@@ -86,17 +86,20 @@ struct Text {
     text: String,
 }
 
-fn router(key: &NodeKey, transports: Vec<Arc<dyn Transport>>, listen: String) -> Router {
-    let id = key.node_id();
-    let pm =
-        PeerManager::new(id, PeerManagerOptions::default(), MemoryPeerStore::new(), 1).unwrap();
-    let mut info = NodeInfo::new(id, "mixed-chain", "node");
-    info.listen_addr = listen;
-    let mut builder = Router::builder(key.clone(), info, pm);
+/// A router over `transports` with the chat channel declared.
+fn router(key: &NodeKey, transports: Vec<Arc<dyn Transport>>) -> (Router, Channel<Text>) {
+    let mut builder = Router::builder(node(key));
     for t in transports {
-        builder = builder.transport(t);
+        builder.transport(t);
     }
-    builder.spawn()
+    let chat = builder
+        .channel::<Text>(ChannelDescriptor::new(ChannelId(0x30), "chat"))
+        .unwrap();
+    (builder.spawn().unwrap(), chat)
+}
+
+fn node(key: &NodeKey) -> LocalNode {
+    LocalNode::new(key.clone(), "mixed-chain")
 }
 
 async fn wait_up(
@@ -130,40 +133,36 @@ async fn routers_use_mconn_and_quic_side_by_side() {
             .unwrap(),
     );
     let hub_quic = Arc::new(
-        QuicTransport::bind(&kh, QuicConfig::new("mixed-chain").listen_on(localhost)).unwrap(),
+        QuicTransport::bind(&node(&kh), QuicConfig::new().listen_on(localhost)).unwrap(),
     );
     let hub_listen = hub_mconn.local_addrs()[0];
-    let hub = router(
-        &kh,
-        vec![hub_mconn, hub_quic.clone()],
-        hub_listen.to_string(),
+    let (hub, hub_chat) = router(&kh, vec![hub_mconn, hub_quic.clone()]);
+    // Each transport's peers are told that transport's own address.
+    let announced: Vec<_> = hub.node_infos().into_iter().map(|i| i.listen_addr).collect();
+    assert_eq!(
+        announced,
+        vec![hub_listen.to_string(), hub_quic.local_addrs()[0].to_string()]
     );
     let m_transport = Arc::new(
         MconnTransport::bind(&km, MconnConfig::fast())
             .await
             .unwrap(),
     );
-    let m = router(&km, vec![m_transport], "127.0.0.1:1".into());
+    let (m, m_chat) = router(&km, vec![m_transport]);
     let q_transport = Arc::new(
-        QuicTransport::bind(&kq, QuicConfig::new("mixed-chain").listen_on(localhost)).unwrap(),
+        QuicTransport::bind(&node(&kq), QuicConfig::new().listen_on(localhost)).unwrap(),
     );
-    let q_listen = q_transport.local_addrs()[0];
-    let q = router(&kq, vec![q_transport], q_listen.to_string());
-
-    let desc = || ChannelDescriptor::new(ChannelId(0x30), "chat");
-    let hub_chat = hub.open_channel::<Text>(desc()).unwrap();
-    let m_chat = m.open_channel::<Text>(desc()).unwrap();
-    let q_chat = q.open_channel::<Text>(desc()).unwrap();
+    let (q, q_chat) = router(&kq, vec![q_transport]);
     let mut hub_updates = hub.subscribe_peer_updates();
 
     let to_hub_mconn: PeerAddress = format!("mconn://{}@{}", kh.node_id(), hub_listen)
         .parse()
         .unwrap();
-    m.add_peer(to_hub_mconn).await.unwrap().unwrap();
+    m.add_peer(to_hub_mconn).await.unwrap();
     let to_hub_quic: PeerAddress = format!("quic://{}@{}", kh.node_id(), hub_quic.local_addrs()[0])
         .parse()
         .unwrap();
-    q.add_peer(to_hub_quic).await.unwrap().unwrap();
+    q.add_peer(to_hub_quic).await.unwrap();
     wait_up(&mut hub_updates, &[km.node_id(), kq.node_id()]).await;
 
     hub_chat

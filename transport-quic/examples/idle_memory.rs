@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_router::{
-    ChannelDescriptor, ChannelId, MemoryPeerStore, NodeInfo, NodeKey, PeerAddress, PeerManager,
-    PeerManagerOptions, PeerUpdate, Router, RouterOptions,
+    ChannelDescriptor, ChannelId, LocalNode, NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate,
+    Router, RouterOptions,
+
+
 };
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 
@@ -32,26 +34,25 @@ fn router(
     key: &NodeKey,
     peers: usize,
 ) -> Result<(Router, Vec<std::net::SocketAddr>), Box<dyn std::error::Error>> {
-    let config = QuicConfig::new("idle").listen_on("127.0.0.1:0".parse()?);
-    let transport = Arc::new(QuicTransport::bind(key, config)?);
+    let node = LocalNode::new(key.clone(), "idle");
+    let config = QuicConfig::new().listen_on("127.0.0.1:0".parse()?);
+    let transport = Arc::new(QuicTransport::bind(&node, config)?);
     let addrs = transport.local_addrs();
     let mut pm = PeerManagerOptions::default();
     pm.max_connected = peers + 8;
     pm.max_outgoing = peers + 8;
-    let id = key.node_id();
-    let pm = PeerManager::new(id, pm, MemoryPeerStore::new(), 1)?;
-    let mut info = NodeInfo::new(id, "idle", "idle");
-    info.listen_addr = addrs[0].to_string();
     let mut options = RouterOptions::default();
     // Every peer comes from 127.0.0.1.
     options.max_inbound = peers + 8;
     options.max_connections_per_ip = peers + 8;
     options.max_attempts_per_ip = peers * 2 + 8;
-    let router = Router::builder(key.clone(), info, pm)
-        .transport(transport)
-        .options(options)
-        .spawn();
-    Ok((router, addrs))
+    let mut builder = Router::builder(node);
+    builder.transport(transport).options(options).peer_manager(pm);
+    for c in 1..=16u8 {
+        // Channels are declared before the start; nobody reads them here.
+        builder.channel::<Empty>(ChannelDescriptor::new(ChannelId(c), "c"))?;
+    }
+    Ok((builder.spawn()?, addrs))
 }
 
 #[tokio::main]
@@ -61,14 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(200);
-    let open = |r: &Router| -> Result<Vec<_>, Box<dyn std::error::Error>> {
-        (1..=16u8)
-            .map(|c| Ok(r.open_channel::<Empty>(ChannelDescriptor::new(ChannelId(c), "c"))?))
-            .collect()
-    };
     let hub_key = NodeKey::from_seed([0; 32]);
     let (hub, hub_addrs) = router(&hub_key, peers)?;
-    let _hub_channels = open(&hub)?;
     let mut updates = hub.subscribe_peer_updates();
     let mut nodes = Vec::new();
     for n in 0..peers {
@@ -76,8 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
         let key = NodeKey::from_seed(seed);
         let (r, _) = router(&key, 4)?;
-        let channels = open(&r)?;
-        nodes.push((key, r, channels));
+        nodes.push((key, r));
     }
     // Let allocations from start-up settle before the baseline.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -85,8 +79,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hub_address: PeerAddress =
         format!("quic://{}@{}", hub_key.node_id(), hub_addrs[0]).parse()?;
     let mut want = BTreeSet::new();
-    for (key, r, _) in &nodes {
-        r.add_peer(hub_address.clone()).await??;
+    for (key, r) in &nodes {
+        r.add_peer(hub_address.clone()).await?;
         want.insert(key.node_id());
     }
     let mut up = BTreeSet::new();
@@ -111,7 +105,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         after as f64 / 1048576.0,
         per / 1024.0
     );
-    for (_, r, _) in nodes {
+    for (_, r) in nodes {
         r.shutdown().await;
     }
     hub.shutdown().await;

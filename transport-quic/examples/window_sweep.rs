@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use p2p_router::{conformance, Admission, ChannelId, Connection, NodeKey, Transport};
+use p2p_router::{conformance, Admission, ChannelId, Connection, LocalNode, NodeKey, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 
 const SMALL: ChannelId = ChannelId(1);
@@ -28,12 +28,12 @@ struct Outcome {
 async fn run(window: u32, seconds: f64) -> Result<Outcome, Box<dyn std::error::Error>> {
     let (ka, kb) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
     let config = |_: ()| {
-        let mut c = QuicConfig::new("sweep").listen_on("127.0.0.1:0".parse().expect("addr"));
+        let mut c = QuicConfig::new().listen_on("127.0.0.1:0".parse().expect("addr"));
         c.stream_receive_window = window;
         c
     };
-    let a = QuicTransport::bind(&ka, config(()))?;
-    let b = QuicTransport::bind(&kb, config(()))?;
+    let a = QuicTransport::bind(&LocalNode::new(ka.clone(), "sweep"), config(()))?;
+    let b = QuicTransport::bind(&LocalNode::new(kb.clone(), "sweep"), config(()))?;
     let endpoint = b.listen_endpoints()[0].clone();
     let (dialed, accepted) = tokio::join!(a.dial(kb.node_id(), &endpoint), b.accept());
     let (tx, rx): (Arc<dyn Connection>, Arc<dyn Connection>) =

@@ -9,13 +9,15 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 /// Settings of a [`QuicTransport`](crate::QuicTransport).
 ///
-/// Construct with [`QuicConfig::new`] and adjust the public fields.
+/// Construct with [`QuicConfig::new`] and adjust the public fields. The
+/// network id is not here: it comes with the [`LocalNode`] the transport is
+/// bound for (folded into ALPN, so nodes of different networks fail the TLS
+/// handshake before any application data flows).
+///
+/// [`LocalNode`]: p2p_router::LocalNode
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuicConfig {
-    /// The network (chain) id. Folded into ALPN, so nodes of different
-    /// networks fail the TLS handshake before any application data flows.
-    pub network: String,
     /// Addresses to listen on (IPv4 and/or IPv6). Empty: dial only.
     pub listen: Vec<SocketAddr>,
     /// Receive window of each stream, i.e. of each channel per peer and
@@ -67,11 +69,16 @@ pub struct QuicConfig {
     pub max_ack_delay: Duration,
 }
 
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl QuicConfig {
-    /// Defaults for a node of `network`, listening nowhere.
-    pub fn new(network: impl Into<String>) -> Self {
+    /// The defaults, listening nowhere.
+    pub fn new() -> Self {
         Self {
-            network: network.into(),
             listen: Vec::new(),
             stream_receive_window: 128 * 1024,
             max_channels: MAX_CHANNELS,

@@ -37,12 +37,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use p2p_router::NodeKey;
+//! use p2p_router::{LocalNode, NodeKey};
 //! use p2p_transport_quic::{QuicConfig, QuicTransport};
 //!
-//! let key = NodeKey::generate();
-//! let config = QuicConfig::new("my-chain").listen_on("0.0.0.0:26656".parse()?);
-//! let transport = QuicTransport::bind(&key, config)?;
+//! let node = LocalNode::new(NodeKey::generate(), "my-chain");
+//! let config = QuicConfig::new().listen_on("0.0.0.0:26656".parse()?);
+//! let transport = QuicTransport::bind(&node, config)?;
 //! # Ok(()) }
 //! ```
 

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use p2p_router::{
-    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
+    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, LocalNode, NodeKey,
     Protocol, Transport,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
@@ -78,13 +78,15 @@ impl std::fmt::Debug for QuicTransport {
 }
 
 impl QuicTransport {
-    /// Binds the listen addresses of `config` and starts accepting.
+    /// Binds the listen addresses of `config` and starts accepting, as
+    /// `node` (its key is the TLS identity, its network goes into ALPN).
     /// Must be called within a tokio runtime.
-    pub fn bind(key: &NodeKey, config: QuicConfig) -> Result<Self, BindError> {
+    pub fn bind(node: &LocalNode, config: QuicConfig) -> Result<Self, BindError> {
+        let key = node.key();
         config.validate().map_err(BindError::Config)?;
         let config = Arc::new(config);
         let identity = Identity::new(key).map_err(|e| BindError::Certificate(e.to_string()))?;
-        let alpn = tls::alpn(&config.network);
+        let alpn = tls::alpn(node.network());
         let endpoint_config = endpoint_config(key);
 
         let server_tls = tls::server_config(&identity, alpn.clone())?;

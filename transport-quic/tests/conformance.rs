@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_router::conformance::{self, Expectations};
-use p2p_router::Transport;
+use p2p_router::{LocalNode, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,11 +14,11 @@ async fn quic_transport_passes_the_conformance_suite() {
     conformance::run(
         |key| async move {
             let mut config =
-                QuicConfig::new("conformance").listen_on("127.0.0.1:0".parse().unwrap());
+                QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap());
             // The suite dials a closed listener: QUIC only learns that from a
             // handshake timeout.
             config.handshake_timeout = Duration::from_secs(2);
-            Arc::new(QuicTransport::bind(&key, config).unwrap()) as Arc<dyn Transport>
+            Arc::new(QuicTransport::bind(&LocalNode::new(key.clone(), "conformance"), config).unwrap()) as Arc<dyn Transport>
         },
         Expectations::default(),
     )

@@ -52,8 +52,8 @@ async fn handshaken(
 #[tokio::test]
 async fn graceful_close_delivers_pending_data_and_a_reason_code() {
     let (kd, kl) = (key(160), key(161));
-    let d = QuicTransport::bind(&kd, quic_config("127.0.0.1:0")).unwrap();
-    let l = QuicTransport::bind(&kl, quic_config("127.0.0.1:0")).unwrap();
+    let d = QuicTransport::bind(&node(&kd), quic_config("127.0.0.1:0")).unwrap();
+    let l = QuicTransport::bind(&node(&kl), quic_config("127.0.0.1:0")).unwrap();
     let (dialer, accepted) = handshaken(&d, &kd, &l, &kl, l.local_addrs()[0]).await;
     // Sent, then closed at once: the close waits until the data is
     // acknowledged, so the peer reads every message.
@@ -85,8 +85,8 @@ async fn graceful_close_delivers_pending_data_and_a_reason_code() {
 async fn a_dead_peer_is_noticed_by_the_idle_timeout_and_a_quiet_one_is_kept() {
     let (kd, kl) = (key(162), key(163));
     let quick = config(Duration::from_millis(900), Duration::from_millis(150));
-    let d = QuicTransport::bind(&kd, quick.clone()).unwrap();
-    let l = QuicTransport::bind(&kl, quick).unwrap();
+    let d = QuicTransport::bind(&node(&kd), quick.clone()).unwrap();
+    let l = QuicTransport::bind(&node(&kl), quick).unwrap();
     let proxy = UdpProxy::start(l.local_addrs()[0]).await;
     let (dialer, accepted) = handshaken(&d, &kd, &l, &kl, proxy.addr).await;
 
@@ -108,8 +108,8 @@ async fn a_dead_peer_is_noticed_by_the_idle_timeout_and_a_quiet_one_is_kept() {
 #[tokio::test]
 async fn a_node_restarted_at_the_same_address_resets_stale_connections() {
     let (kd, kl) = (key(164), key(165));
-    let d = QuicTransport::bind(&kd, quic_config("127.0.0.1:0")).unwrap();
-    let l1 = QuicTransport::bind(&kl, quic_config("127.0.0.1:0")).unwrap();
+    let d = QuicTransport::bind(&node(&kd), quic_config("127.0.0.1:0")).unwrap();
+    let l1 = QuicTransport::bind(&node(&kl), quic_config("127.0.0.1:0")).unwrap();
     // The dialer reaches the listener through a relay whose address the
     // restarted listener will take over.
     let proxy = UdpProxy::start(l1.local_addrs()[0]).await;
@@ -122,9 +122,9 @@ async fn a_node_restarted_at_the_same_address_resets_stale_connections() {
     // the node key, so its stateless reset for the unknown connection is
     // valid and the dialer drops the connection at its next keep-alive
     // instead of waiting out the idle timeout.
-    let mut config = QuicConfig::new(NETWORK).listen_on(address);
+    let mut config = QuicConfig::new().listen_on(address);
     config.handshake_timeout = Duration::from_secs(5);
-    let _l2 = QuicTransport::bind(&kl, config).unwrap();
+    let _l2 = QuicTransport::bind(&node(&kl), config).unwrap();
     within("reset", dialer.closed()).await;
     assert!(
         matches!(

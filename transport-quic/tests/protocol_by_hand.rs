@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{key, within, AcceptAnyServer};
-use p2p_router::{ChannelId, NodeInfo, NodeKey, Transport};
+use p2p_router::{ChannelId, LocalNode, NodeInfo, NodeKey, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 use prost::Message;
 
@@ -81,8 +81,8 @@ async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
     // Our listener: network "test-chain", channels 0x20 and 0x21.
     let lk = key(170);
     let listener = QuicTransport::bind(
-        &lk,
-        QuicConfig::new("test-chain").listen_on("127.0.0.1:0".parse().unwrap()),
+        &LocalNode::new(lk.clone(), "test-chain"),
+        QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap()),
     )
     .unwrap();
     let addr = listener.local_addrs()[0];

@@ -7,8 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{alpn_for, key, quic_config, raw_client, within, ClientCert, NETWORK};
-use p2p_router::{conformance, AcceptError, DialError, Transport};
+use common::{alpn_for, key, node, quic_config, raw_client, within, ClientCert, NETWORK};
+use p2p_router::{conformance, AcceptError, DialError, LocalNode, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 
 /// TLS alerts as QUIC CRYPTO_ERROR codes (0x100 + alert).
@@ -20,7 +20,7 @@ const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 fn listener(n: u8) -> (Arc<QuicTransport>, p2p_router::NodeKey) {
     let k = key(n);
     (
-        Arc::new(QuicTransport::bind(&k, quic_config("127.0.0.1:0")).unwrap()),
+        Arc::new(QuicTransport::bind(&node(&k), quic_config("127.0.0.1:0")).unwrap()),
         k,
     )
 }
@@ -28,7 +28,7 @@ fn listener(n: u8) -> (Arc<QuicTransport>, p2p_router::NodeKey) {
 /// A well-behaved node can still connect.
 async fn still_serving(listener: &QuicTransport, listener_key: &p2p_router::NodeKey) {
     let k = key(150);
-    let good = QuicTransport::bind(&k, quic_config("127.0.0.1:0")).unwrap();
+    let good = QuicTransport::bind(&node(&k), quic_config("127.0.0.1:0")).unwrap();
     // Skip the failed attempts' errors the listener queued for `accept`.
     let accept = async {
         loop {
@@ -55,7 +55,7 @@ fn transport_close_code(e: &quinn::ConnectionError) -> Option<u64> {
 #[tokio::test]
 async fn dialing_an_address_whose_id_is_not_the_listeners_fails() {
     let (l, lk) = listener(120);
-    let d = QuicTransport::bind(&key(121), quic_config("127.0.0.1:0")).unwrap();
+    let d = QuicTransport::bind(&node(&key(121)), quic_config("127.0.0.1:0")).unwrap();
     let claimed = key(122).node_id();
     let endpoint = l.listen_endpoints()[0].clone();
     let got = within("dial", d.dial(claimed, &endpoint)).await;
@@ -72,9 +72,8 @@ async fn dialing_an_address_whose_id_is_not_the_listeners_fails() {
 #[tokio::test]
 async fn a_peer_of_another_network_is_refused_in_the_tls_handshake() {
     let (l, lk) = listener(123);
-    let mut config = quic_config("127.0.0.1:0");
-    config.network = "another-network".into();
-    let other = QuicTransport::bind(&key(124), config).unwrap();
+    let config = quic_config("127.0.0.1:0");
+    let other = QuicTransport::bind(&LocalNode::new(key(124), "another-network"), config).unwrap();
     let endpoint = l.listen_endpoints()[0].clone();
     let got = within("dial", other.dial(lk.node_id(), &endpoint)).await;
     assert!(
@@ -164,10 +163,10 @@ async fn connections_over_the_limit_are_refused_before_tls() {
     let lk = key(129);
     let mut config = quic_config("127.0.0.1:0");
     config.max_connections = 1;
-    let l = QuicTransport::bind(&lk, config).unwrap();
+    let l = QuicTransport::bind(&node(&lk), config).unwrap();
     let (a, b) = (key(130), key(131));
-    let ta = QuicTransport::bind(&a, quic_config("127.0.0.1:0")).unwrap();
-    let tb = QuicTransport::bind(&b, quic_config("127.0.0.1:0")).unwrap();
+    let ta = QuicTransport::bind(&node(&a), quic_config("127.0.0.1:0")).unwrap();
+    let tb = QuicTransport::bind(&node(&b), quic_config("127.0.0.1:0")).unwrap();
     let first = conformance::connect(&ta, &a, &l, &lk).await;
     let endpoint = l.listen_endpoints()[0].clone();
     let second = within("dial", tb.dial(lk.node_id(), &endpoint)).await;
@@ -186,7 +185,7 @@ async fn connections_over_the_limit_are_refused_before_tls() {
 
 #[tokio::test]
 async fn a_bad_configuration_is_an_error_not_a_panic() {
-    let mut config = QuicConfig::new(NETWORK);
+    let mut config = QuicConfig::new();
     config.idle_timeout = config.keep_alive_interval;
-    assert!(QuicTransport::bind(&key(132), config).is_err());
+    assert!(QuicTransport::bind(&node(&key(132)), config).is_err());
 }

@@ -34,7 +34,7 @@ async fn three_routers_by_localhost_and_ipv6_literal() {
     assert!(to_b.to_string().contains("[::1]"));
     connect(&mut a, &mut b, to_b.clone()).await;
     let c_to_b = to_b;
-    c.router.add_peer(c_to_b).await.unwrap().unwrap();
+    c.router.add_peer(c_to_b).await.unwrap();
     require_up(&mut c.updates, b.id()).await;
     require_up(&mut b.updates, c.id()).await;
 
@@ -204,7 +204,7 @@ async fn a_restarted_peer_on_a_new_port_replaces_its_stale_connection() {
     let proxy = UdpProxy::start(a.addrs[0]).await;
     let mut b1 = NodeBuilder::new(key(9)).start();
     let via_proxy = format!("quic://{}@{}", a.id(), proxy.addr).parse().unwrap();
-    b1.router.add_peer(via_proxy).await.unwrap().unwrap();
+    b1.router.add_peer(via_proxy).await.unwrap();
     require_up(&mut b1.updates, a.id()).await;
     require_up(&mut a.updates, b1.id()).await;
 
@@ -214,7 +214,7 @@ async fn a_restarted_peer_on_a_new_port_replaces_its_stale_connection() {
     drop(b1);
     let mut b2 = NodeBuilder::new(key(9)).start();
     let to_a = a.address();
-    b2.router.add_peer(to_a).await.unwrap().unwrap();
+    b2.router.add_peer(to_a).await.unwrap();
     require_up(&mut b2.updates, a.id()).await;
 
     // A swaps the stale connection for the new one: Down, then Up.
@@ -255,14 +255,14 @@ async fn closing_a_router_is_seen_as_down_by_its_peers() {
     require_down(&mut a.updates, key(11).node_id()).await;
     require_down(&mut c.updates, key(11).node_id()).await;
     // A close frame, not the idle timeout, told them.
-    assert!(started.elapsed() < p2p_transport_quic::QuicConfig::new("x").idle_timeout);
+    assert!(started.elapsed() < p2p_transport_quic::QuicConfig::new().idle_timeout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_opening_a_stream_for_an_unknown_channel_is_reported() {
     let mut node = NodeBuilder::new(key(13)).start();
     let hostile_key = key(14);
-    let hostile = QuicTransport::bind(&hostile_key, quic_config("127.0.0.1:0")).unwrap();
+    let hostile = QuicTransport::bind(&common::node(&hostile_key), quic_config("127.0.0.1:0")).unwrap();
     let conn = hostile.dial_quic(node.id(), node.addrs[0]).await.unwrap();
     let mut info = NodeInfo::new(hostile_key.node_id(), NETWORK, "hostile");
     info.listen_addr = hostile.local_addrs()[0].to_string();
@@ -297,7 +297,7 @@ async fn a_peer_opening_a_stream_for_an_unknown_channel_is_reported() {
 async fn a_peer_dropped_for_misbehaving_is_told_so_in_the_close_code() {
     let mut node = NodeBuilder::new(key(15)).start();
     let peer_key = key(16);
-    let peer = QuicTransport::bind(&peer_key, quic_config("127.0.0.1:0")).unwrap();
+    let peer = QuicTransport::bind(&common::node(&peer_key), quic_config("127.0.0.1:0")).unwrap();
     let conn = peer.dial_quic(node.id(), node.addrs[0]).await.unwrap();
     let mut info = NodeInfo::new(peer_key.node_id(), NETWORK, "misbehaving");
     info.listen_addr = peer.local_addrs()[0].to_string();
@@ -309,10 +309,7 @@ async fn a_peer_dropped_for_misbehaving_is_told_so_in_the_close_code() {
     // A reactor judges the peer's behaviour fatal: the router drops it
     // with the PeerError code (docs/PROTOCOL.md), not a plain close.
     node.chat
-        .report(p2p_router::PeerError::fatal(
-            peer_key.node_id(),
-            "bad votes",
-        ))
+        .report(p2p_router::PeerError::fatal(peer_key.node_id(), p2p_router::PeerErrorKind::reactor(CHAT, "bad votes")))
         .await
         .unwrap();
     let closed = within("close", conn.quinn().closed()).await;

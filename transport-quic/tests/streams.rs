@@ -7,7 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{hostile_pair, key, quic_config, within, Hostile};
+use common::{hostile_pair, key, node, quic_config, within, Hostile};
 use p2p_router::{ChannelId, Connection, ConnectionError};
 use p2p_transport_quic::QuicTransport;
 use quinn::{SendStream, VarInt};
@@ -22,7 +22,7 @@ const MALFORMED: u32 = 0x05;
 fn listener() -> (QuicTransport, p2p_router::NodeKey) {
     let k = key(110);
     (
-        QuicTransport::bind(&k, quic_config("127.0.0.1:0")).unwrap(),
+        QuicTransport::bind(&node(&k), quic_config("127.0.0.1:0")).unwrap(),
         k,
     )
 }

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use p2p_router::conformance;
 use p2p_router::{
-    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, MemoryPeerStore, NodeId,
-    NodeInfo, NodeKey, PeerAddress, PeerManager, PeerManagerOptions, PeerUpdate, Router,
-    RouterOptions, Transport,
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId,
+    NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
 };
 use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
 use tokio::sync::broadcast;
@@ -46,6 +45,11 @@ pub fn key(n: u8) -> NodeKey {
     NodeKey::from_seed([n; 32])
 }
 
+/// The node with `key` on the tests' network.
+pub fn node(key: &NodeKey) -> LocalNode {
+    LocalNode::new(key.clone(), NETWORK)
+}
+
 /// Awaits `f`, failing the test if it takes longer than [`PATIENCE`].
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, f)
@@ -54,7 +58,7 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 }
 
 pub fn quic_config(listen: &str) -> QuicConfig {
-    let mut config = QuicConfig::new(NETWORK).listen_on(listen.parse().unwrap());
+    let mut config = QuicConfig::new().listen_on(listen.parse().unwrap());
     config.handshake_timeout = Duration::from_secs(5);
     config
 }
@@ -136,18 +140,19 @@ impl NodeBuilder {
     }
 
     pub fn start(self) -> QuicNode {
-        let transport = Arc::new(QuicTransport::bind(&self.key, self.quic).unwrap());
+        let local = LocalNode::new(self.key.clone(), self.network);
+        let transport = Arc::new(QuicTransport::bind(&local, self.quic).unwrap());
         let addrs = transport.local_addrs();
-        let id = self.key.node_id();
-        let pm = PeerManager::new(id, self.pm, MemoryPeerStore::new(), 1).unwrap();
-        let mut info = NodeInfo::new(id, self.network, "quic-node");
-        info.listen_addr = addrs[0].to_string();
-        let router = Router::builder(self.key.clone(), info, pm)
+        let mut builder = Router::builder(local);
+        builder
             .transport(transport)
             .options(self.router)
-            .spawn();
-        let (chat, chat_rx) = router.open_channel::<Text>(self.chat).unwrap().split();
-        let (bulk, bulk_rx) = router.open_channel::<Blob>(self.bulk).unwrap().split();
+            .peer_manager(self.pm)
+            .rng_seed(1)
+            .moniker("quic-node");
+        let (chat, chat_rx) = builder.channel::<Text>(self.chat).unwrap().split();
+        let (bulk, bulk_rx) = builder.channel::<Blob>(self.bulk).unwrap().split();
+        let router = builder.spawn().unwrap();
         let updates = router.subscribe_peer_updates();
         QuicNode {
             key: self.key,
@@ -209,7 +214,7 @@ pub async fn wait_until_up(updates: &mut broadcast::Receiver<PeerUpdate>, want: 
 
 /// `a` dials `b` at `address`; both see each other Up.
 pub async fn connect(a: &mut QuicNode, b: &mut QuicNode, address: PeerAddress) {
-    a.router.add_peer(address).await.unwrap().unwrap();
+    a.router.add_peer(address).await.unwrap();
     require_up(&mut a.updates, b.id()).await;
     require_up(&mut b.updates, a.id()).await;
 }
@@ -233,8 +238,8 @@ pub struct RawPair {
 
 pub async fn raw_pair() -> RawPair {
     let (ka, kb) = (key(101), key(102));
-    let dialer = Arc::new(QuicTransport::bind(&ka, quic_config("127.0.0.1:0")).unwrap());
-    let listener = Arc::new(QuicTransport::bind(&kb, quic_config("127.0.0.1:0")).unwrap());
+    let dialer = Arc::new(QuicTransport::bind(&node(&ka), quic_config("127.0.0.1:0")).unwrap());
+    let listener = Arc::new(QuicTransport::bind(&node(&kb), quic_config("127.0.0.1:0")).unwrap());
     let pair = conformance::connect(&*dialer, &ka, &*listener, &kb).await;
     RawPair {
         listener,
@@ -254,7 +259,7 @@ pub struct Hostile {
 /// Dials `listener` and completes the handshake (channels 1 to 4).
 pub async fn hostile_pair(listener: &QuicTransport, listener_key: &NodeKey) -> Hostile {
     let hostile_key = key(103);
-    let hostile = QuicTransport::bind(&hostile_key, quic_config("127.0.0.1:0")).unwrap();
+    let hostile = QuicTransport::bind(&node(&hostile_key), quic_config("127.0.0.1:0")).unwrap();
     let addr = listener.local_addrs()[0];
     let (dialed, accepted) = tokio::join!(
         hostile.dial_quic(listener_key.node_id(), addr),
