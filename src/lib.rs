@@ -56,6 +56,6 @@ pub use router::{
     RouterOptions, RouterOptionsError, RouterStats, RouterStopped, SendError, Severity, StartError,
 };
 pub use transport::{
-    AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError, DialError,
-    PathStats, RefusalReason, Transport,
+    AcceptBackoff, AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError,
+    DialError, PathStats, RefusalReason, Transport,
 };

@@ -62,15 +62,9 @@ async fn a_small_store_in_a_large_network_fills_to_ninety_percent() {
     let others: Vec<Node> = (2..=41).map(|i| pex_node(&net, i)).collect();
     // The others form a chain; the small node knows only its head.
     for pair in others.windows(2) {
-        pair[0]
-            .router
-            .add_peer(pair[1].address())
-            .await.unwrap();
+        pair[0].router.add_peer(pair[1].address()).await.unwrap();
     }
-    small
-        .router
-        .add_peer(others[0].address())
-        .await.unwrap();
+    small.router.add_peer(others[0].address()).await.unwrap();
     let stats = small.router.stats_when(|s| s.known_peers >= 9).await;
     assert!(stats.known_peers <= 10, "{stats:?}");
     assert_eq!(small.router.peer_store_capacity(), 10);
@@ -81,17 +75,13 @@ async fn a_growing_network_linked_through_one_node_learns_every_node() {
     let net = MemoryNetwork::new();
     let mut nodes: Vec<Node> = (1..=5).map(|i| pex_node(&net, i)).collect();
     for node in &nodes[1..] {
-        node.router
-            .add_peer(nodes[0].address())
-            .await.unwrap();
+        node.router.add_peer(nodes[0].address()).await.unwrap();
     }
     everyone_knows_everyone(&nodes).await;
 
     for i in 6..=15 {
         let node = pex_node(&net, i);
-        node.router
-            .add_peer(nodes[0].address())
-            .await.unwrap();
+        node.router.add_peer(nodes[0].address()).await.unwrap();
         nodes.push(node);
     }
     everyone_knows_everyone(&nodes).await;
@@ -108,9 +98,7 @@ async fn hostile_pair(net: &MemoryNetwork) -> (Node, Hostile) {
     let (mut node, pex) = NodeBuilder::new(key(2)).start_declaring(net, |b| {
         b.channel::<PexMessage>(pex_channel_descriptor()).unwrap()
     });
-    node.router
-        .add_peer(victim.address())
-        .await.unwrap();
+    node.router.add_peer(victim.address()).await.unwrap();
     require_up(&mut node.updates, victim.id()).await;
     require_up(&mut victim.updates, node.id()).await;
     (victim, Hostile { node, pex })
@@ -227,7 +215,8 @@ async fn a_well_behaved_peer_is_answered_with_advertised_addresses() {
     victim
         .router
         .add_peer(PeerAddress::memory(key(20).node_id()))
-        .await.unwrap();
+        .await
+        .unwrap();
     hostile.send(victim.id(), PexMessage::request()).await;
     let urls = loop {
         let env = hostile.pex.recv().await.unwrap();

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use common::*;
 use p2p_router::{
-    Admission, ChannelDescriptor, ChannelId, Connection, Envelope, FullPolicy, NodeInfo,
-    ChannelError, PeerError, PeerErrorKind, PeerUpdate, RefusalReason,
+    Admission, ChannelDescriptor, ChannelError, ChannelId, Connection, Envelope, FullPolicy,
+    NodeInfo, PeerError, PeerErrorKind, PeerUpdate, RefusalReason,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;
@@ -59,9 +59,12 @@ async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
 #[tokio::test(start_paused = true)]
 async fn fatal_peer_error_gives_down_then_up_by_redial() {
     let (_net, mut a, b) = connected_pair().await;
-    a.tx.report(PeerError::fatal(b.id(), PeerErrorKind::reactor(CHANNEL, "bad behaviour")))
-        .await
-        .unwrap();
+    a.tx.report(PeerError::fatal(
+        b.id(),
+        PeerErrorKind::reactor(CHANNEL, "bad behaviour"),
+    ))
+    .await
+    .unwrap();
     require_down(&mut a.updates, b.id()).await;
     require_up(&mut a.updates, b.id()).await;
     assert_eq!(a.router.stats().peer_errors, 1);
@@ -70,9 +73,12 @@ async fn fatal_peer_error_gives_down_then_up_by_redial() {
 #[tokio::test(start_paused = true)]
 async fn minor_peer_error_lowers_score_without_disconnecting() {
     let (_net, mut a, b) = connected_pair().await;
-    a.tx.report(PeerError::minor(b.id(), PeerErrorKind::reactor(CHANNEL, "slightly off")))
-        .await
-        .unwrap();
+    a.tx.report(PeerError::minor(
+        b.id(),
+        PeerErrorKind::reactor(CHANNEL, "slightly off"),
+    ))
+    .await
+    .unwrap();
     settle().await;
     assert!(a.updates.try_recv().is_err(), "no Down");
     assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
@@ -290,7 +296,8 @@ async fn dialing_a_peer_whose_key_does_not_match_the_address_fails() {
     let _b = NodeBuilder::new(key(2)).start_with(impostor);
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
-        .await.unwrap();
+        .await
+        .unwrap();
     settle().await;
     assert!(a.updates.try_recv().is_err());
     assert!(a.router.stats().handshake_failures >= 1);
@@ -305,7 +312,8 @@ async fn other_network_peer_is_refused_and_marked_inactive() {
     let _b = builder.start(&net);
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
-        .await.unwrap();
+        .await
+        .unwrap();
     settle().await;
     assert!(a.updates.try_recv().is_err());
     // Inactive: adding its address again is a no-op.
@@ -439,9 +447,12 @@ async fn eviction_closes_the_connection_and_gives_down() {
     let mut a = a.start(&net);
     let mut b = NodeBuilder::new(key(2)).start(&net);
     connect(&mut a, &mut b).await;
-    a.tx.report(PeerError::fatal(b.id(), PeerErrorKind::reactor(CHANNEL, "evict me")))
-        .await
-        .unwrap();
+    a.tx.report(PeerError::fatal(
+        b.id(),
+        PeerErrorKind::reactor(CHANNEL, "evict me"),
+    ))
+    .await
+    .unwrap();
     require_down(&mut a.updates, b.id()).await;
     require_down(&mut b.updates, a.id()).await;
 }
@@ -466,7 +477,8 @@ async fn hanging_handshakes_do_not_delay_other_peers() {
     let silent = net.transport(&key(20));
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(20).node_id()))
-        .await.unwrap();
+        .await
+        .unwrap();
     let mut c = NodeBuilder::new(key(3)).start(&net);
     connect(&mut a, &mut c).await;
     drop(silent);
@@ -575,4 +587,41 @@ async fn inbound_connections_over_max_inbound_are_refused_and_freed_slots_are_re
     require_down(&mut hub.updates, key(2).node_id()).await;
     require_up(&mut hub.updates, b.id()).await;
     require_up(&mut b.updates, hub.id()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upgrade_candidate_that_connects_inbound_while_dialed_is_admitted() {
+    let net = MemoryNetwork::new();
+    let (b_key, c_key) = (key(2), key(3));
+    let mut builder = NodeBuilder::new(key(1));
+    builder.pm.max_connected = 1;
+    builder.pm.max_connected_upgrade = 2;
+    builder
+        .pm
+        .peer_scores
+        .insert(b_key.node_id(), p2p_router::PeerScore(10));
+    let mut a = builder.start(&net);
+    let b = NodeBuilder::new(b_key).start(&net);
+    let mut c = NodeBuilder::new(c_key).start(&net);
+    connect(&mut c, &mut a).await;
+    // a dials b as an upgrade over c while b dials a.
+    let (x, y) = tokio::join!(
+        a.router.add_peer(b.address()),
+        b.router.add_peer(a.address())
+    );
+    x.unwrap();
+    y.unwrap();
+    // c goes, b comes (in either order).
+    let (mut b_up, mut c_down) = (false, false);
+    while !(b_up && c_down) {
+        match require_update(&mut a.updates).await {
+            PeerUpdate::Up { peer, .. } if peer == b.id() => b_up = true,
+            PeerUpdate::Down { peer } if peer == c.id() => c_down = true,
+            _ => {}
+        }
+    }
+    settle().await;
+    assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
+    // b was never refused as Full.
+    assert_eq!(b.router.stats().handshake_failures, 0);
 }

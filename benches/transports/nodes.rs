@@ -8,9 +8,6 @@ use bytes::Bytes;
 use p2p_router::{
     ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
     PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
-
-
-
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use p2p_transport_memory::MemoryNetwork;
@@ -232,10 +229,7 @@ pub async fn pair(kind: Kind) -> (Node, Node, MemoryNetwork) {
     let memory = MemoryNetwork::new();
     let mut a = node(kind, 1, true, 4, &memory).await;
     let mut b = node(kind, 2, true, 4, &memory).await;
-    a.router
-        .add_peer(b.address.clone())
-        .await
-        .expect("add");
+    a.router.add_peer(b.address.clone()).await.expect("add");
     wait_up(&mut a.updates, &[b.id()]).await;
     wait_up(&mut b.updates, &[a.id()]).await;
     (a, b, memory)

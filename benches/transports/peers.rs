@@ -201,10 +201,7 @@ pub fn peer_process(args: &[String]) {
         let mut nodes = Vec::with_capacity(count);
         for i in 0..count {
             let node = nodes::node(kind, 100_000 + i as u64, false, 2, &memory).await;
-            node.router
-                .add_peer(hub.clone())
-                .await
-                .expect("add");
+            node.router.add_peer(hub.clone()).await.expect("add");
             nodes.push(node);
         }
         for node in &mut nodes {

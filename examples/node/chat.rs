@@ -14,7 +14,9 @@
 
 use std::sync::Arc;
 
-use p2p_router::{Channel, ChannelDescriptor, ChannelId, Envelope, FullPolicy, PeerError, PeerErrorKind};
+use p2p_router::{
+    Channel, ChannelDescriptor, ChannelId, Envelope, FullPolicy, PeerError, PeerErrorKind,
+};
 use std::io::BufRead;
 
 use crate::Output;
@@ -46,7 +48,10 @@ pub async fn receive(chat: Channel<ChatMessage>, echo: bool, out: Arc<Output>) {
     while let Some(Envelope { peer, message }) = chat.recv().await {
         if message.text.len() > MAX_TEXT || message.text.contains('\n') {
             let _ = chat
-                .report(PeerError::minor(peer, PeerErrorKind::reactor(CHAT, "chat line too long or multi-line")))
+                .report(PeerError::minor(
+                    peer,
+                    PeerErrorKind::reactor(CHAT, "chat line too long or multi-line"),
+                ))
                 .await;
             continue;
         }

@@ -217,9 +217,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     });
     tasks.spawn(chat::receive(chat.clone(), config.echo, out.clone()));
     tasks.spawn(chat::send_stdin(chat));
+    // Listening for SIGTERM before saying "ready": a supervisor may stop us
+    // the moment it reads that line.
+    let signal = stop_signal()?;
     out.line("ready");
 
-    wait_for_signal().await?;
+    signal.await?;
     tracing::info!("stopping");
     stop.cancel();
     let graceful = async {
@@ -237,19 +240,23 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
+/// Resolves on Ctrl-C or SIGTERM; both handlers are installed when this
+/// returns, before the future is first polled.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => Ok(()),
+                _ = term.recv() => Ok(()),
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        tokio::signal::ctrl_c().await
+        Ok(tokio::signal::ctrl_c())
     }
 }
-

@@ -28,8 +28,7 @@ use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::{AdmitError, Direction, PeerManager};
 use crate::transport::{
-    AcceptError, Admission, BoxFuture, CloseReason, Connection, DialError, RefusalReason,
-    Transport,
+    AcceptError, Admission, BoxFuture, CloseReason, Connection, DialError, RefusalReason, Transport,
 };
 
 /// A reactor declared on the builder: its name and how to start it.
@@ -282,7 +281,9 @@ impl Actor {
                     return;
                 };
                 tracing::error!(%address, %error, "dial task failed");
-                self.shared.connections.dial_failed(DialFailureKind::Unreachable);
+                self.shared
+                    .connections
+                    .dial_failed(DialFailureKind::Unreachable);
                 self.pm.dial_failed(self.clock.now(), &address);
             }
         }
@@ -321,7 +322,8 @@ impl Actor {
                 // The connection was owned by the task; close it here.
                 if let Some(route) = self.shared.route(&peer).filter(|r| r.conn_id == conn_id) {
                     let conn = route.conn.clone();
-                    self.closers.spawn(async move { conn.close(CloseReason::Normal).await });
+                    self.closers
+                        .spawn(async move { conn.close(CloseReason::Normal).await });
                 }
                 self.on_peer_exit(PeerExit {
                     peer,

@@ -52,6 +52,29 @@ pub enum StartError {
 /// Builds a [`Router`]: declare transports, channels and reactors, then
 /// [`spawn`](Self::spawn). Nothing connects before `spawn`, and nothing can
 /// be declared after it (the builder is consumed).
+///
+/// ```no_run
+/// use p2p_router::{ChannelDescriptor, ChannelId, LocalNode, NodeKey, Router};
+/// # #[derive(Clone, PartialEq, prost::Message)] struct Vote {}
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut builder = Router::builder(LocalNode::new(NodeKey::generate(), "chain"));
+/// let votes = builder.channel::<Vote>(ChannelDescriptor::new(ChannelId(0x22), "votes"))?;
+/// let router = builder.spawn()?;
+/// # Ok(()) }
+/// ```
+///
+/// A running router has no way to add a channel, so one can never miss
+/// the peers that connected before it:
+///
+/// ```compile_fail
+/// use p2p_router::{ChannelDescriptor, ChannelId, LocalNode, NodeKey, Router};
+/// # #[derive(Clone, PartialEq, prost::Message)] struct Vote {}
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let builder = Router::builder(LocalNode::new(NodeKey::generate(), "chain"));
+/// let router = builder.spawn()?;
+/// let late = router.channel::<Vote>(ChannelDescriptor::new(ChannelId(0x22), "votes"))?;
+/// # Ok(()) }
+/// ```
 pub struct RouterBuilder {
     node: LocalNode,
     shared: Arc<Shared>,
@@ -235,11 +258,7 @@ impl RouterBuilder {
         let store_capacity = self.pm_options.max_peers;
         let pm = PeerManager::new(node_id, self.pm_options, store, seed)?;
 
-        let channel_ids: Vec<u8> = self
-            .channel_order
-            .iter()
-            .filter_map(|id| u8::try_from(id.0).ok())
-            .collect();
+        let channel_ids: Vec<u8> = self.channel_order.iter().map(|id| id.0).collect();
         let node_infos = self
             .transports
             .iter()

@@ -57,7 +57,9 @@ pub enum PeerErrorKind {
 }
 
 fn channel_suffix(channel: Option<ChannelId>) -> String {
-    channel.map(|c| format!(" on channel {c}")).unwrap_or_default()
+    channel
+        .map(|c| format!(" on channel {c}"))
+        .unwrap_or_default()
 }
 
 impl PeerErrorKind {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use p2p_router::{
-    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
-    Protocol, Transport,
+    AcceptBackoff, AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress,
+    NodeId, NodeKey, Protocol, Transport,
 };
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -178,14 +178,24 @@ async fn secure(
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tx: mpsc::Sender<Accepted>) {
     let handshaking = Arc::new(Semaphore::new(inner.config.max_incoming_handshakes));
     let mut handshakes = JoinSet::new();
+    let mut backoff = AcceptBackoff::new();
     loop {
         let (stream, remote) = tokio::select! {
             () = inner.closed.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                // Out of file descriptors and the like: keep serving.
+                Ok(accepted) => {
+                    backoff.succeeded();
+                    accepted
+                }
+                // Out of file descriptors and the like: keep serving, but
+                // wait first (the error lasts until a descriptor is freed).
                 Err(e) => {
-                    tracing::warn!(error = %e, "TCP accept failed");
+                    let wait = backoff.failed();
+                    tracing::warn!(error = %e, ?wait, "TCP accept failed");
+                    tokio::select! {
+                        () = inner.closed.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                     continue;
                 }
             },

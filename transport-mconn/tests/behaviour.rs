@@ -132,16 +132,22 @@ async fn routers_use_mconn_and_quic_side_by_side() {
             .await
             .unwrap(),
     );
-    let hub_quic = Arc::new(
-        QuicTransport::bind(&node(&kh), QuicConfig::new().listen_on(localhost)).unwrap(),
-    );
+    let hub_quic =
+        Arc::new(QuicTransport::bind(&node(&kh), QuicConfig::new().listen_on(localhost)).unwrap());
     let hub_listen = hub_mconn.local_addrs()[0];
     let (hub, hub_chat) = router(&kh, vec![hub_mconn, hub_quic.clone()]);
     // Each transport's peers are told that transport's own address.
-    let announced: Vec<_> = hub.node_infos().into_iter().map(|i| i.listen_addr).collect();
+    let announced: Vec<_> = hub
+        .node_infos()
+        .into_iter()
+        .map(|i| i.listen_addr)
+        .collect();
     assert_eq!(
         announced,
-        vec![hub_listen.to_string(), hub_quic.local_addrs()[0].to_string()]
+        vec![
+            hub_listen.to_string(),
+            hub_quic.local_addrs()[0].to_string()
+        ]
     );
     let m_transport = Arc::new(
         MconnTransport::bind(&km, MconnConfig::fast())
@@ -149,9 +155,8 @@ async fn routers_use_mconn_and_quic_side_by_side() {
             .unwrap(),
     );
     let (m, m_chat) = router(&km, vec![m_transport]);
-    let q_transport = Arc::new(
-        QuicTransport::bind(&node(&kq), QuicConfig::new().listen_on(localhost)).unwrap(),
-    );
+    let q_transport =
+        Arc::new(QuicTransport::bind(&node(&kq), QuicConfig::new().listen_on(localhost)).unwrap());
     let (q, q_chat) = router(&kq, vec![q_transport]);
     let mut hub_updates = hub.subscribe_peer_updates();
 

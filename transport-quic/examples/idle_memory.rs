@@ -12,8 +12,6 @@ use std::time::Duration;
 use p2p_router::{
     ChannelDescriptor, ChannelId, LocalNode, NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate,
     Router, RouterOptions,
-
-
 };
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 
@@ -47,7 +45,10 @@ fn router(
     options.max_connections_per_ip = peers + 8;
     options.max_attempts_per_ip = peers * 2 + 8;
     let mut builder = Router::builder(node);
-    builder.transport(transport).options(options).peer_manager(pm);
+    builder
+        .transport(transport)
+        .options(options)
+        .peer_manager(pm);
     for c in 1..=16u8 {
         // Channels are declared before the start; nobody reads them here.
         builder.channel::<Empty>(ChannelDescriptor::new(ChannelId(c), "c"))?;

@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use p2p_router::{
-    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, LocalNode, NodeKey,
-    Protocol, Transport,
+    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, LocalNode, NodeId,
+    NodeKey, Protocol, Transport,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;

@@ -262,7 +262,8 @@ async fn closing_a_router_is_seen_as_down_by_its_peers() {
 async fn a_peer_opening_a_stream_for_an_unknown_channel_is_reported() {
     let mut node = NodeBuilder::new(key(13)).start();
     let hostile_key = key(14);
-    let hostile = QuicTransport::bind(&common::node(&hostile_key), quic_config("127.0.0.1:0")).unwrap();
+    let hostile =
+        QuicTransport::bind(&common::node(&hostile_key), quic_config("127.0.0.1:0")).unwrap();
     let conn = hostile.dial_quic(node.id(), node.addrs[0]).await.unwrap();
     let mut info = NodeInfo::new(hostile_key.node_id(), NETWORK, "hostile");
     info.listen_addr = hostile.local_addrs()[0].to_string();
@@ -309,7 +310,10 @@ async fn a_peer_dropped_for_misbehaving_is_told_so_in_the_close_code() {
     // A reactor judges the peer's behaviour fatal: the router drops it
     // with the PeerError code (docs/PROTOCOL.md), not a plain close.
     node.chat
-        .report(p2p_router::PeerError::fatal(peer_key.node_id(), p2p_router::PeerErrorKind::reactor(CHAT, "bad votes")))
+        .report(p2p_router::PeerError::fatal(
+            peer_key.node_id(),
+            p2p_router::PeerErrorKind::reactor(CHAT, "bad votes"),
+        ))
         .await
         .unwrap();
     let closed = within("close", conn.quinn().closed()).await;

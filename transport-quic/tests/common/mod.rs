@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use p2p_router::conformance;
 use p2p_router::{
-    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId,
-    NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
+    PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
 };
 use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
 use tokio::sync::broadcast;

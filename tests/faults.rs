@@ -1,0 +1,90 @@
+//! A router task that panics is cleaned up exactly like one that ended:
+//! the peer is redialed and comes up again, and a sender waiting on it
+//! never hangs. Panics are injected with `RouterBuilder::faults`
+//! (`test-utils`). Memory transport, paused time.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use p2p_router::{ChannelDescriptor, ChannelId, Envelope, Faults, FullPolicy};
+use p2p_transport_memory::MemoryNetwork;
+
+const WAIT: ChannelId = ChannelId(0x41);
+
+/// A node whose test channel waits for room (the policy that would hang on
+/// a leaked queue), with its fault injector armed by `arm` before the
+/// router starts. With `persistent`, that peer is dialed and redialed after
+/// any failure.
+fn node(
+    net: &MemoryNetwork,
+    n: u8,
+    persistent: Option<&Node>,
+    arm: impl FnOnce(&Faults),
+) -> (Node, Arc<Faults>) {
+    let mut builder = NodeBuilder::new(key(n));
+    builder.descriptor = ChannelDescriptor::new(WAIT, "wait")
+        .with_send_capacity(2)
+        .with_full_policy(FullPolicy::Wait);
+    if let Some(peer) = persistent {
+        builder.pm.persistent_peers = vec![peer.address()];
+    }
+    builder.start_declaring(net, |r| {
+        let faults = r.faults();
+        arm(&faults);
+        faults
+    })
+}
+
+/// Sends more than the queue holds and waits until b got them all: a
+/// leaked route or queue would block here forever.
+async fn exchange(a: &Node, b: &Node, count: usize) {
+    for i in 0..count {
+        a.tx.send(Envelope {
+            peer: b.id(),
+            message: text(&i.to_string()),
+        })
+        .await
+        .unwrap();
+    }
+    for i in 0..count {
+        assert_eq!(require_receive(&b.rx).await.message, text(&i.to_string()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_peer_task_is_cleaned_up_and_the_peer_redialed() {
+    let net = MemoryNetwork::new();
+    let (mut b, _) = node(&net, 2, None, |_| ());
+    let (mut a, _) = node(&net, 1, Some(&b), |f| f.panic_peer_tasks(1));
+    // Up, then the task panics: Down, and the redial brings it back.
+    require_up(&mut a.updates, b.id()).await;
+    require_down(&mut a.updates, b.id()).await;
+    require_up(&mut a.updates, b.id()).await;
+    wait_until_up(&mut b.updates, &[a.id()].into()).await;
+    assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
+    exchange(&a, &b, 10).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_dial_task_counts_as_a_failed_dial_and_is_retried() {
+    let net = MemoryNetwork::new();
+    let (mut b, _) = node(&net, 2, None, |_| ());
+    let (mut a, _) = node(&net, 1, Some(&b), |f| f.panic_dials(2));
+    require_up(&mut a.updates, b.id()).await;
+    require_up(&mut b.updates, a.id()).await;
+    exchange(&a, &b, 10).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_inbound_handshake_frees_its_slot_and_the_dialer_retries() {
+    let net = MemoryNetwork::new();
+    let (mut b, _) = node(&net, 2, None, |f| f.panic_handshakes(2));
+    let (mut a, _) = node(&net, 1, Some(&b), |_| ());
+    require_up(&mut a.updates, b.id()).await;
+    require_up(&mut b.updates, a.id()).await;
+    exchange(&a, &b, 10).await;
+}
