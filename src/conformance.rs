@@ -111,6 +111,10 @@ where
     let a = make(ka.clone()).await;
     let b = make(kb.clone()).await;
 
+    // Channels before the handshake are the caller's mistake: a usage
+    // error, never blamed on the peer.
+    usage_before_handshake(&*a, &*b, &kb).await;
+
     // Dial, accept, handshake: each side learns the other's NodeInfo and key.
     let pair = connect(&*a, &ka, &*b, &kb).await;
     assert_eq!(pair.dialer.peer_key(), kb.public_key());
@@ -194,6 +198,24 @@ where
     assert!(matches!(a.accept().await, Err(AcceptError::Closed)));
     assert!(b.dial(ka.node_id(), &closed_endpoint).await.is_err());
     b.close().await;
+}
+
+async fn usage_before_handshake(from: &dyn Transport, to: &dyn Transport, to_key: &NodeKey) {
+    let endpoint = to.listen_endpoints()[0].clone();
+    let (dialed, accepted) = tokio::join!(from.dial(to_key.node_id(), &endpoint), to.accept());
+    let (dialer, acceptor) = (dialed.expect("dial"), accepted.expect("accept"));
+    let usage = ConnectionError::Usage(crate::transport::UsageError::BeforeHandshake);
+    let sent = dialer.send(ChannelId(1), message(1, 0, 8)).await;
+    assert_eq!(sent.err(), Some(usage.clone()), "send before the handshake");
+    let received = acceptor.recv(ChannelId(1), 1024).await;
+    assert_eq!(received.err(), Some(usage), "receive before the handshake");
+    assert!(!usage_is_peer_fault(), "usage errors are not stream errors");
+    dialer.close(crate::transport::CloseReason::Normal).await;
+    acceptor.close(crate::transport::CloseReason::Normal).await;
+}
+
+fn usage_is_peer_fault() -> bool {
+    ConnectionError::Usage(crate::transport::UsageError::BeforeHandshake).is_stream_error()
 }
 
 async fn ordering(pair: &Pair) {

@@ -56,6 +56,7 @@ pub use router::{
     RouterOptions, RouterOptionsError, RouterStats, RouterStopped, SendError, Severity, StartError,
 };
 pub use transport::{
-    AcceptBackoff, AcceptError, Admission, BoxFuture, CloseReason, Connection, ConnectionError,
-    DialError, PathStats, RefusalReason, Transport,
+    AcceptBackoff, AcceptError, AcceptFailure, Admission, AuthFailure, BindError, BoxFuture,
+    CloseReason, Connection, ConnectionError, DialError, IncompatibleKind, MalformedKind,
+    PathStats, ProtocolViolation, RefusalReason, Transport, UsageError,
 };

@@ -77,11 +77,16 @@ struct DialOutcome {
 #[derive(Debug, thiserror::Error)]
 enum DialFailure {
     #[error("resolving: {0}")]
-    Resolve(String),
+    Resolve(#[from] crate::resolve::ResolveError),
     #[error("no transport serves any endpoint")]
     NoTransport,
-    #[error("dial: {0}")]
-    Dial(String),
+    #[error("dial {endpoint}: {error}")]
+    Dial {
+        endpoint: crate::resolve::Endpoint,
+        error: DialError,
+    },
+    #[error("dial {0}: timed out")]
+    DialTimeout(crate::resolve::Endpoint),
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
 }
@@ -600,7 +605,9 @@ impl Actor {
                 self.shared.connections.dial_failed(match &error {
                     DialFailure::Resolve(_) => DialFailureKind::Resolve,
                     DialFailure::NoTransport => DialFailureKind::NoTransport,
-                    DialFailure::Dial(_) => DialFailureKind::Unreachable,
+                    DialFailure::Dial { .. } | DialFailure::DialTimeout(_) => {
+                        DialFailureKind::Unreachable
+                    }
                     DialFailure::Handshake(_) => DialFailureKind::Handshake,
                 });
                 if let DialFailure::Handshake(e) = &error {
@@ -884,8 +891,7 @@ async fn dial(
     let result = async {
         let endpoints = address
             .resolve_with_timeout(options.resolve_timeout)
-            .await
-            .map_err(|e| DialFailure::Resolve(e.to_string()))?;
+            .await?;
         let mut last = DialFailure::NoTransport;
         for endpoint in endpoints {
             let Some((index, transport)) = transports
@@ -912,12 +918,12 @@ async fn dial(
                     last = DialFailure::Handshake(HandshakeError::IncompatibleTransport(e));
                     continue;
                 }
-                Ok(Err(e)) => {
-                    last = DialFailure::Dial(format!("{endpoint}: {e}"));
+                Ok(Err(error)) => {
+                    last = DialFailure::Dial { endpoint, error };
                     continue;
                 }
                 Err(_) => {
-                    last = DialFailure::Dial(format!("{endpoint}: timed out"));
+                    last = DialFailure::DialTimeout(endpoint);
                     continue;
                 }
             };

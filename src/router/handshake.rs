@@ -41,7 +41,7 @@ pub enum HandshakeError {
     /// The transport found the peer incompatible before any exchange
     /// (another network or protocol version, e.g. a QUIC ALPN mismatch).
     #[error("incompatible transport: {0}")]
-    IncompatibleTransport(String),
+    IncompatibleTransport(crate::transport::IncompatibleKind),
     /// The peer refused us.
     #[error("refused by peer: {0:?}")]
     Refused(crate::transport::RefusalReason),

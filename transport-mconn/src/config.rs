@@ -94,24 +94,47 @@ impl MconnConfig {
         self
     }
 
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Checks for values that cannot work; [`MconnTransport::bind`]
+    /// (crate::MconnTransport::bind) runs it.
+    pub fn validate(&self) -> Result<(), MconnConfigError> {
         if self.pong_timeout >= self.ping_interval {
-            return Err("pong_timeout must be shorter than ping_interval".into());
+            return Err(MconnConfigError::PongNotBelowPing);
         }
         if self.max_packet_payload == 0 || self.max_packet_payload > 1 << 20 {
-            return Err("max_packet_payload must be 1..=1 MiB".into());
+            return Err(MconnConfigError::PacketPayload(self.max_packet_payload));
         }
-        if self.send_queue_capacity == 0 || self.recv_queue_capacity == 0 {
-            return Err("queue capacities must be positive".into());
-        }
-        if self.max_incoming_handshakes == 0 || self.max_connections == 0 {
-            return Err("connection limits must be positive".into());
+        let counts = [
+            ("send_queue_capacity", self.send_queue_capacity),
+            ("recv_queue_capacity", self.recv_queue_capacity),
+            ("max_incoming_handshakes", self.max_incoming_handshakes),
+            ("max_connections", self.max_connections),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(MconnConfigError::Zero(name));
         }
         if self.send_rate == Some(0) || self.recv_rate == Some(0) {
-            return Err("a rate limit of 0 would stop all traffic; use None for none".into());
+            return Err(MconnConfigError::ZeroRate);
         }
         Ok(())
     }
+}
+
+/// An [`MconnConfig`] value that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MconnConfigError {
+    /// `pong_timeout` is not shorter than `ping_interval`.
+    #[error("pong_timeout must be shorter than ping_interval")]
+    PongNotBelowPing,
+    /// `max_packet_payload` is outside 1 ..= 1 MiB.
+    #[error("max_packet_payload {0} is outside 1..=1 MiB")]
+    PacketPayload(usize),
+    /// A capacity or limit that must be positive is 0.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// A rate limit of 0 would stop all traffic (use `None` for none).
+    #[error("a rate limit of 0 would stop all traffic; use None for no limit")]
+    ZeroRate,
 }
 
 impl Default for MconnConfig {

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
 use p2p_router::{
     Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
-    Endpoint, NodeInfo, Protocol,
+    Endpoint, MalformedKind, NodeInfo, Protocol, ProtocolViolation, UsageError,
 };
 use prost::Message;
 use tokio::io::BufReader;
@@ -69,7 +69,7 @@ struct ConnShared {
     /// The writer has ended.
     writer_done: CancellationToken,
     /// The protocol violation that ended the connection, until reported.
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<ProtocolViolation>>,
     wake_writer: Notify,
     pong_requested: AtomicBool,
     /// Any packet arrived since our last ping.
@@ -77,7 +77,7 @@ struct ConnShared {
 }
 
 impl ConnShared {
-    fn fail(&self, reason: String) {
+    fn fail(&self, reason: ProtocolViolation) {
         tracing::debug!(%reason, "mconn failed");
         let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
         failure.get_or_insert(reason);
@@ -145,7 +145,7 @@ impl MconnConnection {
     fn channels(&self) -> Result<&Arc<Channels>, ConnectionError> {
         self.channels
             .get()
-            .ok_or_else(|| ConnectionError::Malformed("channel use before the handshake".into()))
+            .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))
     }
 
     async fn exchange(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
@@ -163,11 +163,11 @@ impl MconnConnection {
                 max: MAX_NODE_INFO_SIZE,
             },
             ReadError::Delimited(DelimitedError::BadLength) => {
-                ConnectionError::Malformed("NodeInfo length".into())
+                ConnectionError::Malformed(MalformedKind::Length)
             }
         })?;
         let theirs = NodeInfo::decode(theirs)
-            .map_err(|e| ConnectionError::Malformed(format!("NodeInfo: {e}")))?;
+            .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
         let Some((reader, writer)) = halves.take() else {
             return Err(ConnectionError::Closed);
         };
@@ -248,9 +248,9 @@ impl MconnConnection {
 }
 
 fn secret_error(e: SecretError) -> ConnectionError {
-    match e {
-        SecretError::Io(_) => ConnectionError::Closed,
-        other => ConnectionError::Protocol(other.to_string()),
+    match e.violation() {
+        None => ConnectionError::Closed,
+        Some(violation) => ConnectionError::Protocol(violation),
     }
 }
 
@@ -397,7 +397,7 @@ async fn read_loop(
     channels: &Channels,
     shared: &ConnShared,
     config: &MconnConfig,
-) -> Result<(), String> {
+) -> Result<(), ProtocolViolation> {
     let max_packet = proto::max_packet_size(config.max_packet_payload);
     let mut rate = RateLimit::new(config.recv_rate);
     let mut assembling: HashMap<ChannelId, BytesMut> = HashMap::new();
@@ -408,20 +408,15 @@ async fn read_loop(
         }
         let body = match reader.read_delimited(max_packet).await {
             Ok(body) => body,
-            Err(ReadError::Secret(SecretError::Io(_))) => return Ok(()),
-            Err(ReadError::Secret(e)) => return Err(e.to_string()),
-            Err(ReadError::Delimited(DelimitedError::TooLong(n))) => {
-                return Err(format!(
-                    "packet of {n} bytes exceeds the maximum {max_packet}"
-                ))
-            }
-            Err(ReadError::Delimited(DelimitedError::BadLength)) => {
-                return Err("bad packet length".into())
-            }
+            Err(ReadError::Secret(e)) => match e.violation() {
+                None => return Ok(()),
+                Some(violation) => return Err(violation),
+            },
+            Err(ReadError::Delimited(_)) => return Err(ProtocolViolation::PacketLength),
         };
         rate.spend(body.len());
         shared.heard_from_peer.store(true, Ordering::Release);
-        let packet = Packet::decode(body).map_err(|e| format!("undecodable packet: {e}"))?;
+        let packet = Packet::decode(body).map_err(|_| ProtocolViolation::UndecodablePacket)?;
         match packet.sum {
             Some(packet::Sum::PacketPing(_)) => {
                 shared.pong_requested.store(true, Ordering::Release);
@@ -429,19 +424,15 @@ async fn read_loop(
             }
             Some(packet::Sum::PacketPong(_)) => {}
             Some(packet::Sum::PacketMsg(msg)) => {
+                let unknown = ProtocolViolation::UnknownChannel(i64::from(msg.channel_id));
                 let id = u8::try_from(msg.channel_id)
                     .map(ChannelId)
-                    .map_err(|_| format!("unknown channel {}", msg.channel_id))?;
-                let channel = channels
-                    .map
-                    .get(&id)
-                    .ok_or_else(|| format!("unknown channel {id}"))?;
+                    .map_err(|_| unknown)?;
+                let channel = channels.map.get(&id).ok_or(unknown)?;
                 let max = channel.max_size.load(Ordering::Relaxed);
                 let buffer = assembling.entry(id).or_default();
                 if buffer.len() + msg.data.len() > max {
-                    return Err(format!(
-                        "message on channel {id} exceeds its maximum of {max} bytes"
-                    ));
+                    return Err(ProtocolViolation::MessageTooLarge);
                 }
                 if !msg.eof {
                     buffer.extend_from_slice(&msg.data);
@@ -459,7 +450,7 @@ async fn read_loop(
                     return Ok(());
                 }
             }
-            None => return Err("unknown packet type".into()),
+            None => return Err(ProtocolViolation::UnknownPacketType),
         }
     }
 }

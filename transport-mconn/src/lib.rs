@@ -35,7 +35,7 @@ mod rate;
 mod secret;
 mod transport;
 
-pub use config::MconnConfig;
+pub use config::{MconnConfig, MconnConfigError};
 pub use conn::{MconnConnection, MAX_NODE_INFO_SIZE};
 pub use secret::SecretError;
-pub use transport::{BindError, MconnTransport};
+pub use transport::MconnTransport;

@@ -16,7 +16,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use ed25519_dalek::{Signer, Verifier, VerifyingKey};
 use hkdf::Hkdf;
-use p2p_router::NodeKey;
+use p2p_router::{AuthFailure, NodeKey, ProtocolViolation};
 use prost::Message;
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -45,7 +45,7 @@ const HKDF_INFO: &[u8] = b"TENDERMINT_SECRET_CONNECTION_KEY_AND_CHALLENGE_GEN";
 pub enum SecretError {
     /// The TCP stream failed or ended.
     #[error("i/o: {0}")]
-    Io(String),
+    Io(std::io::ErrorKind),
     /// The peer's ephemeral key message is not a 32-byte `BytesValue`.
     #[error("malformed ephemeral key message: {0}")]
     EphemeralKey(String),
@@ -72,8 +72,39 @@ pub enum SecretError {
     NonceOverflow,
 }
 
+impl SecretError {
+    /// What a failed handshake says about the peer, or the IO error that
+    /// ended it.
+    pub(crate) fn auth_failure(&self) -> Result<AuthFailure, std::io::ErrorKind> {
+        Err(match self {
+            SecretError::Io(kind) => *kind,
+            SecretError::LowOrderPoint => return Ok(AuthFailure::WeakKeyExchange),
+            SecretError::UnsupportedKeyType => return Ok(AuthFailure::UnsupportedKey),
+            SecretError::BadSignature => return Ok(AuthFailure::BadSignature),
+            SecretError::EphemeralKey(_)
+            | SecretError::AuthMessage(_)
+            | SecretError::Decrypt
+            | SecretError::FrameLength(_)
+            | SecretError::NonceOverflow => return Ok(AuthFailure::MalformedHandshake),
+        })
+    }
+
+    /// The violation a frame error is, once the connection is up; `None`
+    /// for an IO error (the connection just ended).
+    pub(crate) fn violation(&self) -> Option<ProtocolViolation> {
+        match self {
+            SecretError::Io(_) => None,
+            SecretError::FrameLength(_) => Some(ProtocolViolation::FrameLength),
+            SecretError::NonceOverflow => Some(ProtocolViolation::NonceExhausted),
+            // Handshake messages cannot occur after the handshake: any
+            // other failure is a frame that did not authenticate.
+            _ => Some(ProtocolViolation::FrameDecrypt),
+        }
+    }
+}
+
 fn io(e: std::io::Error) -> SecretError {
-    SecretError::Io(e.to_string())
+    SecretError::Io(e.kind())
 }
 
 /// The per-direction nonce: 4 zero bytes, then a little-endian counter.
@@ -201,7 +232,8 @@ impl<W: AsyncWrite + Unpin> SecretWriter<W> {
     ) -> Result<(), SecretError> {
         message
             .encode_length_delimited(&mut self.staged)
-            .map_err(|e| SecretError::Io(e.to_string()))?;
+            // Staging into a growable buffer cannot run out of room.
+            .map_err(|_| SecretError::Io(std::io::ErrorKind::OutOfMemory))?;
         self.flush().await
     }
 
@@ -296,7 +328,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| SecretError::Io(e.to_string()))?;
+    getrandom::fill(&mut seed).map_err(|_| SecretError::Io(std::io::ErrorKind::Other))?;
     let local_secret = x25519_dalek::StaticSecret::from(seed);
     let local_public = x25519_dalek::PublicKey::from(&local_secret);
 
@@ -474,7 +506,7 @@ mod tests {
         let ours =
             tokio::time::timeout(std::time::Duration::from_secs(5), handshake(ar, aw, &ka)).await;
         peer.abort();
-        ours.unwrap_or(Err(SecretError::Io("timed out".into())))
+        ours.unwrap_or(Err(SecretError::Io(std::io::ErrorKind::TimedOut)))
     }
 
     #[tokio::test]
@@ -563,7 +595,10 @@ mod tests {
         // The transport bounds the handshake with a timeout; the paused
         // clock runs it out at once.
         let got = against(Tamper::NoSignature).await;
-        assert_eq!(got.err(), Some(SecretError::Io("timed out".into())));
+        assert_eq!(
+            got.err(),
+            Some(SecretError::Io(std::io::ErrorKind::TimedOut))
+        );
         let (a, _b) = tokio::io::duplex(1024);
         let (ar, aw) = tokio::io::split(a);
         let silent = tokio::time::timeout(

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use p2p_router::{
-    AcceptBackoff, AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress,
-    NodeId, NodeKey, Protocol, Transport,
+    AcceptBackoff, AcceptError, AcceptFailure, BindError, BoxFuture, Connection, DialError,
+    Endpoint, EndpointAddress, NodeId, NodeKey, Protocol, Transport,
 };
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,23 +18,6 @@ use tracing::Instrument;
 use crate::config::MconnConfig;
 use crate::conn::MconnConnection;
 use crate::secret::{self, SecretError};
-
-/// Why an MConnection transport could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BindError {
-    /// The configuration is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A listener could not be bound.
-    #[error("bind {address}: {source}")]
-    Socket {
-        /// The address.
-        address: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
 
 type Accepted = Result<MconnConnection, AcceptError>;
 
@@ -65,7 +48,9 @@ impl MconnTransport {
     /// Binds the listen addresses of `config` and starts accepting. Must be
     /// called within a tokio runtime.
     pub async fn bind(key: &NodeKey, config: MconnConfig) -> Result<Self, BindError> {
-        config.validate().map_err(BindError::Config)?;
+        config
+            .validate()
+            .map_err(|e| BindError::Config(Box::new(e)))?;
         let config = Arc::new(config);
         let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
         let inner = Arc::new(Inner {
@@ -120,27 +105,27 @@ impl Inner {
             .connections
             .clone()
             .try_acquire_owned()
-            .map_err(|_| DialError::Other("connection limit reached".into()))?;
+            .map_err(|_| DialError::LimitReached)?;
         let connect = async {
             let stream = TcpStream::connect(address).await.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::ConnectionRefused {
                     DialError::Refused
                 } else {
-                    DialError::Other(e.to_string())
+                    DialError::Io(e.kind())
                 }
             })?;
             secure(stream, &self.key, self.config.clone(), permit)
                 .await
-                .map_err(|e| match e {
-                    SecretError::Io(e) => DialError::Other(e),
-                    other => DialError::Authentication(other.to_string()),
+                .map_err(|e| match e.auth_failure() {
+                    Ok(failure) => DialError::Authentication(failure),
+                    Err(kind) => DialError::Io(kind),
                 })
         };
         let conn = tokio::select! {
             () = self.closed.cancelled() => return Err(DialError::Closed),
             r = tokio::time::timeout(self.config.handshake_timeout, connect) => match r {
                 Ok(r) => r?,
-                Err(_) => return Err(DialError::Other("handshake timed out".into())),
+                Err(_) => return Err(DialError::Timeout),
             },
         };
         let actual = NodeId::from_public_key(&conn.peer_key());
@@ -164,9 +149,7 @@ async fn secure(
 ) -> Result<MconnConnection, SecretError> {
     // Packets are batched by the writer; Nagle would only add delay.
     let _ = stream.set_nodelay(true);
-    let remote = stream
-        .peer_addr()
-        .map_err(|e| SecretError::Io(e.to_string()))?;
+    let remote = stream.peer_addr().map_err(|e| SecretError::Io(e.kind()))?;
     let (read, write) = stream.into_split();
     let (reader, writer, peer_key) =
         secret::handshake(BufReader::with_capacity(64 * 1024, read), write, key).await?;
@@ -226,12 +209,15 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tx: mpsc::Sender<
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "incoming SecretConnection failed");
-                        let _ = tx.try_send(Err(AcceptError::Connection(format!("{remote}: {e}"))));
+                        let reason = match e.auth_failure() {
+                            Ok(failure) => AcceptFailure::Authentication(failure),
+                            Err(kind) => AcceptFailure::Io(kind),
+                        };
+                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
                     }
                     Err(_) => {
-                        let _ = tx.try_send(Err(AcceptError::Connection(format!(
-                            "{remote}: handshake timed out"
-                        ))));
+                        let reason = AcceptFailure::Timeout;
+                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
                     }
                 }
             }

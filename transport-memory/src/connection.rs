@@ -1,14 +1,15 @@
 //! A connection between two memory transports.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use p2p_router::{
-    Admission, BoxFuture, ChannelId, CloseReason, Connection, ConnectionError, Endpoint, NodeId,
-    NodeInfo,
+    Admission, BoxFuture, ChannelId, CloseReason, Connection, ConnectionError, Endpoint,
+    MalformedKind, NodeId, NodeInfo, UsageError,
 };
 use prost::Message;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
@@ -68,6 +69,9 @@ pub struct MemoryConnection {
     latency: Duration,
     /// Shared by both ends: closing either closes both.
     closed: CancellationToken,
+    /// Set once this end's handshake completed: channels before it are a
+    /// usage error, as on every transport.
+    handshaken: Arc<AtomicBool>,
 }
 
 impl MemoryConnection {
@@ -88,6 +92,7 @@ impl MemoryConnection {
             inbound: b_to_a.clone(),
             latency,
             closed: closed.clone(),
+            handshaken: Arc::default(),
         };
         let theirs = Self {
             local: b,
@@ -97,8 +102,17 @@ impl MemoryConnection {
             inbound: a_to_b,
             latency,
             closed,
+            handshaken: Arc::default(),
         };
         (ours, theirs)
+    }
+
+    fn ready(&self) -> Result<(), ConnectionError> {
+        if self.handshaken.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(ConnectionError::Usage(UsageError::BeforeHandshake))
+        }
     }
 
     /// The node at our end.
@@ -161,7 +175,10 @@ impl Connection for MemoryConnection {
                 self.recv_control()
             );
             sent?;
-            NodeInfo::decode(theirs?).map_err(|e| ConnectionError::Malformed(e.to_string()))
+            let info = NodeInfo::decode(theirs?)
+                .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
+            self.handshaken.store(true, Ordering::Release);
+            Ok(info)
         })
     }
 
@@ -174,9 +191,7 @@ impl Connection for MemoryConnection {
             let bytes = self.recv_control().await?;
             match bytes.as_ref() {
                 [b] => Ok(Admission::from_byte(*b)),
-                _ => Err(ConnectionError::Malformed(
-                    "admission must be one byte".into(),
-                )),
+                _ => Err(ConnectionError::Malformed(MalformedKind::Admission)),
             }
         })
     }
@@ -187,6 +202,7 @@ impl Connection for MemoryConnection {
         message: Bytes,
     ) -> BoxFuture<'_, Result<(), ConnectionError>> {
         Box::pin(async move {
+            self.ready()?;
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency).await;
             }
@@ -205,6 +221,7 @@ impl Connection for MemoryConnection {
         max_size: usize,
     ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
         Box::pin(async move {
+            self.ready()?;
             let lane = self.inbound.lane(channel);
             let mut rx = lane.rx.lock().await;
             let message = tokio::select! {

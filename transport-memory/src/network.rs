@@ -157,7 +157,8 @@ impl MemoryTransport {
             return Err(DialError::UnsupportedProtocol(endpoint.protocol));
         }
         if self.network.take_dial_failure() {
-            return Err(DialError::Other("injected dial failure".into()));
+            // As if nobody listened there.
+            return Err(DialError::Refused);
         }
         let listener = self
             .network

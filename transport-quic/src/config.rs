@@ -119,11 +119,15 @@ impl QuicConfig {
 
     /// The quinn transport settings. `accept_bidi` is whether the peer may
     /// open the (one) control stream to us.
-    pub(crate) fn transport(&self, accept_bidi: bool) -> Result<Arc<TransportConfig>, String> {
+    pub(crate) fn transport(
+        &self,
+        accept_bidi: bool,
+    ) -> Result<Arc<TransportConfig>, QuicConfigError> {
         let mut t = TransportConfig::default();
         t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
         t.receive_window(
-            VarInt::from_u64(self.connection_receive_window()).map_err(|e| e.to_string())?,
+            VarInt::from_u64(self.connection_receive_window())
+                .map_err(|_| QuicConfigError::WindowTooLarge)?,
         );
         t.send_window(self.send_window);
         t.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(accept_bidi)));
@@ -133,7 +137,8 @@ impl QuicConfig {
         t.max_concurrent_uni_streams(VarInt::from_u32(0));
         t.keep_alive_interval(Some(self.keep_alive_interval));
         t.max_idle_timeout(Some(
-            IdleTimeout::try_from(self.idle_timeout).map_err(|e| e.to_string())?,
+            IdleTimeout::try_from(self.idle_timeout)
+                .map_err(|_| QuicConfigError::IdleTimeoutTooLong)?,
         ));
         if self.bbr {
             t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
@@ -144,20 +149,54 @@ impl QuicConfig {
         Ok(Arc::new(t))
     }
 
-    /// Checks the settings for values that cannot work.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Checks the settings for values that cannot work;
+    /// [`QuicTransport::bind`](crate::QuicTransport::bind) runs it.
+    pub fn validate(&self) -> Result<(), QuicConfigError> {
         if self.keep_alive_interval >= self.idle_timeout {
-            return Err("keep_alive_interval must be shorter than idle_timeout".into());
+            return Err(QuicConfigError::KeepAliveNotBelowIdle);
         }
         if self.max_channels == 0 || self.max_channels > 256 {
-            return Err("max_channels must be 1..=256".into());
+            return Err(QuicConfigError::MaxChannels(self.max_channels));
         }
         if self.stream_receive_window < 1024 {
-            return Err("stream_receive_window must be at least 1024".into());
+            return Err(QuicConfigError::StreamWindowTooSmall(
+                self.stream_receive_window,
+            ));
         }
-        if self.max_incoming_handshakes == 0 || self.max_connections == 0 {
-            return Err("connection limits must be positive".into());
+        let counts = [
+            ("max_incoming_handshakes", self.max_incoming_handshakes),
+            ("max_connections", self.max_connections),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(QuicConfigError::Zero(name));
         }
-        Ok(())
+        // The remaining conversions can fail too: try them now, not at the
+        // first dial.
+        self.transport(true).map(|_| ())
     }
+}
+
+/// A [`QuicConfig`] value that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QuicConfigError {
+    /// `keep_alive_interval` is not shorter than `idle_timeout`.
+    #[error("keep_alive_interval must be shorter than idle_timeout")]
+    KeepAliveNotBelowIdle,
+    /// `max_channels` is outside 1 ..= 256.
+    #[error("max_channels {0} is outside 1..=256")]
+    MaxChannels(usize),
+    /// `stream_receive_window` is under 1024 bytes.
+    #[error("stream_receive_window {0} is under 1024 bytes")]
+    StreamWindowTooSmall(u32),
+    /// A limit that must be positive is 0.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The connection window (stream window × streams) exceeds QUIC's
+    /// maximum.
+    #[error("the connection receive window exceeds QUIC's maximum")]
+    WindowTooLarge,
+    /// `idle_timeout` exceeds QUIC's maximum.
+    #[error("idle_timeout exceeds QUIC's maximum")]
+    IdleTimeoutTooLong,
 }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
 use p2p_router::{
     Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
-    Endpoint, NodeInfo, PathStats, Protocol,
+    Endpoint, MalformedKind, NodeInfo, PathStats, Protocol, UsageError,
 };
 use prost::Message;
 use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
@@ -85,7 +85,7 @@ impl QuicConnection {
     fn channels(&self) -> Result<&Arc<Channels>, ConnectionError> {
         self.channels
             .get()
-            .ok_or_else(|| ConnectionError::Malformed("channel use before the handshake".into()))
+            .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))
     }
 
     async fn exchange(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
@@ -123,7 +123,7 @@ impl QuicConnection {
         let (written, theirs) = tokio::join!(write, read_frame(&mut recv, MAX_NODE_INFO_SIZE));
         written?;
         let theirs = NodeInfo::decode(theirs?)
-            .map_err(|e| ConnectionError::Malformed(format!("NodeInfo: {e}")))?;
+            .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
         *self.control.lock().await = Control {
             send: Some(send),
             recv: Some(recv),
@@ -181,10 +181,10 @@ async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Connecti
                 break;
             }
             Ok(None) => {}
-            Err(e) => return Err(ConnectionError::Malformed(e.to_string())),
+            Err(_) => return Err(ConnectionError::Malformed(MalformedKind::Length)),
         }
     }
-    let len = len.ok_or_else(|| ConnectionError::Malformed("bad length".into()))?;
+    let len = len.ok_or(ConnectionError::Malformed(MalformedKind::Length))?;
     if len > max as u64 {
         return Err(ConnectionError::Oversized { size: len, max });
     }
@@ -195,9 +195,7 @@ async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Connecti
 
 async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), ConnectionError> {
     recv.read_exact(buf).await.map_err(|e| match e {
-        ReadExactError::FinishedEarly(_) => {
-            ConnectionError::Malformed("control stream ended early".into())
-        }
+        ReadExactError::FinishedEarly(_) => ConnectionError::Malformed(MalformedKind::Truncated),
         ReadExactError::ReadError(_) => ConnectionError::Closed,
     })
 }
@@ -224,7 +222,7 @@ impl Connection for QuicConnection {
             let send = control
                 .send
                 .as_mut()
-                .ok_or_else(|| ConnectionError::Malformed("admission before handshake".into()))?;
+                .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))?;
             send.write_all(&[admission.to_byte()])
                 .await
                 .map_err(|_| ConnectionError::Closed)?;
@@ -239,7 +237,7 @@ impl Connection for QuicConnection {
             let recv = control
                 .recv
                 .as_mut()
-                .ok_or_else(|| ConnectionError::Malformed("admission before handshake".into()))?;
+                .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))?;
             let mut byte = [0u8];
             read_exact(recv, &mut byte).await?;
             Ok(Admission::from_byte(byte[0]))

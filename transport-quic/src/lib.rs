@@ -56,7 +56,7 @@ mod streams;
 mod tls;
 mod transport;
 
-pub use config::QuicConfig;
+pub use config::{QuicConfig, QuicConfigError};
 pub use connection::{QuicConnection, MAX_NODE_INFO_SIZE};
 pub use tls::{certificate_key, verify_certificate, CertificateError};
-pub use transport::{BindError, QuicTransport};
+pub use transport::QuicTransport;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use p2p_router::{ChannelId, ConnectionError};
+use p2p_router::{ChannelId, ConnectionError, MalformedKind};
 use quinn::{ReadError, ReadExactError, RecvStream, SendStream, WriteError};
 use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify};
 use tokio::task::JoinSet;
@@ -284,7 +284,7 @@ impl Channels {
                         ),
                         FrameError::Varint => (
                             StreamCode::Malformed,
-                            ConnectionError::Malformed("bad frame length".into()),
+                            ConnectionError::Malformed(MalformedKind::Length),
                         ),
                     };
                     let _ = stream.stop(code.varint());
@@ -301,7 +301,7 @@ impl Channels {
                     let truncated = !inbound.decoder.is_empty();
                     inbound.stream = None;
                     if truncated {
-                        let error = ConnectionError::Malformed("frame cut short by FIN".into());
+                        let error = ConnectionError::Malformed(MalformedKind::Truncated);
                         self.errors.record(error.clone(), false);
                         return Err(error);
                     }
@@ -341,11 +341,9 @@ impl Channels {
         if waiting.highest.is_some_and(|h| header.generation <= h) {
             drop(waiting);
             let _ = stream.stop(StreamCode::DuplicateStream.varint());
+            tracing::debug!(channel = %streams.id, generation = header.generation, "duplicate stream");
             self.errors.record(
-                ConnectionError::Malformed(format!(
-                    "second stream for channel {} (generation {})",
-                    streams.id, header.generation
-                )),
+                ConnectionError::Malformed(MalformedKind::DuplicateStream),
                 true,
             );
             return;
@@ -490,7 +488,7 @@ pub(crate) async fn accept_streams(
                         Ok(Err(HeaderError::Malformed)) => {
                             let _ = stream.stop(StreamCode::Malformed.varint());
                             channels.errors.record(
-                                ConnectionError::Malformed("bad stream header".into()),
+                                ConnectionError::Malformed(MalformedKind::StreamHeader),
                                 true,
                             );
                         }
@@ -498,7 +496,7 @@ pub(crate) async fn accept_streams(
                         Err(_) => {
                             let _ = stream.stop(StreamCode::HeaderTimeout.varint());
                             channels.errors.record(
-                                ConnectionError::Malformed("stream header timed out".into()),
+                                ConnectionError::Malformed(MalformedKind::StreamHeaderTimeout),
                                 true,
                             );
                         }

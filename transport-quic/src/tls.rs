@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::VerifyingKey;
-use p2p_router::{NodeId, NodeKey};
+use p2p_router::{AuthFailure, NodeId, NodeKey};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -45,8 +45,8 @@ pub enum CertificateError {
     #[error("certificate key is not ed25519")]
     UnsupportedKeyType,
     /// The certificate does not parse.
-    #[error("malformed certificate: {0}")]
-    Malformed(String),
+    #[error("malformed certificate")]
+    Malformed,
     /// The certificate proves another node than the one dialed.
     #[error("expected node {expected}, certificate proves {actual}")]
     WrongNodeId {
@@ -58,10 +58,18 @@ pub enum CertificateError {
 }
 
 impl CertificateError {
+    /// What the refusal says about the peer, for dial and accept errors.
+    pub(crate) fn auth_failure(&self) -> AuthFailure {
+        match self {
+            CertificateError::UnsupportedKeyType => AuthFailure::UnsupportedKey,
+            _ => AuthFailure::BadCertificate,
+        }
+    }
+
     fn into_rustls(self) -> rustls::Error {
         use rustls::CertificateError as C;
         let kind = match &self {
-            CertificateError::Malformed(_) => C::BadEncoding,
+            CertificateError::Malformed => C::BadEncoding,
             _ => C::Other(rustls::OtherError(Arc::new(self))),
         };
         rustls::Error::InvalidCertificate(kind)
@@ -102,8 +110,7 @@ pub fn verify_certificate(
 
 /// The ed25519 key in a certificate's SubjectPublicKeyInfo.
 pub fn certificate_key(cert: &CertificateDer<'_>) -> Result<VerifyingKey, CertificateError> {
-    let parsed = webpki::EndEntityCert::try_from(cert)
-        .map_err(|e| CertificateError::Malformed(e.to_string()))?;
+    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| CertificateError::Malformed)?;
     let spki = parsed.subject_public_key_info();
     let bytes = spki.as_ref();
     let key = bytes
@@ -112,7 +119,7 @@ pub fn certificate_key(cert: &CertificateDer<'_>) -> Result<VerifyingKey, Certif
     let key: [u8; 32] = key
         .try_into()
         .map_err(|_| CertificateError::UnsupportedKeyType)?;
-    VerifyingKey::from_bytes(&key).map_err(|e| CertificateError::Malformed(e.to_string()))
+    VerifyingKey::from_bytes(&key).map_err(|_| CertificateError::Malformed)
 }
 
 /// A node's certificate and the key that signs for it.
@@ -374,7 +381,7 @@ mod tests {
 
         assert!(matches!(
             verify_certificate(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]), &[]),
-            Err(CertificateError::Malformed(_))
+            Err(CertificateError::Malformed)
         ));
     }
 

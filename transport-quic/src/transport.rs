@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use p2p_router::{
-    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, LocalNode, NodeId,
-    NodeKey, Protocol, Transport,
+    AcceptError, AcceptFailure, AuthFailure, BindError, BoxFuture, Connection, DialError, Endpoint,
+    EndpointAddress, IncompatibleKind, LocalNode, NodeId, NodeKey, Protocol, Transport,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
@@ -22,29 +22,6 @@ use crate::config::QuicConfig;
 use crate::connection::QuicConnection;
 use crate::socket::bind_udp;
 use crate::tls::{self, CertificateError, Identity};
-
-/// Why a QUIC transport could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BindError {
-    /// The configuration is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// The node key could not become a certificate.
-    #[error("certificate: {0}")]
-    Certificate(String),
-    /// TLS configuration failed.
-    #[error("tls: {0}")]
-    Tls(#[from] rustls::Error),
-    /// A socket could not be bound.
-    #[error("bind {address}: {source}")]
-    Socket {
-        /// The address.
-        address: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-}
 
 type Accepted = Result<QuicConnection, AcceptError>;
 
@@ -83,17 +60,24 @@ impl QuicTransport {
     /// Must be called within a tokio runtime.
     pub fn bind(node: &LocalNode, config: QuicConfig) -> Result<Self, BindError> {
         let key = node.key();
-        config.validate().map_err(BindError::Config)?;
+        config
+            .validate()
+            .map_err(|e| BindError::Config(Box::new(e)))?;
         let config = Arc::new(config);
-        let identity = Identity::new(key).map_err(|e| BindError::Certificate(e.to_string()))?;
+        let identity = Identity::new(key).map_err(|e| BindError::Identity(Box::new(e)))?;
         let alpn = tls::alpn(node.network());
         let endpoint_config = endpoint_config(key);
 
-        let server_tls = tls::server_config(&identity, alpn.clone())?;
+        let server_tls = tls::server_config(&identity, alpn.clone())
+            .map_err(|e| BindError::Identity(Box::new(e)))?;
         let server_crypto =
-            QuicServerConfig::try_from(server_tls).map_err(|e| BindError::Config(e.to_string()))?;
+            QuicServerConfig::try_from(server_tls).map_err(|e| BindError::Identity(Box::new(e)))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(config.transport(true).map_err(BindError::Config)?);
+        server.transport_config(
+            config
+                .transport(true)
+                .map_err(|e| BindError::Config(Box::new(e)))?,
+        );
         // Connections waiting for `Incoming` handling; our accept loop takes
         // them at once, so this only absorbs bursts.
         server.max_incoming(config.max_incoming_handshakes.saturating_mul(2).max(16));
@@ -203,15 +187,15 @@ impl Inner {
         } else {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let socket = bind_udp(any, self.config.socket_buffer)
-            .map_err(|e| DialError::Other(format!("bind {any}: {e}")))?;
+        let socket =
+            bind_udp(any, self.config.socket_buffer).map_err(|e| DialError::Io(e.kind()))?;
         let endpoint = quinn::Endpoint::new(
             self.endpoint_config.clone(),
             None,
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|e| DialError::Other(format!("endpoint: {e}")))?;
+        .map_err(|e| DialError::Io(e.kind()))?;
         dialers.insert(v6, endpoint.clone());
         Ok(endpoint)
     }
@@ -238,18 +222,27 @@ impl Inner {
             .connections
             .clone()
             .try_acquire_owned()
-            .map_err(|_| DialError::Other("connection limit reached".into()))?;
-        // A verifier per dial, so its verdict comes back typed.
-        let (client_tls, verdict) = tls::client_config(&self.identity, self.alpn.clone())
-            .map_err(|e| DialError::Other(e.to_string()))?;
-        let crypto =
-            QuicClientConfig::try_from(client_tls).map_err(|e| DialError::Other(e.to_string()))?;
+            .map_err(|_| DialError::LimitReached)?;
+        // A verifier per dial, so its verdict comes back typed. The TLS and
+        // transport settings were checked at bind: failing here is a bug.
+        let local = |error: &dyn std::fmt::Display| {
+            tracing::error!(%error, "QUIC dial could not start");
+            DialError::Local
+        };
+        let (client_tls, verdict) =
+            tls::client_config(&self.identity, self.alpn.clone()).map_err(|e| local(&e))?;
+        let crypto = QuicClientConfig::try_from(client_tls).map_err(|e| local(&e))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(self.config.transport(false).map_err(DialError::Other)?);
+        client.transport_config(self.config.transport(false).map_err(|e| local(&e))?);
         let server_name = peer.to_string();
         let connecting = endpoint
             .connect_with(client, address, &server_name)
-            .map_err(|e| DialError::Other(e.to_string()))?;
+            .map_err(|e| match e {
+                quinn::ConnectError::InvalidRemoteAddress(_) => DialError::Refused,
+                quinn::ConnectError::EndpointStopping => DialError::Closed,
+                quinn::ConnectError::CidsExhausted => DialError::LimitReached,
+                other => local(&other),
+            })?;
         let conn = tokio::select! {
             () = self.closed.cancelled() => return Err(DialError::Closed),
             r = tokio::time::timeout(self.config.handshake_timeout, connecting) => match r {
@@ -258,12 +251,13 @@ impl Inner {
                     let verdict = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
                     return Err(dial_error(e, verdict));
                 }
-                Err(_) => return Err(DialError::Other("QUIC handshake timed out".into())),
+                Err(_) => return Err(DialError::Timeout),
             },
         };
-        let key = self
-            .check_peer(&conn)
-            .map_err(|e| DialError::Authentication(e.to_string()))?;
+        let key = self.check_peer(&conn).map_err(|e| match e {
+            PeerCheck::Alpn => DialError::Incompatible(IncompatibleKind::Alpn),
+            PeerCheck::Certificate(e) => DialError::Authentication(e.auth_failure()),
+        })?;
         let actual = NodeId::from_public_key(&key);
         if actual != peer {
             // Unreachable with our verifier; kept as a second line.
@@ -283,27 +277,36 @@ impl Inner {
     }
 
     /// Checks what TLS negotiated and returns the peer's key.
-    fn check_peer(&self, conn: &quinn::Connection) -> Result<ed25519_dalek::VerifyingKey, String> {
+    fn check_peer(
+        &self,
+        conn: &quinn::Connection,
+    ) -> Result<ed25519_dalek::VerifyingKey, PeerCheck> {
         let protocol = conn
             .handshake_data()
             .and_then(|d| d.downcast::<HandshakeData>().ok())
             .and_then(|d| d.protocol);
         if protocol.as_deref() != Some(self.alpn.as_slice()) {
             conn.close(CloseCode::ProtocolViolation.varint(), b"alpn");
-            return Err("peer did not negotiate our ALPN".into());
+            return Err(PeerCheck::Alpn);
         }
         let certs = conn
             .peer_identity()
             .and_then(|i| i.downcast::<Vec<CertificateDer<'static>>>().ok());
         let Some(cert) = certs.as_deref().and_then(|c| c.first()) else {
             conn.close(CloseCode::ProtocolViolation.varint(), b"no certificate");
-            return Err(CertificateError::Missing.to_string());
+            return Err(PeerCheck::Certificate(CertificateError::Missing));
         };
         tls::certificate_key(cert).map_err(|e| {
             conn.close(CloseCode::ProtocolViolation.varint(), b"certificate");
-            e.to_string()
+            PeerCheck::Certificate(e)
         })
     }
+}
+
+/// Why a connection's negotiated TLS state is not acceptable.
+enum PeerCheck {
+    Alpn,
+    Certificate(CertificateError),
 }
 
 /// Maps a failed QUIC handshake to the dial error a caller can act on.
@@ -312,19 +315,19 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
         Some(CertificateError::WrongNodeId { expected, actual }) => {
             return DialError::WrongPeer { expected, actual }
         }
-        Some(other) => return DialError::Authentication(other.to_string()),
+        Some(other) => return DialError::Authentication(other.auth_failure()),
         None => {}
     }
     match &error {
         quinn::ConnectionError::ConnectionClosed(close)
             if close.error_code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
         {
-            DialError::Incompatible(
-                "peer refused our ALPN: another network or protocol version".into(),
-            )
+            DialError::Incompatible(IncompatibleKind::Alpn)
         }
         quinn::ConnectionError::ConnectionClosed(close) if is_crypto(close.error_code) => {
-            DialError::Authentication(format!("peer refused the TLS handshake: {close}"))
+            // A crypto error code carries the TLS alert (RFC 9001 §4.8).
+            let alert = (u64::from(close.error_code) & 0xff) as u8;
+            DialError::Authentication(AuthFailure::TlsAlert(alert))
         }
         // The listener refused before any TLS work (over its limits).
         quinn::ConnectionError::ConnectionClosed(close)
@@ -332,9 +335,32 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
         {
             DialError::Refused
         }
-        quinn::ConnectionError::TimedOut => DialError::Other("QUIC handshake timed out".into()),
+        quinn::ConnectionError::TimedOut => DialError::Timeout,
         quinn::ConnectionError::LocallyClosed => DialError::Closed,
-        other => DialError::Other(other.to_string()),
+        quinn::ConnectionError::TransportError(_) => DialError::Authentication(AuthFailure::Tls),
+        // Reset, closed by the application, version mismatch: the peer
+        // went away or will not talk.
+        _ => DialError::Refused,
+    }
+}
+
+/// What a failed incoming QUIC handshake says about the peer.
+fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
+    match error {
+        quinn::ConnectionError::TimedOut => AcceptFailure::Timeout,
+        quinn::ConnectionError::TransportError(e)
+            if e.code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
+        {
+            AcceptFailure::Incompatible(IncompatibleKind::Alpn)
+        }
+        quinn::ConnectionError::TransportError(e) if is_crypto(e.code) => {
+            let alert = (u64::from(e.code) & 0xff) as u8;
+            AcceptFailure::Authentication(AuthFailure::TlsAlert(alert))
+        }
+        quinn::ConnectionError::TransportError(_) => {
+            AcceptFailure::Authentication(AuthFailure::Tls)
+        }
+        _ => AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted),
     }
 }
 
@@ -376,11 +402,16 @@ async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint, tx: mpsc::Sen
                 let handshake = async {
                     let conn = incoming
                         .accept()
-                        .map_err(|e| e.to_string())?
+                        .map_err(|e| accept_failure(&e))?
                         .await
-                        .map_err(|e| e.to_string())?;
-                    let key = inner.check_peer(&conn)?;
-                    Ok::<_, String>((conn, key))
+                        .map_err(|e| accept_failure(&e))?;
+                    let key = inner.check_peer(&conn).map_err(|e| match e {
+                        PeerCheck::Alpn => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
+                        PeerCheck::Certificate(e) => {
+                            AcceptFailure::Authentication(e.auth_failure())
+                        }
+                    })?;
+                    Ok::<_, AcceptFailure>((conn, key))
                 };
                 let result = tokio::time::timeout(inner.config.handshake_timeout, handshake).await;
                 drop(slot);
@@ -392,14 +423,13 @@ async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint, tx: mpsc::Sen
                         // counting this connection meanwhile.
                         let _ = tx.send(Ok(conn)).await;
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "incoming QUIC handshake failed");
-                        let _ = tx.try_send(Err(AcceptError::Connection(format!("{remote}: {e}"))));
+                    Ok(Err(reason)) => {
+                        tracing::debug!(%remote, %reason, "incoming QUIC handshake failed");
+                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
                     }
                     Err(_) => {
-                        let _ = tx.try_send(Err(AcceptError::Connection(format!(
-                            "{remote}: QUIC handshake timed out"
-                        ))));
+                        let reason = AcceptFailure::Timeout;
+                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
                     }
                 }
             }

@@ -8,8 +8,11 @@ mod common;
 use std::sync::Arc;
 
 use common::{alpn_for, key, node, quic_config, raw_client, within, ClientCert, NETWORK};
-use p2p_router::{conformance, AcceptError, DialError, LocalNode, Transport};
-use p2p_transport_quic::{QuicConfig, QuicTransport};
+use p2p_router::{
+    conformance, AcceptError, AcceptFailure, BindError, DialError, IncompatibleKind, LocalNode,
+    Transport,
+};
+use p2p_transport_quic::{QuicConfig, QuicConfigError, QuicTransport};
 
 /// TLS alerts as QUIC CRYPTO_ERROR codes (0x100 + alert).
 const CERTIFICATE_REQUIRED: u64 = 0x100 + 116;
@@ -34,7 +37,7 @@ async fn still_serving(listener: &QuicTransport, listener_key: &p2p_router::Node
         loop {
             match listener.accept().await {
                 Ok(conn) => return conn,
-                Err(AcceptError::Connection(_)) => continue,
+                Err(AcceptError::Connection { .. }) => continue,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -77,7 +80,7 @@ async fn a_peer_of_another_network_is_refused_in_the_tls_handshake() {
     let endpoint = l.listen_endpoints()[0].clone();
     let got = within("dial", other.dial(lk.node_id(), &endpoint)).await;
     assert!(
-        matches!(got, Err(DialError::Incompatible(_))),
+        matches!(got, Err(DialError::Incompatible(IncompatibleKind::Alpn))),
         "{:?}",
         got.map(|_| ())
     );
@@ -154,7 +157,17 @@ async fn a_raw_client_with_another_alpn_is_refused() {
     );
     // The listener's accept reports the failed attempt and keeps going.
     let failed = within("accept error", l.accept()).await;
-    assert!(matches!(failed, Err(AcceptError::Connection(_))));
+    assert!(
+        matches!(
+            failed,
+            Err(AcceptError::Connection {
+                reason: AcceptFailure::Incompatible(IncompatibleKind::Alpn),
+                ..
+            })
+        ),
+        "{:?}",
+        failed.err()
+    );
     still_serving(&l, &lk).await;
 }
 
@@ -187,5 +200,15 @@ async fn connections_over_the_limit_are_refused_before_tls() {
 async fn a_bad_configuration_is_an_error_not_a_panic() {
     let mut config = QuicConfig::new();
     config.idle_timeout = config.keep_alive_interval;
-    assert!(QuicTransport::bind(&node(&key(132)), config).is_err());
+    assert_eq!(
+        config.validate(),
+        Err(QuicConfigError::KeepAliveNotBelowIdle)
+    );
+    match QuicTransport::bind(&node(&key(132)), config) {
+        Err(BindError::Config(e)) => assert_eq!(
+            e.downcast_ref::<QuicConfigError>(),
+            Some(&QuicConfigError::KeepAliveNotBelowIdle)
+        ),
+        other => panic!("expected a config error, got {:?}", other.err()),
+    }
 }
