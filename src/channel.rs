@@ -8,6 +8,7 @@ use std::fmt;
 /// byte string with one byte per channel, and MConnection packets name their
 /// channel in one byte. Go peers only use ids below `0x80`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize), serde(transparent))]
 pub struct ChannelId(pub u8);
 
 impl fmt::Display for ChannelId {
@@ -18,6 +19,11 @@ impl fmt::Display for ChannelId {
 
 /// What a send does when the channel's per-peer send buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum FullPolicy {
     /// Wait for room (backpressure reaches the sending reactor). The default:
@@ -35,7 +41,15 @@ pub enum FullPolicy {
 ///
 /// Build with [`ChannelDescriptor::new`] and the `with_*` methods; the
 /// defaults are the `DEFAULT_*` constants.
+///
+/// With the `serde` feature it deserializes from a table that needs `id`
+/// and `name`; every other field defaults to its `DEFAULT_*` constant.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct ChannelDescriptor {
     /// The channel's id, unique within a router.
@@ -44,18 +58,45 @@ pub struct ChannelDescriptor {
     pub name: String,
     /// Relative importance; higher is sent first. Maps to QUIC stream
     /// priority and to MConnection's channel priority.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::priority"))]
     pub priority: u8,
     /// Messages buffered per peer before [`full_policy`](Self::full_policy)
     /// applies.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::send_capacity"))]
     pub send_capacity: usize,
     /// Messages buffered for the receiving reactor before the transport stops
     /// reading this channel (backpressure to the sender).
+    #[cfg_attr(feature = "serde", serde(default = "defaults::receive_capacity"))]
     pub receive_capacity: usize,
     /// The largest encoded message accepted, in bytes; a bigger one is a peer
     /// error.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::max_message_size"))]
     pub max_message_size: usize,
     /// What a send does when the per-peer buffer is full.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub full_policy: FullPolicy,
+}
+
+/// The `DEFAULT_*` constants as functions, for serde's field defaults.
+#[cfg(feature = "serde")]
+mod defaults {
+    use super::ChannelDescriptor as D;
+
+    pub(super) fn priority() -> u8 {
+        D::DEFAULT_PRIORITY
+    }
+
+    pub(super) fn send_capacity() -> usize {
+        D::DEFAULT_SEND_CAPACITY
+    }
+
+    pub(super) fn receive_capacity() -> usize {
+        D::DEFAULT_RECEIVE_CAPACITY
+    }
+
+    pub(super) fn max_message_size() -> usize {
+        D::DEFAULT_MAX_MESSAGE_SIZE
+    }
 }
 
 impl ChannelDescriptor {

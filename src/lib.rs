@@ -14,6 +14,8 @@
 
 mod address;
 mod channel;
+#[cfg(feature = "serde")]
+mod config_serde;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 mod identity;

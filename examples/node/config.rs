@@ -7,20 +7,34 @@
 //! listen = ["quic://0.0.0.0:26656", "mconn://0.0.0.0:26657"]
 //! external = ["quic://203.0.113.7:26656"]  # advertised; default: the bound addresses
 //! seeds = ["quic://<id>@seed.example.org:26656"]
+//! metrics = "127.0.0.1:26660"      # Prometheus /metrics over HTTP
+//! echo = false
+//!
+//! # The library's own option types, read as they are (every field
+//! # optional; durations as "250ms", "20s", "1m 30s").
+//! [peer_manager]
 //! persistent_peers = []
 //! unconditional_peers = []         # node ids
 //! private_peers = []               # node ids, never advertised
 //! max_connected = 64
-//! max_outgoing = 0
-//! max_peers = 1000
-//! metrics = "127.0.0.1:26660"      # Prometheus /metrics over HTTP
-//! echo = false
+//! min_retry_time = "250ms"
+//!
+//! [router]
+//! handshake_timeout = "10s"
+//!
+//! [quic]
+//! stream_receive_window = 131072
+//!
+//! [mconn]
+//! flush_throttle = "100ms"
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use p2p_router::{NodeId, PeerAddress, Protocol};
+use p2p_router::{NodeId, PeerAddress, PeerManagerOptions, Protocol, RouterOptions};
+use p2p_transport_mconn::MconnConfig;
+use p2p_transport_quic::QuicConfig;
 use serde::Deserialize;
 
 /// Flags; each overrides the config file's field of the same name.
@@ -77,19 +91,18 @@ pub struct FileConfig {
     #[serde(default)]
     external: Vec<String>,
     #[serde(default)]
-    seeds: Vec<String>,
-    #[serde(default)]
-    persistent_peers: Vec<String>,
-    #[serde(default)]
-    unconditional_peers: Vec<String>,
-    #[serde(default)]
-    private_peers: Vec<String>,
-    max_connected: Option<usize>,
-    max_outgoing: Option<usize>,
-    max_peers: Option<usize>,
+    seeds: Vec<PeerAddress>,
     metrics: Option<SocketAddr>,
     #[serde(default)]
     echo: bool,
+    #[serde(default)]
+    router: RouterOptions,
+    #[serde(default)]
+    peer_manager: PeerManagerOptions,
+    #[serde(default)]
+    quic: QuicConfig,
+    #[serde(default)]
+    mconn: MconnConfig,
 }
 
 /// A listen address: which transport, where.
@@ -108,14 +121,12 @@ pub struct Config {
     pub listen: Vec<Listen>,
     pub external: Vec<PeerAddressTemplate>,
     pub seeds: Vec<PeerAddress>,
-    pub persistent_peers: Vec<PeerAddress>,
-    pub unconditional_peers: Vec<NodeId>,
-    pub private_peers: Vec<NodeId>,
-    pub max_connected: Option<usize>,
-    pub max_outgoing: Option<usize>,
-    pub max_peers: Option<usize>,
     pub metrics: Option<SocketAddr>,
     pub echo: bool,
+    pub router: RouterOptions,
+    pub peer_manager: PeerManagerOptions,
+    pub quic: QuicConfig,
+    pub mconn: MconnConfig,
 }
 
 /// An advertised address before our id is known: scheme, host, port.
@@ -174,17 +185,8 @@ fn parse_peers(list: &[String], what: &str) -> Result<Vec<PeerAddress>, ConfigEr
         .collect()
 }
 
-fn parse_ids(list: &[String], what: &str) -> Result<Vec<NodeId>, ConfigError> {
-    list.iter()
-        .map(|s| {
-            s.parse()
-                .map_err(|e| ConfigError::Invalid(format!("{what} {s}: {e}")))
-        })
-        .collect()
-}
-
 /// Non-empty flag lists replace the file's.
-fn pick(flag: Vec<String>, file: Vec<String>) -> Vec<String> {
+fn pick<T>(flag: Vec<T>, file: Vec<T>) -> Vec<T> {
     if flag.is_empty() {
         file
     } else {
@@ -213,6 +215,15 @@ impl Config {
         } else {
             listen
         };
+        let mut peer_manager = file.peer_manager;
+        let persistent = parse_peers(&flags.persistent_peers, "persistent peer")?;
+        peer_manager.persistent_peers = pick(persistent, peer_manager.persistent_peers);
+        if let Some(n) = flags.max_connected {
+            peer_manager.max_connected = n;
+        }
+        if let Some(n) = flags.max_peers {
+            peer_manager.max_peers = n;
+        }
         Ok(Self {
             data_dir: flags
                 .data_dir
@@ -234,18 +245,51 @@ impl Config {
                 .into_iter()
                 .map(PeerAddressTemplate)
                 .collect(),
-            seeds: parse_peers(&pick(flags.seeds, file.seeds), "seed")?,
-            persistent_peers: parse_peers(
-                &pick(flags.persistent_peers, file.persistent_peers),
-                "persistent peer",
-            )?,
-            unconditional_peers: parse_ids(&file.unconditional_peers, "unconditional peer")?,
-            private_peers: parse_ids(&file.private_peers, "private peer")?,
-            max_connected: flags.max_connected.or(file.max_connected),
-            max_outgoing: file.max_outgoing,
-            max_peers: flags.max_peers.or(file.max_peers),
+            seeds: pick(parse_peers(&flags.seeds, "seed")?, file.seeds),
             metrics: flags.metrics.or(file.metrics),
             echo: flags.echo || file.echo,
+            router: file.router,
+            peer_manager,
+            quic: file.quic,
+            mconn: file.mconn,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_option_types_are_read_from_their_sections() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            network = "test-chain"
+            [peer_manager]
+            max_connected = 12
+            min_retry_time = "100ms"
+            [router]
+            handshake_timeout = "20s"
+            [quic]
+            stream_receive_window = 65536
+            [mconn]
+            flush_throttle = "10ms"
+            "#,
+        )
+        .expect("config");
+        assert_eq!(file.peer_manager.max_connected, 12);
+        assert_eq!(
+            file.peer_manager.min_retry_time,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(
+            file.router.handshake_timeout,
+            std::time::Duration::from_secs(20)
+        );
+        assert_eq!(file.quic.stream_receive_window, 65536);
+        assert_eq!(
+            file.mconn.flush_throttle,
+            std::time::Duration::from_millis(10)
+        );
     }
 }

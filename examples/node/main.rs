@@ -32,11 +32,11 @@ use std::time::Duration;
 use clap::Parser;
 use p2p_router::pex::{Pex, PexOptions};
 use p2p_router::{
-    AddPeerError, LocalNode, NodeId, NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate,
-    Protocol, RedbPeerStore, Router, Transport,
+    AddPeerError, LocalNode, NodeId, NodeKey, PeerAddress, PeerUpdate, Protocol, RedbPeerStore,
+    Router, Transport,
 };
-use p2p_transport_mconn::{MconnConfig, MconnTransport};
-use p2p_transport_quic::{QuicConfig, QuicTransport};
+use p2p_transport_mconn::MconnTransport;
+use p2p_transport_quic::QuicTransport;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -90,11 +90,11 @@ async fn transports(
     node: &LocalNode,
 ) -> Result<Vec<Arc<dyn Transport>>, Box<dyn std::error::Error>> {
     let on = |p: Protocol| config.listen.iter().filter(move |l| l.protocol == p);
-    let mut quic = QuicConfig::new();
+    let mut quic = config.quic.clone();
     for l in on(Protocol::Quic) {
         quic = quic.listen_on(l.address);
     }
-    let mut mconn = MconnConfig::new();
+    let mut mconn = config.mconn.clone();
     for l in on(Protocol::Mconn) {
         mconn = mconn.listen_on(l.address);
     }
@@ -140,23 +140,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let transports = transports(&config, &node).await?;
     let addresses = dialable(&config, id, &transports)?;
 
-    let mut options = PeerManagerOptions::default();
+    let mut options = config.peer_manager.clone();
     options.self_address = addresses.first().cloned();
-    options.persistent_peers = config.persistent_peers.clone();
-    options.unconditional_peers = config.unconditional_peers.iter().copied().collect();
-    options.private_peers = config.private_peers.iter().copied().collect();
-    if let Some(n) = config.max_connected {
-        options.max_connected = n;
-    }
-    if let Some(n) = config.max_outgoing {
-        options.max_outgoing = n;
-    }
-    if let Some(n) = config.max_peers {
-        options.max_peers = n;
-    }
     let store = RedbPeerStore::open(config.data_dir.join("peers.redb"))?;
     let mut builder = Router::builder(node);
     builder
+        .options(config.router.clone())
         .peer_manager(options)
         .peer_store(store)
         .moniker(config.moniker.clone());

@@ -11,6 +11,11 @@ use crate::identity::NodeId;
 ///
 /// A limit of 0 means "no limit". [`Default`] gives the values below, which
 /// are Tendermint's defaults where it has one.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PeerManagerOptions {
@@ -37,16 +42,21 @@ pub struct PeerManagerOptions {
     pub max_peers: usize,
     /// Retry delay per failed dial of an address (default 250 ms); 0 turns
     /// retries of failed addresses off.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub min_retry_time: Duration,
     /// Cap on the retry delay (default 30 min).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_retry_time: Duration,
     /// Cap on the retry delay of persistent peers (default 5 min; 0 means
     /// `max_retry_time`).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_retry_time_persistent: Duration,
     /// Upper bound of the random delay added to each retry (default 3 s), so
     /// that many nodes do not retry in lockstep.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub retry_time_jitter: Duration,
     /// How long after a disconnect the peer is not redialed (default 1 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub disconnect_cooldown: Duration,
 }
 

@@ -4,16 +4,24 @@
 use std::time::Duration;
 
 /// Router settings. Every default is finite.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RouterOptions {
     /// Dials in flight at once (default 8).
     pub dial_concurrency: usize,
     /// Time to establish a transport connection (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub dial_timeout: Duration,
     /// Time for the NodeInfo exchange and admission (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub handshake_timeout: Duration,
     /// Time for resolving a DNS name (default 5 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub resolve_timeout: Duration,
     /// Inbound connections, handshaking or established (default 256).
     pub max_inbound: usize,
@@ -24,10 +32,12 @@ pub struct RouterOptions {
     /// Connection attempts per remote IP within `ip_window` (default 16).
     pub max_attempts_per_ip: usize,
     /// The window of `max_attempts_per_ip` (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ip_window: Duration,
     /// After this long, a new connection from a connected peer replaces the
     /// existing one (the peer restarted); younger conflicts are settled by
     /// node id (default 5 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub takeover_after: Duration,
     /// Capacity of the actor's mailbox (default 256).
     pub mailbox_capacity: usize,

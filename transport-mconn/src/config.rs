@@ -8,6 +8,11 @@ use std::time::Duration;
 /// [`MconnConfig::new`] gives CometBFT's defaults (what an operator's
 /// `config.toml` has unless changed); [`MconnConfig::fast`] turns off rate
 /// limits and the flush delay.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MconnConfig {
@@ -20,6 +25,7 @@ pub struct MconnConfig {
     /// How long written packets may wait to be batched before they are
     /// flushed to the socket. CometBFT: 100 ms (every lone message waits
     /// that long); `Duration::ZERO` flushes after each batch.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub flush_throttle: Duration,
     /// Send rate limit in bytes per second; `None` for none (CometBFT:
     /// 5,120,000).
@@ -28,10 +34,12 @@ pub struct MconnConfig {
     /// 5,120,000).
     pub recv_rate: Option<u64>,
     /// Interval between our pings (CometBFT: 60 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ping_interval: Duration,
     /// After a ping, the peer must send something (a pong, or any packet)
     /// within this time or the connection is closed (CometBFT: 45 s; must
     /// be shorter than `ping_interval`).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub pong_timeout: Duration,
     /// Messages queued per channel and peer before `send` waits.
     pub send_queue_capacity: usize,
@@ -43,6 +51,7 @@ pub struct MconnConfig {
     /// descriptor's maximum applies otherwise). Tendermint: 21 MiB.
     pub max_message_size: usize,
     /// Time allowed for TCP connect plus the SecretConnection handshake.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub handshake_timeout: Duration,
     /// Incoming SecretConnection handshakes in progress at once; more
     /// connections are closed before any cryptographic work.
@@ -52,6 +61,7 @@ pub struct MconnConfig {
     /// Connections handshaken but not yet taken by `accept`.
     pub accept_backlog: usize,
     /// Time a graceful close spends sending what is queued.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub close_drain_timeout: Duration,
 }
 

@@ -15,6 +15,11 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 /// handshake before any application data flows).
 ///
 /// [`LocalNode`]: p2p_router::LocalNode
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuicConfig {
@@ -35,11 +40,14 @@ pub struct QuicConfig {
     /// a small shared send window lets a bulk channel block the others.
     pub send_window: u64,
     /// Interval of keep-alive pings on an otherwise idle connection.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub keep_alive_interval: Duration,
     /// A connection without any packet from the peer for this long is
     /// closed. Must exceed `keep_alive_interval` several times.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub idle_timeout: Duration,
     /// Time allowed for the QUIC/TLS handshake of one connection.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub handshake_timeout: Duration,
     /// Incoming QUIC handshakes in progress at once; more are refused
     /// before any TLS work.
@@ -51,8 +59,10 @@ pub struct QuicConfig {
     /// `accept`.
     pub accept_backlog: usize,
     /// Time a graceful close waits for sent data to be acknowledged.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub close_drain_timeout: Duration,
     /// Time a peer has to send a channel stream's header.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub stream_header_timeout: Duration,
     /// Bad streams (unknown channel, duplicate, malformed header) tolerated
     /// on one connection before it is closed.
@@ -66,6 +76,7 @@ pub struct QuicConfig {
     pub bbr: bool,
     /// Maximum ACK delay requested from the peer (ACK frequency extension).
     /// 1 ms: quinn's 25 ms default dominated tail latency under loss.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_ack_delay: Duration,
 }
 

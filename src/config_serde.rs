@@ -1,0 +1,109 @@
+//! `Deserialize` for the types a node's configuration names by string
+//! (peer addresses, node ids) or by number (scores), behind the `serde`
+//! feature: they parse exactly as `FromStr` does, errors included.
+
+use std::str::FromStr;
+
+use serde::de::{Deserialize, Deserializer, Error};
+
+use crate::address::PeerAddress;
+use crate::identity::NodeId;
+use crate::peer_manager::PeerScore;
+
+fn parsed<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(D::Error::custom)
+}
+
+impl<'de> Deserialize<'de> for PeerAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parsed(deserializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parsed(deserializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerScore {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        i16::deserialize(deserializer).map(PeerScore)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{ChannelDescriptor, ChannelId, FullPolicy, PeerManagerOptions, RouterOptions};
+
+    #[test]
+    fn options_read_from_toml_with_humantime_durations_and_defaults() {
+        let router: RouterOptions = toml::from_str(
+            r#"
+            dial_concurrency = 4
+            handshake_timeout = "20s"
+            ip_window = "1m 30s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(router.dial_concurrency, 4);
+        assert_eq!(router.handshake_timeout, Duration::from_secs(20));
+        assert_eq!(router.ip_window, Duration::from_secs(90));
+        assert_eq!(router.max_inbound, RouterOptions::default().max_inbound);
+
+        let id = "89006b58739b9db9d25e4295cdb96ab10ac1ef9f";
+        let pm: PeerManagerOptions = toml::from_str(&format!(
+            r#"
+            max_connected = 10
+            min_retry_time = "100ms"
+            persistent_peers = ["quic://{id}@localhost:26656"]
+            private_peers = ["{id}"]
+            peer_scores = {{ "{id}" = 7 }}
+            "#
+        ))
+        .unwrap();
+        assert_eq!(pm.max_connected, 10);
+        assert_eq!(pm.min_retry_time, Duration::from_millis(100));
+        assert_eq!(
+            pm.persistent_peers[0].to_string(),
+            format!("quic://{id}@localhost:26656")
+        );
+        assert_eq!(pm.private_peers.len(), 1);
+
+        let channel: ChannelDescriptor = toml::from_str(
+            r#"
+            id = 34
+            name = "votes"
+            full_policy = "drop_oldest"
+            "#,
+        )
+        .unwrap();
+        let want =
+            ChannelDescriptor::new(ChannelId(34), "votes").with_full_policy(FullPolicy::DropOldest);
+        assert_eq!(channel, want);
+    }
+
+    #[test]
+    fn bad_values_and_unknown_keys_are_errors_naming_the_problem() {
+        let e = toml::from_str::<PeerManagerOptions>(r#"persistent_peers = ["nope"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("persistent_peers"), "{e}");
+        let e = toml::from_str::<RouterOptions>("dial_concurency = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dial_concurency"), "{e}");
+        let e = toml::from_str::<RouterOptions>(r#"dial_timeout = "soon""#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dial_timeout"), "{e}");
+    }
+}
