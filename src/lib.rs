@@ -2,15 +2,23 @@
 //!
 //! Reactors exchange typed protobuf messages on numbered channels; a router
 //! moves them between reactors and peers; a [`PeerManager`] decides whom to
-//! dial, accept and evict; transports carry the bytes. See `DESIGN.md` in the
-//! repository for the architecture.
+//! dial, accept and evict; transports carry the bytes. `docs/ARCHITECTURE.md`
+//! in the repository describes the parts and the rules between them.
 //!
 //! This crate is the transport-agnostic core:
-//! - identity: [`NodeKey`], [`NodeId`];
+//! - the [`Router`]: declared on a [`RouterBuilder`] (transports, typed
+//!   [`Channel`]s, reactors, peer-manager settings), driven by one actor,
+//!   stopped by [`Router::shutdown`]; reactors hold a [`RouterHandle`];
+//! - identity: [`NodeKey`], [`NodeId`], and [`LocalNode`] (key and network);
 //! - addressing: [`PeerAddress`] parsed without IO, resolved into
 //!   [`Endpoint`]s at dial time;
 //! - the handshake record [`NodeInfo`] and channel [`ChannelDescriptor`]s;
-//! - the sans-IO [`PeerManager`] and its [`PeerStore`]s.
+//! - the sans-IO [`PeerManager`] and its [`PeerStore`]s;
+//! - peer exchange ([`pex`]), a reactor on channel `0x00`;
+//! - Prometheus [`metrics`] read from the router's counters;
+//! - the [`Transport`] and [`Connection`] traits that the QUIC, MConnection
+//!   and memory transports (separate crates) implement, with the
+//!   conformance suite they all pass (`test-utils`).
 
 mod address;
 mod channel;

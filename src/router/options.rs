@@ -79,8 +79,8 @@ pub enum RouterOptionsError {
 }
 
 impl RouterOptions {
-    /// Checks for values that cannot work. [`RouterBuilder::spawn`]
-    /// (crate::RouterBuilder::spawn) runs it.
+    /// Checks for values that cannot work.
+    /// [`RouterBuilder::spawn`](crate::RouterBuilder::spawn) runs it.
     pub fn validate(&self) -> Result<(), RouterOptionsError> {
         let counts = [
             ("dial_concurrency", self.dial_concurrency),

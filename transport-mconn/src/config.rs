@@ -104,8 +104,8 @@ impl MconnConfig {
         self
     }
 
-    /// Checks for values that cannot work; [`MconnTransport::bind`]
-    /// (crate::MconnTransport::bind) runs it.
+    /// Checks for values that cannot work;
+    /// [`MconnTransport::bind`](crate::MconnTransport::bind) runs it.
     pub fn validate(&self) -> Result<(), MconnConfigError> {
         if self.pong_timeout >= self.ping_interval {
             return Err(MconnConfigError::PongNotBelowPing);
