@@ -50,7 +50,8 @@ pub use peer_manager::{
     PeerManagerOptions, PeerScore, PeerStatus, PeerUpdate, MAX_ADDRESSES_PER_PEER,
 };
 pub use peer_store::{
-    AddressRecord, LoadedPeers, MemoryPeerStore, PeerRecord, PeerStore, RedbPeerStore, StoreError,
+    AddressRecord, LoadedPeers, MemoryPeerStore, PeerRecord, PeerStore, RedbPeerStore, StoreBatch,
+    StoreError,
 };
 pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEOUT};
 

@@ -253,3 +253,31 @@ async fn reactors_hold_a_handle_and_see_every_up_from_the_start() {
     connect(&mut b, &mut a).await;
     assert_eq!(seen.recv().await, Some((b.id(), true)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn failed_store_writes_are_retried_off_the_actor_and_nothing_is_lost() {
+    use p2p_router::{MemoryPeerStore, PeerStore};
+    let net = MemoryNetwork::new();
+    let store = MemoryPeerStore::new();
+    store.fail_next_writes(3);
+    let mut builder = NodeBuilder::new(key(1));
+    builder.store = store.clone();
+    let mut a = builder.start(&net);
+    let mut b = NodeBuilder::new(key(2)).start(&net);
+    connect(&mut a, &mut b).await;
+    // The router serves while its writes fail.
+    a.tx.send(Envelope {
+        peer: b.id(),
+        message: text("still working"),
+    })
+    .await
+    .unwrap();
+    assert_eq!(require_receive(&b.rx).await.message, text("still working"));
+    // The retries run on the paused clock until a write succeeds.
+    settle().await;
+    assert!(store.successful_writes() >= 1, "a retry succeeded");
+    a.router.shutdown().await;
+    let loaded = store.clone().load().unwrap();
+    let known: Vec<_> = loaded.peers.iter().map(|r| r.node_id).collect();
+    assert!(known.contains(&b.id()), "{known:?}");
+}

@@ -21,7 +21,7 @@ use self::peer::{KnownAddress, Peer};
 use crate::address::PeerAddress;
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
-use crate::peer_store::{AddressRecord, PeerStore, StoreError};
+use crate::peer_store::{AddressRecord, LoadedPeers, PeerStore, StoreBatch, StoreError};
 
 /// The most addresses kept per peer: a hostile peer-exchange partner cannot
 /// grow one peer's entry without bound.
@@ -141,7 +141,10 @@ pub struct PeerManager {
     self_id: NodeId,
     options: PeerManagerOptions,
     persistent: HashSet<NodeId>,
-    store: Box<dyn PeerStore>,
+    /// `None` when the driver persists the batches itself
+    /// ([`from_loaded`](Self::from_loaded) and
+    /// [`take_store_batch`](Self::take_store_batch)).
+    store: Option<Box<dyn PeerStore>>,
     rng: StdRng,
     /// Every known peer. Written by `add`, `dialed`, `accepted`,
     /// `dial_failed`, `disconnected`, `inactivate`, `adjust_score`; pruned
@@ -190,6 +193,10 @@ impl std::fmt::Debug for PeerManager {
 impl PeerManager {
     /// Loads the store, drops our own id from it, adds the persistent peers
     /// and prunes the store to `max_peers`.
+    ///
+    /// [`flush`](Self::flush) then writes to `store` synchronously; a driver
+    /// that must not block (the router) uses
+    /// [`from_loaded`](Self::from_loaded) instead.
     pub fn new(
         self_id: NodeId,
         options: PeerManagerOptions,
@@ -198,11 +205,27 @@ impl PeerManager {
     ) -> Result<Self, PeerManagerError> {
         options.validate(self_id)?;
         let loaded = store.load()?;
+        let mut manager = Self::from_loaded(self_id, options, loaded, rng_seed)?;
+        manager.store = Some(Box::new(store));
+        Ok(manager)
+    }
+
+    /// A manager over records already loaded from a store, which it does
+    /// not own: persistence is an output, taken with
+    /// [`take_store_batch`](Self::take_store_batch) and written by the
+    /// driver (the router does so on a blocking thread, retrying failures).
+    pub fn from_loaded(
+        self_id: NodeId,
+        options: PeerManagerOptions,
+        loaded: LoadedPeers,
+        rng_seed: u64,
+    ) -> Result<Self, PeerManagerError> {
+        options.validate(self_id)?;
         let mut manager = Self {
             self_id,
             persistent: options.persistent_ids(),
             options,
-            store: Box::new(store),
+            store: None,
             rng: StdRng::seed_from_u64(rng_seed),
             peers: HashMap::new(),
             ranked: None,
@@ -668,21 +691,52 @@ impl PeerManager {
     /// Writes every change since the last successful flush to the store, in
     /// one atomic batch. On error nothing is lost: the changes stay pending
     /// and the next flush retries them.
+    ///
+    /// Without a store of its own ([`from_loaded`](Self::from_loaded)) this
+    /// writes nothing: take the changes with
+    /// [`take_store_batch`](Self::take_store_batch).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         if self.dirty.is_empty() && self.removed.is_empty() {
             return Ok(());
         }
-        let records: Vec<_> = self
+        let batch = self.store_batch();
+        let Some(store) = self.store.as_mut() else {
+            return Ok(());
+        };
+        store.write(&batch.records, &batch.removed)?;
+        self.dirty.clear();
+        self.removed.clear();
+        Ok(())
+    }
+
+    /// Every change since the last batch was taken: records of peers that
+    /// changed, ids of peers removed. `None` when nothing changed. The
+    /// caller must write it (retrying on failure); the manager forgets it.
+    pub fn take_store_batch(&mut self) -> Option<StoreBatch> {
+        if self.dirty.is_empty() && self.removed.is_empty() {
+            return None;
+        }
+        let batch = self.store_batch();
+        self.dirty.clear();
+        self.removed.clear();
+        Some(batch)
+    }
+
+    fn store_batch(&self) -> StoreBatch {
+        let records = self
             .dirty
             .iter()
             .filter_map(|id| self.peers.get(id))
             .map(Peer::to_record)
             .collect();
-        let removed: Vec<_> = self.removed.iter().copied().collect();
-        self.store.write(&records, &removed)?;
-        self.dirty.clear();
-        self.removed.clear();
-        Ok(())
+        // A peer removed and known again is written, not deleted.
+        let removed = self
+            .removed
+            .iter()
+            .filter(|id| !self.peers.contains_key(id))
+            .copied()
+            .collect();
+        StoreBatch { records, removed }
     }
 
     // ----- Internals ---------------------------------------------------------------

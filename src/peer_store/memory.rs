@@ -21,6 +21,10 @@ pub struct MemoryPeerStore {
 struct Inner {
     records: BTreeMap<Vec<u8>, Vec<u8>>,
     fail_writes: bool,
+    /// Writes still to fail before writes succeed again.
+    fail_next: usize,
+    /// Writes that succeeded.
+    writes: usize,
 }
 
 impl MemoryPeerStore {
@@ -55,6 +59,17 @@ impl MemoryPeerStore {
     pub fn set_fail_writes(&self, fail: bool) {
         self.lock().fail_writes = fail;
     }
+
+    /// Makes the next `n` writes fail, then succeed again (to test that
+    /// failed writes are retried and nothing is lost).
+    pub fn fail_next_writes(&self, n: usize) {
+        self.lock().fail_next = n;
+    }
+
+    /// Writes that succeeded so far.
+    pub fn successful_writes(&self) -> usize {
+        self.lock().writes
+    }
 }
 
 impl PeerStore for MemoryPeerStore {
@@ -78,6 +93,11 @@ impl PeerStore for MemoryPeerStore {
         if inner.fail_writes {
             return Err(StoreError::Write("injected failure".into()));
         }
+        if inner.fail_next > 0 {
+            inner.fail_next -= 1;
+            return Err(StoreError::Write("injected failure".into()));
+        }
+        inner.writes += 1;
         for id in removed {
             inner.records.remove(id.as_bytes().as_slice());
         }

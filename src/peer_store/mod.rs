@@ -97,6 +97,25 @@ pub enum StoreError {
     Write(String),
 }
 
+/// Changes for a [`PeerStore`]: what [`PeerStore::write`] takes, as the
+/// peer manager hands it out
+/// ([`PeerManager::take_store_batch`](crate::PeerManager::take_store_batch)).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct StoreBatch {
+    /// Records to insert or replace.
+    pub records: Vec<PeerRecord>,
+    /// Peers to delete.
+    pub removed: Vec<NodeId>,
+}
+
+impl StoreBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.removed.is_empty()
+    }
+}
+
 /// Where the peer manager keeps peers across restarts.
 ///
 /// Implementations must apply each [`write`](Self::write) atomically: after a

@@ -22,6 +22,7 @@ use super::peer_task::{PeerChannel, PeerExit, PeerTask};
 use super::queue::{ReadySet, SendQueue};
 use super::shared::{PeerRoute, Shared};
 use super::stats::DialFailureKind;
+use super::store_writer::StoreWriter;
 use super::{Command, RouterOptions};
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
@@ -148,6 +149,8 @@ type Joined<T> = Result<(task::Id, T), JoinError>;
 pub(super) struct Actor {
     shared: Arc<Shared>,
     pm: PeerManager,
+    /// Writes the peer manager's changes on a blocking thread.
+    writer: StoreWriter,
     transports: Vec<Arc<dyn Transport>>,
     options: RouterOptions,
     mailbox: mpsc::Receiver<Command>,
@@ -178,6 +181,7 @@ impl Actor {
     pub(super) fn new(
         shared: Arc<Shared>,
         pm: PeerManager,
+        store: Box<dyn crate::peer_store::PeerStore>,
         transports: Vec<Arc<dyn Transport>>,
         options: RouterOptions,
         mailbox: mpsc::Receiver<Command>,
@@ -192,6 +196,7 @@ impl Actor {
             cancel: shared.shutdown.clone(),
             shared,
             pm,
+            writer: StoreWriter::spawn(store),
             transports,
             options,
             mailbox,
@@ -397,8 +402,8 @@ impl Actor {
             }
         }
         self.publish_updates();
-        if let Err(error) = self.pm.flush() {
-            tracing::warn!(%error, "peer store write failed; will retry");
+        if let Some(batch) = self.pm.take_store_batch() {
+            self.writer.submit(batch);
         }
         self.shared
             .stats
@@ -831,9 +836,10 @@ impl Actor {
             self.pm.disconnected(now, peer);
         }
         self.publish_updates();
-        if let Err(error) = self.pm.flush() {
-            tracing::warn!(%error, "peer store write failed at shutdown");
+        if let Some(batch) = self.pm.take_store_batch() {
+            self.writer.submit(batch);
         }
+        self.writer.close().await;
         // No message can arrive any more: receivers drain, then end.
         self.shared.stopped.cancel();
         while let Some(done) = self.reactors.join_next_with_id().await {

@@ -252,11 +252,14 @@ impl RouterBuilder {
         self.options.validate()?;
         let node_id = self.node.node_id();
         let seed = self.rng_seed.unwrap_or_else(rand::random);
-        let store: Box<dyn PeerStore> = self
+        let mut store: Box<dyn PeerStore> = self
             .store
             .unwrap_or_else(|| Box::new(MemoryPeerStore::new()));
         let store_capacity = self.pm_options.max_peers;
-        let pm = PeerManager::new(node_id, self.pm_options, store, seed)?;
+        // Loaded here, written by the router's store writer: the peer
+        // manager itself never touches the disk.
+        let loaded = store.load().map_err(PeerManagerError::Store)?;
+        let pm = PeerManager::from_loaded(node_id, self.pm_options, loaded, seed)?;
 
         let channel_ids: Vec<u8> = self.channel_order.iter().map(|id| id.0).collect();
         let node_infos = self
@@ -305,6 +308,7 @@ impl RouterBuilder {
         let actor = Actor::new(
             self.shared.clone(),
             pm,
+            store,
             self.transports,
             self.options,
             mailbox_rx,

@@ -41,6 +41,7 @@ mod peer_task;
 mod queue;
 mod shared;
 mod stats;
+mod store_writer;
 
 use tokio::sync::oneshot;
 
