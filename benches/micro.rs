@@ -112,5 +112,65 @@ fn dial_next(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, node_info, frames, addresses, dial_next);
+/// The actor's work after one event at 10,000 known and 200 connected
+/// peers: the event itself (a peer leaves and another connects), then what
+/// the actor asks every loop turn (due dials, evictions, the next wakeup).
+fn actor_turn(c: &mut Criterion) {
+    let id = |i: u32| {
+        let mut seed = [1u8; 32];
+        seed[..4].copy_from_slice(&i.to_le_bytes());
+        NodeKey::from_seed(seed).node_id()
+    };
+    let address = |i: u32| -> PeerAddress {
+        format!(
+            "quic://{}@10.{}.{}.{}:26656",
+            id(i),
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        )
+        .parse()
+        .unwrap()
+    };
+    let setup = || {
+        let mut options = PeerManagerOptions::default();
+        options.max_peers = 20_000;
+        options.max_connected = 200;
+        let mut pm = PeerManager::new(
+            NodeKey::from_seed([0; 32]).node_id(),
+            options,
+            MemoryPeerStore::new(),
+            1,
+        )
+        .unwrap();
+        let now = SystemTime::now();
+        for i in 0..10_000u32 {
+            pm.add(address(i)).unwrap();
+        }
+        for i in 0..200u32 {
+            pm.dialed(now, &address(i)).unwrap();
+        }
+        (pm, 0u32)
+    };
+    c.bench_function("peer_manager/actor_turn_10k_known_200_connected", |b| {
+        b.iter_batched_ref(
+            setup,
+            |(pm, turn)| {
+                let now = SystemTime::now();
+                let leaving = *turn % 200;
+                pm.disconnected(now, id(leaving));
+                pm.accepted(now, id(leaving)).unwrap();
+                *turn += 1;
+                while let Some(a) = pm.dial_next(now) {
+                    pm.dial_failed(now, &a);
+                }
+                while pm.evict_next().is_some() {}
+                std::hint::black_box(pm.next_wakeup(now));
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+criterion_group!(benches, node_info, frames, addresses, dial_next, actor_turn);
 criterion_main!(benches);

@@ -342,11 +342,15 @@ impl PeerManager {
     /// [`dialed`](Self::dialed) or [`dial_failed`](Self::dial_failed).
     pub fn dial_next(&mut self, now: SystemTime) -> Option<PeerAddress> {
         let ranked = self.ranked();
+        let room = self.dial_room();
         for id in ranked.iter() {
+            if room.none_further(self, id) {
+                break;
+            }
             let Some((due, index)) = self.dial_time(now, id) else {
                 continue;
             };
-            if due > now || !self.has_dial_capacity(id) {
+            if due > now || !room.allows(self, id) {
                 continue;
             }
             if self.needs_upgrade(id) {
@@ -671,14 +675,13 @@ impl PeerManager {
             return Some(now);
         }
         let ranked = self.ranked();
+        let room = self.dial_room();
         ranked
             .iter()
+            .take_while(|id| !room.none_further(self, id))
             .filter_map(|id| {
                 let (due, _) = self.dial_time(now, id)?;
-                let possible = self.has_dial_capacity(id)
-                    && (!self.needs_upgrade(id)
-                        || self.upgrade_victim(self.score_of(id)).is_some());
-                possible.then_some(due)
+                room.allows(self, id).then_some(due)
             })
             .min()
     }
@@ -798,17 +801,45 @@ impl PeerManager {
         outgoing + dialing
     }
 
-    fn has_dial_capacity(&self, id: &NodeId) -> bool {
-        if !self.is_limited(id) {
-            return true;
-        }
+    /// Whether a limited peer may be dialed at all (connection and
+    /// outgoing limits), and the lowest score an upgrade could replace:
+    /// computed once per `dial_next`/`next_wakeup`, so that ranking every
+    /// known peer costs O(1) each rather than a walk of the connections.
+    fn dial_room(&self) -> DialRoom {
         let o = &self.options;
-        if o.max_connected > 0
-            && self.limited_occupied() >= o.max_connected + o.max_connected_upgrade
-        {
-            return false;
+        let over_ceiling = o.max_connected > 0
+            && self.limited_occupied() >= o.max_connected + o.max_connected_upgrade;
+        let over_outgoing = o.max_outgoing > 0 && self.limited_outgoing() >= o.max_outgoing;
+        let full = self.is_full();
+        DialRoom {
+            limited: !over_ceiling && !over_outgoing,
+            full,
+            lowest_victim: if full {
+                self.lowest_victim_score()
+            } else {
+                None
+            },
         }
-        !(o.max_outgoing > 0 && self.limited_outgoing() >= o.max_outgoing)
+    }
+
+    /// The score of the peer [`upgrade_victim`](Self::upgrade_victim) would
+    /// pick for a candidate of any higher score: the lowest-ranked usable
+    /// connected peer.
+    fn lowest_victim_score(&self) -> Option<PeerScore> {
+        let ranked = self.ranked.clone().unwrap_or_else(|| self.rank_snapshot());
+        ranked
+            .iter()
+            .rev()
+            .find(|id| self.usable_victim(id))
+            .map(|id| self.score_of(id))
+    }
+
+    fn usable_victim(&self, id: &NodeId) -> bool {
+        self.connected.contains_key(id)
+            && self.is_limited(id)
+            && !self.evict.contains(id)
+            && !self.evicting.contains(id)
+            && !self.upgrading.contains_key(id)
     }
 
     fn needs_upgrade(&self, id: &NodeId) -> bool {
@@ -833,12 +864,7 @@ impl PeerManager {
             if self.score_of(id) >= score {
                 return None;
             }
-            let usable = self.connected.contains_key(id)
-                && self.is_limited(id)
-                && !self.evict.contains(id)
-                && !self.evicting.contains(id)
-                && !self.upgrading.contains_key(id);
-            if usable {
+            if self.usable_victim(id) {
                 return Some(*id);
             }
         }
@@ -983,6 +1009,51 @@ impl PeerManager {
             self.removed.insert(*id);
         }
         self.ranked = None;
+    }
+}
+
+/// What the limits allow a dial right now; see `PeerManager::dial_room`.
+struct DialRoom {
+    /// Limited peers may be dialed.
+    limited: bool,
+    /// The limited slots are full: a limited dial must be an upgrade.
+    full: bool,
+    /// The score an upgrade must beat, if any peer can be replaced.
+    lowest_victim: Option<PeerScore>,
+}
+
+impl DialRoom {
+    /// Whether no peer from `id` on down the ranking can be dialed: every
+    /// peer is limited (no unconditional ones are configured) and either
+    /// the limits forbid any dial or, the node being full, `id` and
+    /// everyone ranked below it score no higher than the peer an upgrade
+    /// would replace. A full node then stops its scan at once instead of
+    /// walking every known peer on each event.
+    fn none_further(&self, manager: &PeerManager, id: &NodeId) -> bool {
+        if !manager.options.unconditional_peers.is_empty() {
+            return false;
+        }
+        if !self.limited {
+            return true;
+        }
+        self.full
+            && self
+                .lowest_victim
+                .is_none_or(|victim| manager.score_of(id) <= victim)
+    }
+
+    /// Whether the limits allow dialing `id`.
+    fn allows(&self, manager: &PeerManager, id: &NodeId) -> bool {
+        if !manager.is_limited(id) {
+            return true;
+        }
+        if !self.limited {
+            return false;
+        }
+        !self.full
+            || self
+                .lowest_victim
+                .is_some_and(|victim| victim < manager.score_of(id))
     }
 }
 
