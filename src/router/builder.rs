@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::actor::{Actor, ReactorSpawn};
+use super::actor::Actor;
 use super::handle::{ReactorContext, Router, RouterHandle};
 use super::options::{RouterOptions, RouterOptionsError};
 use super::shared::{self, ChannelEntry, DeliverError, Shared, Started};
 use super::stats::ChannelCounters;
+use super::tasks::ReactorSpawn;
 use super::{Channel, ChannelReceiver, ChannelSender, Envelope};
 use crate::channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId};
 use crate::local_node::LocalNode;

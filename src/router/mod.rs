@@ -30,10 +30,13 @@
 mod actor;
 mod builder;
 mod channel;
+mod clock;
+mod dial;
 #[cfg(feature = "test-utils")]
 mod faults;
 mod handle;
 mod handshake;
+mod inbound;
 mod ip_limit;
 mod options;
 mod peer_error;
@@ -42,6 +45,7 @@ mod queue;
 mod shared;
 mod stats;
 mod store_writer;
+mod tasks;
 
 use tokio::sync::oneshot;
 

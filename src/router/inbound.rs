@@ -1,0 +1,217 @@
+//! Inbound connections: the accept loop per transport, the limits checked
+//! before any handshake, the handshake task, and refusals (closed in the
+//! background, a bounded number at once).
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::actor::Actor;
+use super::dial::Handshaken;
+use super::handshake::{check_peer_info, HandshakeError};
+use super::tasks::Joined;
+use super::Command;
+use crate::identity::NodeId;
+use crate::peer_manager::{AdmitError, Direction};
+use crate::transport::{AcceptError, Admission, CloseReason, Connection, RefusalReason, Transport};
+
+pub(super) struct InboundOutcome {
+    pub(super) ip: Option<IpAddr>,
+    pub(super) started: Instant,
+    pub(super) result: Result<Handshaken, (Option<NodeId>, HandshakeError)>,
+}
+
+impl Actor {
+    pub(super) fn on_handshake_task(&mut self, done: Joined<InboundOutcome>) {
+        match done {
+            Ok((id, outcome)) => {
+                self.handshake_ips.take(id);
+                self.on_inbound(outcome);
+            }
+            Err(error) => {
+                let ip = self.handshake_ips.take(error.id()).flatten();
+                tracing::error!(?ip, %error, "inbound handshake task failed");
+                self.shared
+                    .stats
+                    .bump(&self.shared.stats.handshake_failures);
+                if let Some(ip) = ip {
+                    self.ip_limiter.release(ip);
+                }
+            }
+        }
+    }
+
+    /// A transport accepted a connection: apply the limits that need no
+    /// handshake, then handshake in the background.
+    pub(super) fn on_accepted(&mut self, conn: Box<dyn Connection>, transport: usize) {
+        let conn: Arc<dyn Connection> = Arc::from(conn);
+        let ip = conn.remote_endpoint().socket_addr().map(|a| a.ip());
+        // The gauge is kept in step at connect and disconnect: no walk over
+        // every peer on each accept.
+        let inbound_peers = self
+            .shared
+            .connections
+            .inbound_peers
+            .load(Ordering::Relaxed);
+        let inbound = usize::try_from(inbound_peers).unwrap_or(usize::MAX) + self.handshakes.len();
+        let refused = if self.handshakes.len() >= self.options.max_inbound_handshakes
+            || inbound >= self.options.max_inbound
+        {
+            Some("too many inbound connections".to_owned())
+        } else if let Some(ip) = ip {
+            self.ip_limiter
+                .admit(ip, Instant::now())
+                .err()
+                .map(|e| e.to_string())
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            self.shared.stats.bump(&self.shared.stats.refused_inbound);
+            tracing::debug!(?ip, %reason, "refusing inbound connection");
+            self.close_in_background(conn, None);
+            return;
+        }
+        let self_id = self.shared.self_id;
+        let timeout = self.options.handshake_timeout;
+        let started = Instant::now();
+        let ours = self.node_info(transport);
+        #[cfg(feature = "test-utils")]
+        let faults = self.shared.faults.clone();
+        let handle = self.handshakes.spawn(async move {
+            #[cfg(feature = "test-utils")]
+            faults.handshake();
+            let result = tokio::time::timeout(timeout, conn.handshake(&ours)).await;
+            let result = match result {
+                Err(_) => Err((None, HandshakeError::Timeout)),
+                Ok(Err(e)) => Err((None, HandshakeError::Transport(e))),
+                Ok(Ok(info)) => {
+                    let key = conn.peer_key();
+                    match check_peer_info(&ours, &info, &key, None, self_id) {
+                        Ok(peer) => Ok(Handshaken {
+                            conn: conn.clone(),
+                            info,
+                            peer,
+                        }),
+                        Err(e) => Err((Some(NodeId::from_public_key(&key)), e)),
+                    }
+                }
+            };
+            if let Err((_, e)) = &result {
+                let reason = match e {
+                    HandshakeError::SelfConnection => RefusalReason::Duplicate,
+                    _ => RefusalReason::Incompatible,
+                };
+                let _ = conn.send_admission(Admission::Refused(reason)).await;
+                conn.close(CloseReason::Refused).await;
+            }
+            InboundOutcome {
+                ip,
+                started,
+                result,
+            }
+        });
+        self.handshake_ips.insert(handle.id(), ip);
+    }
+
+    pub(super) fn on_inbound(&mut self, outcome: InboundOutcome) {
+        let Handshaken { conn, info, peer } = match outcome.result {
+            Ok(h) => h,
+            Err((peer, error)) => {
+                self.shared
+                    .stats
+                    .bump(&self.shared.stats.handshake_failures);
+                tracing::info!(?peer, %error, "inbound handshake refused");
+                if let (Some(peer), true) = (peer, error.marks_inactive()) {
+                    self.pm.inactivate(peer);
+                }
+                if let Some(ip) = outcome.ip {
+                    self.ip_limiter.release(ip);
+                }
+                return;
+            }
+        };
+        let now = self.clock.now();
+        if !self.make_room(peer, Direction::Inbound) {
+            self.refuse(conn, RefusalReason::Duplicate, outcome.ip);
+            return;
+        }
+        match self.pm.accepted(now, peer) {
+            Ok(()) => {
+                self.observe_handshake(outcome.started);
+                self.start_peer(peer, conn, &info, Direction::Inbound, outcome.ip)
+            }
+            Err(error) => {
+                tracing::info!(%peer, %error, "inbound peer not admitted");
+                let reason = match error {
+                    AdmitError::Full => RefusalReason::Full,
+                    _ => RefusalReason::Duplicate,
+                };
+                self.refuse(conn, reason, outcome.ip);
+            }
+        }
+    }
+
+    pub(super) fn refuse(
+        &mut self,
+        conn: Arc<dyn Connection>,
+        reason: RefusalReason,
+        ip: Option<IpAddr>,
+    ) {
+        if let Some(ip) = ip {
+            self.ip_limiter.release(ip);
+        }
+        self.close_in_background(conn, Some(reason));
+    }
+
+    pub(super) fn close_in_background(
+        &mut self,
+        conn: Arc<dyn Connection>,
+        refusal: Option<RefusalReason>,
+    ) {
+        if self.closers.len() >= self.options.max_inbound_handshakes.max(1) {
+            // A flood of refused connections must not grow the task count:
+            // drop this one without telling the peer why.
+            drop(conn);
+            return;
+        }
+        let timeout = self.options.handshake_timeout;
+        self.closers.spawn(async move {
+            if let Some(reason) = refusal {
+                let _ =
+                    tokio::time::timeout(timeout, conn.send_admission(Admission::Refused(reason)))
+                        .await;
+            }
+            conn.close(CloseReason::Refused).await;
+        });
+    }
+}
+
+/// Accepts until the transport closes; a failed connection attempt never
+/// ends the loop.
+pub(super) async fn accept_loop(
+    transport: Arc<dyn Transport>,
+    index: usize,
+    mailbox: mpsc::Sender<Command>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = transport.accept() => a,
+        };
+        match accepted {
+            Ok(conn) => {
+                if mailbox.send(Command::Inbound(conn, index)).await.is_err() {
+                    return;
+                }
+            }
+            Err(AcceptError::Closed) => return,
+            Err(error) => tracing::debug!(%error, "inbound connection failed"),
+        }
+    }
+}
