@@ -1,7 +1,4 @@
-//! Peer scores and retry delays: small pure functions.
-
-use std::time::Duration;
-
+//! Peer scores: a small pure function and the score type.
 /// A peer's rank; higher is better. Peers are dialed in descending score
 /// order, and a full node may replace a lower-scored peer by a higher one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -40,29 +37,6 @@ pub(crate) fn score(
     PeerScore(i16::try_from(s).unwrap_or(i16::MIN))
 }
 
-/// How long after its last failure an address may be dialed again:
-/// `min_retry × failures + jitter`, capped at `max_retry` (0: no cap).
-/// `None` means never (retries are off: `min_retry` is 0).
-pub(crate) fn retry_delay(
-    failures: u32,
-    min_retry: Duration,
-    max_retry: Duration,
-    jitter: Duration,
-) -> Option<Duration> {
-    if failures == 0 {
-        return Some(Duration::ZERO);
-    }
-    if min_retry.is_zero() {
-        return None;
-    }
-    let delay = min_retry.saturating_mul(failures).saturating_add(jitter);
-    Some(if max_retry.is_zero() {
-        delay
-    } else {
-        delay.min(max_retry)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,20 +48,5 @@ mod tests {
         assert_eq!(score(None, false, 10, 3), PeerScore(7));
         assert_eq!(score(None, false, i64::MAX, 0), PeerScore::MAX_EARNED);
         assert_eq!(score(None, false, i64::MIN, u64::MAX), PeerScore::MIN);
-    }
-
-    #[test]
-    fn retry_delay_grows_linearly_and_caps() {
-        let ms = Duration::from_millis;
-        assert_eq!(retry_delay(0, ms(100), ms(350), ms(0)), Some(ms(0)));
-        assert_eq!(retry_delay(1, ms(100), ms(350), ms(0)), Some(ms(100)));
-        assert_eq!(retry_delay(3, ms(100), ms(350), ms(0)), Some(ms(300)));
-        assert_eq!(retry_delay(4, ms(100), ms(350), ms(0)), Some(ms(350)));
-        assert_eq!(retry_delay(2, ms(100), ms(350), ms(7)), Some(ms(207)));
-        assert_eq!(
-            retry_delay(u32::MAX, ms(100), ms(0), ms(0)),
-            Some(ms(100) * u32::MAX)
-        );
-        assert_eq!(retry_delay(1, ms(0), ms(0), ms(0)), None);
     }
 }

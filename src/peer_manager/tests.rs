@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::peer_store::{MemoryPeerStore, PeerRecord};
+use crate::peer_store::{AddressRecord, MemoryPeerStore, PeerRecord};
 
 const SEED: u64 = 7;
 

@@ -1,0 +1,164 @@
+//! Admission: whether an inbound or dialed peer may connect, which
+//! connected peer an upgrade replaces, and the connection limits.
+
+use std::time::SystemTime;
+
+use super::score::PeerScore;
+use super::{AdmitError, Direction, PeerManager, PeerUpdate};
+use crate::channel::ChannelId;
+use crate::identity::NodeId;
+
+impl PeerManager {
+    /// Decides on an inbound connection from `peer` (after its handshake);
+    /// on `Ok` the peer is connected. When full, a lower-scored peer is
+    /// marked for eviction to make room, or the connection is refused.
+    pub fn accepted(&mut self, now: SystemTime, peer: NodeId) -> Result<(), AdmitError> {
+        if peer == self.self_id {
+            return Err(AdmitError::SelfConnection);
+        }
+        if self.connected.contains_key(&peer) {
+            return Err(AdmitError::AlreadyConnected(peer));
+        }
+        // A peer we are dialing as an upgrade may connect inbound first:
+        // its reservation (and its victim) is then used by this connection.
+        let reserved = self
+            .upgrading
+            .iter()
+            .find(|(_, candidate)| **candidate == peer)
+            .map(|(victim, _)| *victim);
+        let mut victim = None;
+        if self.is_limited(&peer) && self.options.max_connected > 0 {
+            let ceiling = self.options.max_connected + self.options.max_connected_upgrade;
+            let occupied = self.limited_occupied() - usize::from(self.dialing.contains(&peer));
+            if occupied >= ceiling {
+                return Err(AdmitError::Full);
+            }
+            if self.is_full() {
+                let score = self.score_of(&peer);
+                // A peer scored even lower than the reserved victim is
+                // preferred, as in `dialed`.
+                victim = Some(
+                    self.upgrade_victim(score)
+                        .or(reserved)
+                        .ok_or(AdmitError::Full)?,
+                );
+            }
+        }
+        if let Some(reserved) = reserved {
+            self.upgrading.remove(&reserved);
+        }
+        let entry = self.peer_entry(peer);
+        entry.last_connected = Some(now);
+        entry.inactive = false;
+        self.dirty.insert(peer);
+        self.ranked = None;
+        self.connected.insert(peer, Direction::Inbound);
+        if let Some(victim) = victim {
+            self.mark_for_eviction(victim);
+        }
+        self.prune();
+        Ok(())
+    }
+
+    /// Reports that a connected peer finished its handshake and may be used;
+    /// queues [`PeerUpdate::Up`]. Ignored for a peer that is not connected.
+    pub fn ready(&mut self, peer: NodeId, channels: Vec<ChannelId>) {
+        if self.connected.contains_key(&peer) && self.ready.insert(peer) {
+            self.updates.push_back(PeerUpdate::Up { peer, channels });
+        }
+    }
+
+    /// Reports that a connection ended; queues [`PeerUpdate::Down`] if the
+    /// peer was ready. The peer is not redialed within the disconnect
+    /// cooldown.
+    pub fn disconnected(&mut self, now: SystemTime, peer: NodeId) {
+        let was_connected = self.connected.remove(&peer).is_some();
+        let was_ready = self.ready.remove(&peer);
+        self.evict.remove(&peer);
+        self.evicting.remove(&peer);
+        self.upgrading.remove(&peer);
+        if was_connected {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.last_disconnected = Some(now);
+            }
+            self.ranked = None;
+        }
+        if was_ready {
+            self.updates.push_back(PeerUpdate::Down { peer });
+        }
+    }
+
+    /// The score of the peer [`upgrade_victim`](Self::upgrade_victim) would
+    /// pick for a candidate of any higher score: the lowest-ranked usable
+    /// connected peer.
+    pub(super) fn lowest_victim_score(&self) -> Option<PeerScore> {
+        let ranked = self.ranked.clone().unwrap_or_else(|| self.rank_snapshot());
+        ranked
+            .iter()
+            .rev()
+            .find(|id| self.usable_victim(id))
+            .map(|id| self.score_of(id))
+    }
+
+    pub(super) fn usable_victim(&self, id: &NodeId) -> bool {
+        self.connected.contains_key(id)
+            && self.is_limited(id)
+            && !self.evict.contains(id)
+            && !self.evicting.contains(id)
+            && !self.upgrading.contains_key(id)
+    }
+
+    pub(super) fn needs_upgrade(&self, id: &NodeId) -> bool {
+        self.is_limited(id) && self.is_full()
+    }
+
+    /// The lowest-ranked connected peer scored below `score` that is not
+    /// already on its way out or reserved for another upgrade.
+    pub(super) fn upgrade_victim(&self, score: PeerScore) -> Option<NodeId> {
+        let ranked = self.ranked.clone().unwrap_or_else(|| self.rank_snapshot());
+        for id in ranked.iter().rev() {
+            if self.score_of(id) >= score {
+                return None;
+            }
+            if self.usable_victim(id) {
+                return Some(*id);
+            }
+        }
+        None
+    }
+
+    pub(super) fn is_limited(&self, id: &NodeId) -> bool {
+        !self.options.unconditional_peers.contains(id)
+    }
+
+    pub(super) fn limited_connected(&self) -> usize {
+        self.connected
+            .keys()
+            .filter(|id| self.is_limited(id))
+            .count()
+    }
+
+    /// Limited peers connected or being dialed, each counted once.
+    pub(super) fn limited_occupied(&self) -> usize {
+        let dialing_only = self
+            .dialing
+            .iter()
+            .filter(|id| !self.connected.contains_key(id) && self.is_limited(id))
+            .count();
+        self.limited_connected() + dialing_only
+    }
+
+    pub(super) fn limited_outgoing(&self) -> usize {
+        let outgoing = self
+            .connected
+            .iter()
+            .filter(|(id, d)| **d == Direction::Outbound && self.is_limited(id))
+            .count();
+        let dialing = self
+            .dialing
+            .iter()
+            .filter(|id| !self.connected.contains_key(id) && self.is_limited(id))
+            .count();
+        outgoing + dialing
+    }
+}

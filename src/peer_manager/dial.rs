@@ -1,0 +1,307 @@
+//! Outbound: which peer to dial next and when (retry backoff, cooldown,
+//! the dial limits and upgrades), and the outcome of a dial.
+
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+
+use super::score::PeerScore;
+use super::{AdmitError, Direction, PeerManager};
+use crate::address::PeerAddress;
+use crate::identity::NodeId;
+
+impl PeerManager {
+    /// The next address to dial, if any is due now and a slot is free (or a
+    /// lower-scored peer can be replaced). The peer is then `Dialing` until
+    /// [`dialed`](Self::dialed) or [`dial_failed`](Self::dial_failed).
+    pub fn dial_next(&mut self, now: SystemTime) -> Option<PeerAddress> {
+        let ranked = self.ranked();
+        let room = self.dial_room();
+        for id in ranked.iter() {
+            if room.none_further(self, id) {
+                break;
+            }
+            let Some((due, index)) = self.dial_time(now, id) else {
+                continue;
+            };
+            if due > now || !room.allows(self, id) {
+                continue;
+            }
+            if self.needs_upgrade(id) {
+                let Some(victim) = self.upgrade_victim(self.score_of(id)) else {
+                    continue;
+                };
+                self.upgrading.insert(victim, *id);
+            }
+            self.dialing.insert(*id);
+            return self
+                .peers
+                .get(id)
+                .map(|p| p.addresses[index].record.address.clone());
+        }
+        None
+    }
+
+    /// Reports a failed dial of `address`: its retry delay grows and any
+    /// upgrade reservation is released.
+    pub fn dial_failed(&mut self, now: SystemTime, address: &PeerAddress) {
+        let id = address.node_id();
+        self.dialing.remove(&id);
+        self.upgrading.retain(|_, candidate| *candidate != id);
+        let jitter = self.draw_jitter();
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Some(known) = peer.address_mut(address) {
+            known.record.last_dial_failure = Some(now);
+            known.record.dial_failures = known.record.dial_failures.saturating_add(1);
+            known.jitter = jitter;
+            self.dirty.insert(id);
+            self.ranked = None;
+        }
+    }
+
+    /// Reports a dial that ended without saying anything about the address
+    /// (e.g. a simultaneous dial settled in favour of the other
+    /// connection): the peer is no longer dialing and any upgrade
+    /// reservation is released, with no retry penalty.
+    pub fn dial_cancelled(&mut self, address: &PeerAddress) {
+        let id = address.node_id();
+        self.dialing.remove(&id);
+        self.upgrading.retain(|_, candidate| *candidate != id);
+    }
+
+    /// Reports a successful dial and handshake of `address`; on `Ok` the peer
+    /// is connected. When this fills the last slot through an upgrade, a
+    /// lower-scored peer is marked for eviction.
+    pub fn dialed(&mut self, now: SystemTime, address: &PeerAddress) -> Result<(), AdmitError> {
+        let id = address.node_id();
+        self.dialing.remove(&id);
+        let reserved = self
+            .upgrading
+            .iter()
+            .find(|(_, candidate)| **candidate == id)
+            .map(|(victim, _)| *victim);
+        if let Some(victim) = reserved {
+            self.upgrading.remove(&victim);
+        }
+        if id == self.self_id {
+            return Err(AdmitError::SelfConnection);
+        }
+        if self.connected.contains_key(&id) {
+            return Err(AdmitError::AlreadyConnected(id));
+        }
+        let limited = self.is_limited(&id);
+        if limited && self.options.max_connected > 0 {
+            let ceiling = self.options.max_connected + self.options.max_connected_upgrade;
+            // The peer no longer counts as dialing: this is the room the
+            // others leave, which also covers dials the manager did not
+            // hand out.
+            if self.limited_occupied() >= ceiling {
+                return Err(AdmitError::Full);
+            }
+            if self.is_full() && reserved.is_none() {
+                return Err(AdmitError::Full);
+            }
+        }
+        self.peer_entry(id);
+        self.insert_address(address.clone());
+        let peer = self.peer_entry(id);
+        if let Some(known) = peer.address_mut(address) {
+            known.record.last_dial_success = Some(now);
+            known.record.dial_failures = 0;
+            known.jitter = Duration::ZERO;
+        }
+        peer.last_connected = Some(now);
+        peer.inactive = false;
+        self.dirty.insert(id);
+        self.ranked = None;
+        if let Some(victim) = reserved {
+            if limited && self.is_full() {
+                // A peer scored even lower may have connected since the
+                // reservation; prefer evicting that one.
+                let victim = self.upgrade_victim(self.score_of(&id)).unwrap_or(victim);
+                self.mark_for_eviction(victim);
+            }
+        }
+        self.connected.insert(id, Direction::Outbound);
+        self.prune();
+        Ok(())
+    }
+
+    /// When the driver should next call [`dial_next`](Self::dial_next) or
+    /// [`evict_next`](Self::evict_next): `now` if something is due, the
+    /// earliest future retry or cooldown end otherwise, `None` when only a
+    /// new event can make progress.
+    pub fn next_wakeup(&mut self, now: SystemTime) -> Option<SystemTime> {
+        if !self.evict.is_empty() || self.over_capacity() {
+            return Some(now);
+        }
+        let ranked = self.ranked();
+        let room = self.dial_room();
+        ranked
+            .iter()
+            .take_while(|id| !room.none_further(self, id))
+            .filter_map(|id| {
+                let (due, _) = self.dial_time(now, id)?;
+                room.allows(self, id).then_some(due)
+            })
+            .min()
+    }
+
+    /// Whether a limited peer may be dialed at all (connection and
+    /// outgoing limits), and the lowest score an upgrade could replace:
+    /// computed once per `dial_next`/`next_wakeup`, so that ranking every
+    /// known peer costs O(1) each rather than a walk of the connections.
+    pub(super) fn dial_room(&self) -> DialRoom {
+        let o = &self.options;
+        let over_ceiling = o.max_connected > 0
+            && self.limited_occupied() >= o.max_connected + o.max_connected_upgrade;
+        let over_outgoing = o.max_outgoing > 0 && self.limited_outgoing() >= o.max_outgoing;
+        let full = self.is_full();
+        DialRoom {
+            limited: !over_ceiling && !over_outgoing,
+            full,
+            lowest_victim: if full {
+                self.lowest_victim_score()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// When `id` could be dialed, and which of its addresses: `None` if it
+    /// cannot be dialed without a new event (connected, dialing, inactive,
+    /// no retriable address).
+    pub(super) fn dial_time(&self, now: SystemTime, id: &NodeId) -> Option<(SystemTime, usize)> {
+        if *id == self.self_id || self.dialing.contains(id) || self.connected.contains_key(id) {
+            return None;
+        }
+        let peer = self.peers.get(id)?;
+        if peer.inactive {
+            return None;
+        }
+        let cooldown_end = peer
+            .last_disconnected
+            .map_or(now, |t| t + self.options.disconnect_cooldown);
+        let persistent = self.persistent.contains(id);
+        let max_retry = if persistent && !self.options.max_retry_time_persistent.is_zero() {
+            self.options.max_retry_time_persistent
+        } else {
+            self.options.max_retry_time
+        };
+        peer.addresses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                let delay = retry_delay(
+                    a.record.dial_failures,
+                    self.options.min_retry_time,
+                    max_retry,
+                    a.jitter,
+                )?;
+                let retry_at = a.record.last_dial_failure.map_or(now, |t| t + delay);
+                Some((retry_at.max(cooldown_end).max(now), i))
+            })
+            // Earliest due first; among equals, the fewest failures, then the
+            // order in which addresses were learned.
+            .min_by_key(|&(due, i)| (due, peer.addresses[i].record.dial_failures, i))
+    }
+
+    pub(super) fn draw_jitter(&mut self) -> Duration {
+        let max = self.options.retry_time_jitter;
+        if max.is_zero() {
+            return Duration::ZERO;
+        }
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.rng.random_range(0..=nanos))
+    }
+}
+
+/// What the limits allow a dial right now; see `PeerManager::dial_room`.
+pub(super) struct DialRoom {
+    /// Limited peers may be dialed.
+    limited: bool,
+    /// The limited slots are full: a limited dial must be an upgrade.
+    full: bool,
+    /// The score an upgrade must beat, if any peer can be replaced.
+    lowest_victim: Option<PeerScore>,
+}
+
+impl DialRoom {
+    /// Whether no peer from `id` on down the ranking can be dialed: every
+    /// peer is limited (no unconditional ones are configured) and either
+    /// the limits forbid any dial or, the node being full, `id` and
+    /// everyone ranked below it score no higher than the peer an upgrade
+    /// would replace. A full node then stops its scan at once instead of
+    /// walking every known peer on each event.
+    fn none_further(&self, manager: &PeerManager, id: &NodeId) -> bool {
+        if !manager.options.unconditional_peers.is_empty() {
+            return false;
+        }
+        if !self.limited {
+            return true;
+        }
+        self.full
+            && self
+                .lowest_victim
+                .is_none_or(|victim| manager.score_of(id) <= victim)
+    }
+
+    /// Whether the limits allow dialing `id`.
+    fn allows(&self, manager: &PeerManager, id: &NodeId) -> bool {
+        if !manager.is_limited(id) {
+            return true;
+        }
+        if !self.limited {
+            return false;
+        }
+        !self.full
+            || self
+                .lowest_victim
+                .is_some_and(|victim| victim < manager.score_of(id))
+    }
+}
+
+/// How long after its last failure an address may be dialed again:
+/// `min_retry × failures + jitter`, capped at `max_retry` (0: no cap).
+/// `None` means never (retries are off: `min_retry` is 0).
+fn retry_delay(
+    failures: u32,
+    min_retry: Duration,
+    max_retry: Duration,
+    jitter: Duration,
+) -> Option<Duration> {
+    if failures == 0 {
+        return Some(Duration::ZERO);
+    }
+    if min_retry.is_zero() {
+        return None;
+    }
+    let delay = min_retry.saturating_mul(failures).saturating_add(jitter);
+    Some(if max_retry.is_zero() {
+        delay
+    } else {
+        delay.min(max_retry)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_linearly_and_caps() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_delay(0, ms(100), ms(350), ms(0)), Some(ms(0)));
+        assert_eq!(retry_delay(1, ms(100), ms(350), ms(0)), Some(ms(100)));
+        assert_eq!(retry_delay(3, ms(100), ms(350), ms(0)), Some(ms(300)));
+        assert_eq!(retry_delay(4, ms(100), ms(350), ms(0)), Some(ms(350)));
+        assert_eq!(retry_delay(2, ms(100), ms(350), ms(7)), Some(ms(207)));
+        assert_eq!(
+            retry_delay(u32::MAX, ms(100), ms(0), ms(0)),
+            Some(ms(100) * u32::MAX)
+        );
+        assert_eq!(retry_delay(1, ms(0), ms(0), ms(0)), None);
+    }
+}
