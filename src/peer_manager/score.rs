@@ -1,4 +1,5 @@
 //! Peer scores: a small pure function and the score type.
+
 /// A peer's rank; higher is better. Peers are dialed in descending score
 /// order, and a full node may replace a lower-scored peer by a higher one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
