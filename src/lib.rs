@@ -13,7 +13,7 @@
 //! - addressing: [`PeerAddress`] parsed without IO, resolved into
 //!   [`Endpoint`]s at dial time;
 //! - the handshake record [`NodeInfo`] and channel [`ChannelDescriptor`]s;
-//! - the sans-IO [`PeerManager`] and its [`PeerStore`]s;
+//! - the sans-IO [`PeerManager`] and its [`PeerStore`](peer_store::PeerStore)s;
 //! - peer exchange ([`pex`]), a reactor on channel `0x00`;
 //! - Prometheus [`metrics`] read from the router's counters;
 //! - the [`Transport`] and [`Connection`] traits that the QUIC, MConnection
@@ -31,11 +31,11 @@ mod local_node;
 pub mod metrics;
 mod node_info;
 mod peer_manager;
-mod peer_store;
+pub mod peer_store;
 pub mod pex;
 mod resolve;
 mod router;
-mod transport;
+pub mod transport;
 
 pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
 pub use channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId, FullPolicy};
@@ -49,10 +49,9 @@ pub use peer_manager::{
     AddError, AdmitError, Direction, OptionsError, PeerManager, PeerManagerError,
     PeerManagerOptions, PeerScore, PeerStatus, PeerUpdate, MAX_ADDRESSES_PER_PEER,
 };
-pub use peer_store::{
-    AddressRecord, LoadedPeers, MemoryPeerStore, PeerRecord, PeerStore, RedbPeerStore, StoreBatch,
-    StoreError,
-};
+/// The stores a node picks from; the trait and records for store
+/// implementors are in [`peer_store`].
+pub use peer_store::{MemoryPeerStore, RedbPeerStore, StoreError};
 pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEOUT};
 
 /// The README's code examples are compiled as doctests so they stay true.
@@ -66,8 +65,6 @@ pub use router::{
     HandshakeError, PeerError, PeerErrorKind, ReactorContext, Router, RouterBuilder, RouterHandle,
     RouterOptions, RouterOptionsError, RouterStats, RouterStopped, SendError, Severity, StartError,
 };
-pub use transport::{
-    AcceptBackoff, AcceptError, AcceptFailure, Admission, AuthFailure, BindError, BoxFuture,
-    CloseReason, Connection, ConnectionError, DialError, IncompatibleKind, MalformedKind,
-    PathStats, ProtocolViolation, RefusalReason, Transport, UsageError,
-};
+/// What a node uses of the transport boundary; the rest (for transport
+/// implementors) is in [`transport`].
+pub use transport::{AcceptError, BindError, Connection, ConnectionError, DialError, Transport};

@@ -256,7 +256,8 @@ async fn reactors_hold_a_handle_and_see_every_up_from_the_start() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_store_writes_are_retried_off_the_actor_and_nothing_is_lost() {
-    use p2p_router::{MemoryPeerStore, PeerStore};
+    use p2p_router::peer_store::PeerStore;
+    use p2p_router::MemoryPeerStore;
     let net = MemoryNetwork::new();
     let store = MemoryPeerStore::new();
     store.fail_next_writes(3);

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::*;
+use p2p_router::transport::{Admission, RefusalReason};
 use p2p_router::{
-    Admission, ChannelDescriptor, ChannelError, ChannelId, Connection, Envelope, FullPolicy,
-    NodeInfo, PeerError, PeerErrorKind, PeerUpdate, RefusalReason,
+    ChannelDescriptor, ChannelError, ChannelId, Connection, Envelope, FullPolicy, NodeInfo,
+    PeerError, PeerErrorKind, PeerUpdate,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;

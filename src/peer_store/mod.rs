@@ -1,10 +1,12 @@
 //! Persistence for what the peer manager knows about peers.
 //!
-//! The peer manager keeps its state in memory and writes changed records
-//! through a [`PeerStore`] when its driver calls
-//! [`PeerManager::flush`](crate::PeerManager::flush). Two stores ship: an
+//! The peer manager keeps its state in memory and hands its changes out as
+//! [`StoreBatch`]es; the router writes them through a [`PeerStore`] on a
+//! blocking thread (a manager that owns its store writes them in
+//! [`PeerManager::flush`](crate::PeerManager::flush)). Two stores ship: an
 //! in-memory one for tests ([`MemoryPeerStore`]) and an embedded database
-//! ([`RedbPeerStore`]), one file in the node's data directory.
+//! ([`RedbPeerStore`]), one file in the node's data directory. Implement
+//! [`PeerStore`] for another.
 
 mod codec;
 mod memory;

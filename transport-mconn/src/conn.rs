@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
+use p2p_router::transport::{
+    Admission, BoxFuture, CloseReason, MalformedKind, ProtocolViolation, UsageError,
+};
 use p2p_router::{
-    Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
-    Endpoint, MalformedKind, NodeInfo, Protocol, ProtocolViolation, UsageError,
+    ChannelDescriptor, ChannelId, Connection, ConnectionError, Endpoint, NodeInfo, Protocol,
 };
 use prost::Message;
 use tokio::io::BufReader;

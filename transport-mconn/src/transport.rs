@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use p2p_router::transport::{AcceptBackoff, AcceptFailure, BoxFuture};
 use p2p_router::{
-    AcceptBackoff, AcceptError, AcceptFailure, BindError, BoxFuture, Connection, DialError,
-    Endpoint, EndpointAddress, NodeId, NodeKey, Protocol, Transport,
+    AcceptError, BindError, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
+    Protocol, Transport,
 };
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -130,7 +131,8 @@ impl Inner {
         };
         let actual = NodeId::from_public_key(&conn.peer_key());
         if actual != peer {
-            conn.close(p2p_router::CloseReason::Refused).await;
+            conn.close(p2p_router::transport::CloseReason::Refused)
+                .await;
             return Err(DialError::WrongPeer {
                 expected: peer,
                 actual,

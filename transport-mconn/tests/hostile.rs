@@ -9,9 +9,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use p2p_router::transport::ProtocolViolation;
 use p2p_router::{
-    ChannelDescriptor, ChannelId, Connection, ConnectionError, NodeInfo, NodeKey,
-    ProtocolViolation, Transport,
+    ChannelDescriptor, ChannelId, Connection, ConnectionError, NodeInfo, NodeKey, Transport,
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use prost::Message;

@@ -9,7 +9,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use bytes::Bytes;
-use p2p_router::{Admission, ChannelId, Connection, NodeId, NodeInfo, NodeKey, Transport};
+use p2p_router::transport::Admission;
+use p2p_router::{ChannelId, Connection, NodeId, NodeInfo, NodeKey, Transport};
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use prost::Message;
 use tendermint_p2p::secret_connection::{SecretConnection, Version};

@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
-use p2p_router::{
-    Admission, BoxFuture, ChannelId, CloseReason, Connection, ConnectionError, Endpoint,
-    MalformedKind, NodeId, NodeInfo, UsageError,
-};
+use p2p_router::transport::{Admission, BoxFuture, CloseReason, MalformedKind, UsageError};
+use p2p_router::{ChannelId, Connection, ConnectionError, Endpoint, NodeId, NodeInfo};
 use prost::Message;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 use tokio_util::sync::CancellationToken;

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
+use p2p_router::transport::BoxFuture;
 use p2p_router::{
-    AcceptError, BoxFuture, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
-    Protocol, Transport,
+    AcceptError, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey, Protocol,
+    Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use p2p_router::{conformance, Admission, ChannelId, Connection, LocalNode, NodeKey, Transport};
+use p2p_router::transport::Admission;
+use p2p_router::{conformance, ChannelId, Connection, LocalNode, NodeKey, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 
 const SMALL: ChannelId = ChannelId(1);
@@ -105,7 +106,7 @@ async fn run(window: u32, seconds: f64) -> Result<Outcome, Box<dyn std::error::E
     let bulk_mb_s = bulk_rx.await?;
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
-    tx.close(p2p_router::CloseReason::Normal).await;
+    tx.close(p2p_router::transport::CloseReason::Normal).await;
     a.close().await;
     b.close().await;
     Ok(Outcome {

@@ -1,6 +1,6 @@
 //! Application error codes on the wire (see `docs/PROTOCOL.md`).
 
-use p2p_router::CloseReason;
+use p2p_router::transport::CloseReason;
 use quinn::VarInt;
 
 /// Codes carried by RESET_STREAM and STOP_SENDING on channel streams.

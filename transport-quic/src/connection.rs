@@ -6,9 +6,11 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
+use p2p_router::transport::{
+    Admission, BoxFuture, CloseReason, MalformedKind, PathStats, UsageError,
+};
 use p2p_router::{
-    Admission, BoxFuture, ChannelDescriptor, ChannelId, CloseReason, Connection, ConnectionError,
-    Endpoint, MalformedKind, NodeInfo, PathStats, Protocol, UsageError,
+    ChannelDescriptor, ChannelId, Connection, ConnectionError, Endpoint, NodeInfo, Protocol,
 };
 use prost::Message;
 use quinn::{ReadExactError, RecvStream, SendStream, VarInt};

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use p2p_router::{ChannelId, ConnectionError, MalformedKind};
+use p2p_router::transport::MalformedKind;
+use p2p_router::{ChannelId, ConnectionError};
 use quinn::{ReadError, ReadExactError, RecvStream, SendStream, WriteError};
 use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify};
 use tokio::task::JoinSet;

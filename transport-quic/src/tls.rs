@@ -5,7 +5,8 @@
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::VerifyingKey;
-use p2p_router::{AuthFailure, NodeId, NodeKey};
+use p2p_router::transport::AuthFailure;
+use p2p_router::{NodeId, NodeKey};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};

@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use p2p_router::transport::{AcceptFailure, AuthFailure, BoxFuture, IncompatibleKind};
 use p2p_router::{
-    AcceptError, AcceptFailure, AuthFailure, BindError, BoxFuture, Connection, DialError, Endpoint,
-    EndpointAddress, IncompatibleKind, LocalNode, NodeId, NodeKey, Protocol, Transport,
+    AcceptError, BindError, Connection, DialError, Endpoint, EndpointAddress, LocalNode, NodeId,
+    NodeKey, Protocol, Transport,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;

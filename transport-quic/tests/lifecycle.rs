@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use p2p_router::{conformance, ChannelId, CloseReason, Connection, Transport};
+use p2p_router::transport::CloseReason;
+use p2p_router::{conformance, ChannelId, Connection, Transport};
 use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
 
 fn config(idle: Duration, keep_alive: Duration) -> QuicConfig {
@@ -41,7 +42,7 @@ async fn handshaken(
     x.unwrap();
     y.unwrap();
     let (s, r) = tokio::join!(
-        a.send_admission(p2p_router::Admission::Accepted),
+        a.send_admission(p2p_router::transport::Admission::Accepted),
         d.recv_admission()
     );
     s.unwrap();

@@ -128,7 +128,7 @@ async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
         .unwrap();
     assert_eq!(got.moniker, "node0");
     accepted
-        .send_admission(p2p_router::Admission::Accepted)
+        .send_admission(p2p_router::transport::Admission::Accepted)
         .await
         .unwrap();
     // Read the listener's reply: varint length, NodeInfo, admission, FIN.

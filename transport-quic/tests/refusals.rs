@@ -8,10 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{alpn_for, key, node, quic_config, raw_client, within, ClientCert, NETWORK};
-use p2p_router::{
-    conformance, AcceptError, AcceptFailure, BindError, DialError, IncompatibleKind, LocalNode,
-    Transport,
-};
+use p2p_router::transport::{AcceptFailure, IncompatibleKind};
+use p2p_router::{conformance, AcceptError, BindError, DialError, LocalNode, Transport};
 use p2p_transport_quic::{QuicConfig, QuicConfigError, QuicTransport};
 
 /// TLS alerts as QUIC CRYPTO_ERROR codes (0x100 + alert).
@@ -189,7 +187,10 @@ async fn connections_over_the_limit_are_refused_before_tls() {
         second.map(|_| ())
     );
     // Closing the first frees the slot.
-    first.dialer.close(p2p_router::CloseReason::Normal).await;
+    first
+        .dialer
+        .close(p2p_router::transport::CloseReason::Normal)
+        .await;
     first.acceptor.closed().await;
     drop(first);
     let third = within("dial", tb.dial(lk.node_id(), &endpoint)).await;

@@ -10,9 +10,8 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use common::*;
-use p2p_router::{
-    conformance, Admission, ChannelDescriptor, Connection, Envelope, NodeInfo, PeerUpdate,
-};
+use p2p_router::transport::Admission;
+use p2p_router::{conformance, ChannelDescriptor, Connection, Envelope, NodeInfo, PeerUpdate};
 use p2p_transport_quic::QuicTransport;
 
 async fn recv_text(node: &mut QuicNode) -> Envelope<Text> {

@@ -8,7 +8,8 @@ mod common;
 
 use bytes::Bytes;
 use common::{hostile_pair, key, node, quic_config, within, Hostile};
-use p2p_router::{ChannelId, Connection, ConnectionError, MalformedKind};
+use p2p_router::transport::MalformedKind;
+use p2p_router::{ChannelId, Connection, ConnectionError};
 use p2p_transport_quic::QuicTransport;
 use quinn::{SendStream, VarInt};
 

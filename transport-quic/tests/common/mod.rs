@@ -266,7 +266,8 @@ pub async fn hostile_pair(listener: &QuicTransport, listener_key: &NodeKey) -> H
         listener.accept()
     );
     let (dialed, accepted) = (dialed.unwrap(), accepted.unwrap());
-    use p2p_router::{Admission, Connection};
+    use p2p_router::transport::Admission;
+    use p2p_router::Connection;
     let (a, b) = (
         conformance::node_info(&hostile_key),
         conformance::node_info(listener_key),
