@@ -26,6 +26,7 @@ pub use futures::future::BoxFuture;
 
 mod accept_backoff;
 mod error;
+pub mod listener;
 
 pub use accept_backoff::AcceptBackoff;
 pub use error::{

@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use p2p_router::transport::listener::{
+    accept_queue, AcceptQueue, AcceptSender, Listener, ListenerLimits,
+};
 use p2p_router::transport::{AcceptBackoff, AcceptFailure, BoxFuture};
 use p2p_router::{
     AcceptError, BindError, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
@@ -11,7 +14,7 @@ use p2p_router::{
 };
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -19,8 +22,6 @@ use tracing::Instrument;
 use crate::config::MconnConfig;
 use crate::conn::MconnConnection;
 use crate::secret::{self, SecretError};
-
-type Accepted = Result<MconnConnection, AcceptError>;
 
 /// TCP + SecretConnection + MConnection, speaking Tendermint's wire format.
 pub struct MconnTransport {
@@ -32,7 +33,7 @@ pub struct MconnTransport {
 struct Inner {
     key: NodeKey,
     config: Arc<MconnConfig>,
-    accepted: AsyncMutex<mpsc::Receiver<Accepted>>,
+    accepted: AcceptQueue<MconnConnection>,
     closed: CancellationToken,
     connections: Arc<Semaphore>,
 }
@@ -53,13 +54,14 @@ impl MconnTransport {
             .validate()
             .map_err(|e| BindError::Config(Box::new(e)))?;
         let config = Arc::new(config);
-        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let closed = CancellationToken::new();
+        let (tx, accepted) = accept_queue(config.accept_backlog, closed.clone());
         let inner = Arc::new(Inner {
             key: key.clone(),
             connections: Arc::new(Semaphore::new(config.max_connections)),
             config: config.clone(),
-            accepted: AsyncMutex::new(rx),
-            closed: CancellationToken::new(),
+            accepted,
+            closed,
         });
         let mut tasks = JoinSet::new();
         let mut local = Vec::new();
@@ -160,9 +162,17 @@ async fn secure(
     ))
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tx: mpsc::Sender<Accepted>) {
-    let handshaking = Arc::new(Semaphore::new(inner.config.max_incoming_handshakes));
-    let mut handshakes = JoinSet::new();
+async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    queue: AcceptSender<MconnConnection>,
+) {
+    let limits = ListenerLimits {
+        max_handshakes: inner.config.max_incoming_handshakes,
+        connections: inner.connections.clone(),
+        handshake_timeout: inner.config.handshake_timeout,
+    };
+    let mut handshakes = Listener::new(queue, limits);
     let mut backoff = AcceptBackoff::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -184,47 +194,22 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, tx: mpsc::Sender<
                     continue;
                 }
             },
-            Some(_) = handshakes.join_next() => continue,
+            () = handshakes.reap() => continue,
         };
         // Both limits are checked before any cryptographic work.
-        let Ok(slot) = handshaking.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "refused: too many handshakes");
-            continue;
-        };
-        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "refused: connection limit");
-            continue;
-        };
-        let (inner, tx) = (inner.clone(), tx.clone());
+        let (key, config) = (inner.key.clone(), inner.config.clone());
         let span = tracing::debug_span!("mconn_accept", %remote);
-        handshakes.spawn(
-            async move {
-                let result = tokio::time::timeout(
-                    inner.config.handshake_timeout,
-                    secure(stream, &inner.key, inner.config.clone(), permit),
-                )
-                .await;
-                drop(slot);
-                match result {
-                    Ok(Ok(conn)) => {
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "incoming SecretConnection failed");
-                        let reason = match e.auth_failure() {
-                            Ok(failure) => AcceptFailure::Authentication(failure),
-                            Err(kind) => AcceptFailure::Io(kind),
-                        };
-                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
-                    }
-                    Err(_) => {
-                        let reason = AcceptFailure::Timeout;
-                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
-                    }
-                }
-            }
-            .instrument(span),
-        );
+        let admitted = handshakes.admit(remote, span, move |permit| async move {
+            secure(stream, &key, config, permit)
+                .await
+                .map_err(|e| match e.auth_failure() {
+                    Ok(failure) => AcceptFailure::Authentication(failure),
+                    Err(kind) => AcceptFailure::Io(kind),
+                })
+        });
+        if let Err(refusal) = admitted {
+            tracing::debug!(%remote, %refusal, "refused");
+        }
     }
 }
 
@@ -241,18 +226,7 @@ impl Transport for MconnTransport {
     }
 
     fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
-        Box::pin(async move {
-            let mut rx = self.inner.accepted.lock().await;
-            tokio::select! {
-                biased;
-                () = self.inner.closed.cancelled() => Err(AcceptError::Closed),
-                next = rx.recv() => match next {
-                    Some(Ok(conn)) => Ok(Box::new(conn) as Box<dyn Connection>),
-                    Some(Err(e)) => Err(e),
-                    None => Err(AcceptError::Closed),
-                },
-            }
-        })
+        Box::pin(self.inner.accepted.next())
     }
 
     fn dial<'a>(

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
+use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender};
 use p2p_router::transport::BoxFuture;
 use p2p_router::{
     AcceptError, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey, Protocol,
     Transport,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::MemoryConnection;
@@ -58,7 +58,7 @@ struct NetworkInner {
 struct Listener {
     generation: usize,
     key: VerifyingKey,
-    backlog: mpsc::Sender<MemoryConnection>,
+    backlog: AcceptSender<MemoryConnection>,
 }
 
 impl MemoryNetwork {
@@ -94,7 +94,8 @@ impl MemoryNetwork {
     /// Like [`transport`](Self::transport), but the transport authenticates
     /// to its peers as `claimed_key` (to test key-mismatch handling).
     pub fn transport_claiming(&self, key: &NodeKey, claimed_key: VerifyingKey) -> MemoryTransport {
-        let (tx, rx) = mpsc::channel(self.inner.options.accept_backlog.max(1));
+        let closed = CancellationToken::new();
+        let (tx, rx) = accept_queue(self.inner.options.accept_backlog, closed.clone());
         let id = key.node_id();
         let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
         self.listeners().insert(
@@ -110,8 +111,8 @@ impl MemoryNetwork {
             generation,
             key: claimed_key,
             network: self.clone(),
-            backlog: tokio::sync::Mutex::new(rx),
-            closed: CancellationToken::new(),
+            backlog: rx,
+            closed,
         }
     }
 
@@ -135,7 +136,7 @@ pub struct MemoryTransport {
     generation: usize,
     key: VerifyingKey,
     network: MemoryNetwork,
-    backlog: tokio::sync::Mutex<mpsc::Receiver<MemoryConnection>>,
+    backlog: AcceptQueue<MemoryConnection>,
     closed: CancellationToken,
 }
 
@@ -174,10 +175,9 @@ impl MemoryTransport {
             options.lane_capacity.max(1),
             options.latency,
         );
-        listener
-            .backlog
-            .try_send(theirs)
-            .map_err(|_| DialError::Refused)?;
+        if !listener.backlog.try_push(theirs) {
+            return Err(DialError::Refused);
+        }
         Ok(ours)
     }
 }
@@ -192,16 +192,7 @@ impl Transport for MemoryTransport {
     }
 
     fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
-        Box::pin(async move {
-            let mut backlog = self.backlog.lock().await;
-            tokio::select! {
-                () = self.closed.cancelled() => Err(AcceptError::Closed),
-                conn = backlog.recv() => match conn {
-                    Some(conn) => Ok(Box::new(conn) as Box<dyn Connection>),
-                    None => Err(AcceptError::Closed),
-                },
-            }
-        })
+        Box::pin(self.backlog.next())
     }
 
     fn dial<'a>(

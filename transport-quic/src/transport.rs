@@ -5,6 +5,9 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use p2p_router::transport::listener::{
+    accept_queue, AcceptQueue, AcceptSender, Listener, ListenerLimits,
+};
 use p2p_router::transport::{AcceptFailure, AuthFailure, BoxFuture, IncompatibleKind};
 use p2p_router::{
     AcceptError, BindError, Connection, DialError, Endpoint, EndpointAddress, LocalNode, NodeId,
@@ -13,7 +16,7 @@ use p2p_router::{
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, Mutex as AsyncMutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,8 +26,6 @@ use crate::config::QuicConfig;
 use crate::connection::QuicConnection;
 use crate::socket::bind_udp;
 use crate::tls::{self, CertificateError, Identity};
-
-type Accepted = Result<QuicConnection, AcceptError>;
 
 /// The QUIC transport: see the crate documentation.
 pub struct QuicTransport {
@@ -41,7 +42,7 @@ struct Inner {
     listeners: Vec<quinn::Endpoint>,
     /// Client-only endpoints for address families we do not listen on.
     dialers: Mutex<HashMap<bool, quinn::Endpoint>>,
-    accepted: AsyncMutex<mpsc::Receiver<Accepted>>,
+    accepted: AcceptQueue<QuicConnection>,
     closed: CancellationToken,
     /// Live connections, both directions.
     connections: Arc<Semaphore>,
@@ -83,7 +84,8 @@ impl QuicTransport {
         // them at once, so this only absorbs bursts.
         server.max_incoming(config.max_incoming_handshakes.saturating_mul(2).max(16));
 
-        let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
+        let closed = CancellationToken::new();
+        let (tx, accepted) = accept_queue(config.accept_backlog, closed.clone());
         let mut listeners = Vec::new();
         for &address in &config.listen {
             let socket = bind_udp(address, config.socket_buffer)
@@ -105,8 +107,8 @@ impl QuicTransport {
             endpoint_config,
             listeners,
             dialers: Mutex::default(),
-            accepted: AsyncMutex::new(rx),
-            closed: CancellationToken::new(),
+            accepted,
+            closed,
         });
         let mut tasks = JoinSet::new();
         for endpoint in &inner.listeners {
@@ -372,9 +374,17 @@ fn is_crypto(code: quinn::TransportErrorCode) -> bool {
     (0x100..0x200).contains(&u64::from(code))
 }
 
-async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint, tx: mpsc::Sender<Accepted>) {
-    let handshaking = Arc::new(Semaphore::new(inner.config.max_incoming_handshakes));
-    let mut handshakes = JoinSet::new();
+async fn accept_loop(
+    inner: Arc<Inner>,
+    endpoint: quinn::Endpoint,
+    queue: AcceptSender<QuicConnection>,
+) {
+    let limits = ListenerLimits {
+        max_handshakes: inner.config.max_incoming_handshakes,
+        connections: inner.connections.clone(),
+        handshake_timeout: inner.config.handshake_timeout,
+    };
+    let mut handshakes = Listener::new(queue, limits);
     loop {
         let incoming = tokio::select! {
             () = inner.closed.cancelled() => break,
@@ -382,60 +392,34 @@ async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint, tx: mpsc::Sen
                 Some(incoming) => incoming,
                 None => break,
             },
-            Some(_) = handshakes.join_next() => continue,
+            () = handshakes.reap() => continue,
         };
-        // Both limits are checked before any TLS work is done.
-        let Ok(slot) = handshaking.clone().try_acquire_owned() else {
-            tracing::debug!(remote = %incoming.remote_address(), "refused: too many handshakes");
-            incoming.refuse();
-            continue;
-        };
-        let Ok(permit) = inner.connections.clone().try_acquire_owned() else {
-            tracing::debug!(remote = %incoming.remote_address(), "refused: connection limit");
-            incoming.refuse();
-            continue;
-        };
-        let (inner, tx) = (inner.clone(), tx.clone());
-        let span = tracing::debug_span!("quic_accept", remote = %incoming.remote_address());
-        handshakes.spawn(
-            async move {
-                let remote = incoming.remote_address();
-                let handshake = async {
-                    let conn = incoming
-                        .accept()
-                        .map_err(|e| accept_failure(&e))?
-                        .await
-                        .map_err(|e| accept_failure(&e))?;
-                    let key = inner.check_peer(&conn).map_err(|e| match e {
-                        PeerCheck::Alpn => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
-                        PeerCheck::Certificate(e) => {
-                            AcceptFailure::Authentication(e.auth_failure())
-                        }
-                    })?;
-                    Ok::<_, AcceptFailure>((conn, key))
-                };
-                let result = tokio::time::timeout(inner.config.handshake_timeout, handshake).await;
-                drop(slot);
-                match result {
-                    Ok(Ok((conn, key))) => {
-                        let conn =
-                            QuicConnection::new(conn, key, false, inner.config.clone(), permit);
-                        // Waits while the backlog is full: the permit keeps
-                        // counting this connection meanwhile.
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Ok(Err(reason)) => {
-                        tracing::debug!(%remote, %reason, "incoming QUIC handshake failed");
-                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
-                    }
-                    Err(_) => {
-                        let reason = AcceptFailure::Timeout;
-                        let _ = tx.try_send(Err(AcceptError::Connection { remote, reason }));
-                    }
-                }
-            }
-            .instrument(span),
-        );
+        // Both limits are checked before any TLS work; a refused `Incoming`
+        // is dropped, which refuses it.
+        let remote = incoming.remote_address();
+        let span = tracing::debug_span!("quic_accept", %remote);
+        let inner2 = inner.clone();
+        let admitted = handshakes.admit(remote, span, move |permit| async move {
+            let conn = incoming
+                .accept()
+                .map_err(|e| accept_failure(&e))?
+                .await
+                .map_err(|e| accept_failure(&e))?;
+            let key = inner2.check_peer(&conn).map_err(|e| match e {
+                PeerCheck::Alpn => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
+                PeerCheck::Certificate(e) => AcceptFailure::Authentication(e.auth_failure()),
+            })?;
+            Ok(QuicConnection::new(
+                conn,
+                key,
+                false,
+                inner2.config.clone(),
+                permit,
+            ))
+        });
+        if let Err(refusal) = admitted {
+            tracing::debug!(%remote, %refusal, "refused");
+        }
     }
 }
 
@@ -452,18 +436,7 @@ impl Transport for QuicTransport {
     }
 
     fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
-        Box::pin(async move {
-            let mut rx = self.inner.accepted.lock().await;
-            tokio::select! {
-                biased;
-                () = self.inner.closed.cancelled() => Err(AcceptError::Closed),
-                next = rx.recv() => match next {
-                    Some(Ok(conn)) => Ok(Box::new(conn) as Box<dyn Connection>),
-                    Some(Err(e)) => Err(e),
-                    None => Err(AcceptError::Closed),
-                },
-            }
-        })
+        Box::pin(self.inner.accepted.next())
     }
 
     fn dial<'a>(

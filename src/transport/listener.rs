@@ -1,0 +1,266 @@
+//! Listener plumbing every transport shares: the limits an incoming
+//! connection passes before any cryptographic work (handshakes in progress,
+//! live connections), the handshake timeout, and the backlog from which
+//! [`Transport::accept`](super::Transport::accept) takes finished
+//! connections.
+//!
+//! A transport's accept loop calls [`Listener::admit`] for each incoming
+//! connection and [`Listener::reap`] in its `select!`; its `accept` method
+//! is [`AcceptQueue::next`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{AcceptError, AcceptFailure, Connection};
+
+/// Finished incoming connections, waiting for `accept`.
+pub struct AcceptQueue<C> {
+    rx: AsyncMutex<mpsc::Receiver<Result<C, AcceptError>>>,
+    closed: CancellationToken,
+}
+
+impl<C> std::fmt::Debug for AcceptQueue<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptQueue").finish_non_exhaustive()
+    }
+}
+
+impl<C: Connection> AcceptQueue<C> {
+    /// The next connection or failed attempt; [`AcceptError::Closed`] once
+    /// `closed` is cancelled or every listener has stopped. Cancel safe.
+    pub async fn next(&self) -> Result<Box<dyn Connection>, AcceptError> {
+        let mut rx = self.rx.lock().await;
+        tokio::select! {
+            biased;
+            () = self.closed.cancelled() => Err(AcceptError::Closed),
+            next = rx.recv() => match next {
+                Some(Ok(conn)) => Ok(Box::new(conn)),
+                Some(Err(e)) => Err(e),
+                None => Err(AcceptError::Closed),
+            },
+        }
+    }
+}
+
+/// The limits and the backlog shared by a transport's accept loops.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Handshakes in progress at once, per listener.
+    pub max_handshakes: usize,
+    /// Live connections of the transport, both directions.
+    pub connections: Arc<Semaphore>,
+    /// Time a handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// The sending side of an [`AcceptQueue`], cloned into each accept loop.
+#[derive(Debug)]
+pub struct AcceptSender<C> {
+    tx: mpsc::Sender<Result<C, AcceptError>>,
+}
+
+impl<C> AcceptSender<C> {
+    /// Queues a connection finished elsewhere (an in-process transport's
+    /// dial) without waiting. Returns `false`, dropping it, when the backlog
+    /// is full or nobody accepts any more.
+    pub fn try_push(&self, conn: C) -> bool {
+        self.tx.try_send(Ok(conn)).is_ok()
+    }
+}
+
+impl<C> Clone for AcceptSender<C> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// A backlog of `backlog` finished connections (at least 1), closed with
+/// `closed`.
+pub fn accept_queue<C>(
+    backlog: usize,
+    closed: CancellationToken,
+) -> (AcceptSender<C>, AcceptQueue<C>) {
+    let (tx, rx) = mpsc::channel(backlog.max(1));
+    (
+        AcceptSender { tx },
+        AcceptQueue {
+            rx: AsyncMutex::new(rx),
+            closed,
+        },
+    )
+}
+
+/// One accept loop's handshakes: bounded, timed, owned.
+#[derive(Debug)]
+pub struct Listener<C> {
+    queue: AcceptSender<C>,
+    limits: ListenerLimits,
+    handshaking: Arc<Semaphore>,
+    handshakes: JoinSet<()>,
+}
+
+/// Why [`Listener::admit`] refused a connection, before any work on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// As many handshakes as allowed are in progress.
+    #[error("too many handshakes")]
+    Handshakes,
+    /// The transport has as many connections as allowed.
+    #[error("connection limit")]
+    Connections,
+}
+
+impl<C: Send + 'static> Listener<C> {
+    /// A listener handing its connections to `queue`.
+    pub fn new(queue: AcceptSender<C>, limits: ListenerLimits) -> Self {
+        Self {
+            handshaking: Arc::new(Semaphore::new(limits.max_handshakes)),
+            queue,
+            limits,
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    /// Runs `handshake` for a connection from `remote`, if the limits allow
+    /// it (checked before any work): it gets the connection permit to keep
+    /// for the connection's life. A finished connection waits in the
+    /// backlog (holding its permit); a failure or a timeout is reported to
+    /// `accept` unless the backlog is full.
+    pub fn admit<F>(
+        &mut self,
+        remote: SocketAddr,
+        span: tracing::Span,
+        handshake: impl FnOnce(OwnedSemaphorePermit) -> F,
+    ) -> Result<(), Refusal>
+    where
+        F: Future<Output = Result<C, AcceptFailure>> + Send + 'static,
+    {
+        let slot = self
+            .handshaking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Handshakes)?;
+        let permit = self
+            .limits
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Connections)?;
+        let queue = self.queue.tx.clone();
+        let timeout = self.limits.handshake_timeout;
+        let handshake = handshake(permit);
+        self.handshakes.spawn(
+            async move {
+                let result = tokio::time::timeout(timeout, handshake).await;
+                drop(slot);
+                let reason = match result {
+                    Ok(Ok(conn)) => {
+                        // Waits while the backlog is full: the permit keeps
+                        // counting this connection meanwhile.
+                        let _ = queue.send(Ok(conn)).await;
+                        return;
+                    }
+                    Ok(Err(reason)) => reason,
+                    Err(_) => AcceptFailure::Timeout,
+                };
+                tracing::debug!(%remote, %reason, "incoming handshake failed");
+                let _ = queue.try_send(Err(AcceptError::Connection { remote, reason }));
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Resolves when a handshake task ends (to be polled in the accept
+    /// loop's `select!`, so finished tasks are freed); never when none runs.
+    pub async fn reap(&mut self) {
+        match self.handshakes.join_next().await {
+            None => std::future::pending::<()>().await,
+            Some(Err(error)) if error.is_panic() => {
+                tracing::error!(%error, "incoming handshake task panicked");
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(handshakes: usize, connections: usize) -> ListenerLimits {
+        ListenerLimits {
+            max_handshakes: handshakes,
+            connections: Arc::new(Semaphore::new(connections)),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn remote() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap_or_else(|_| unreachable!())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_refuse_before_any_work_and_a_slow_handshake_times_out() {
+        let (tx, queue) = accept_queue::<u32>(4, CancellationToken::new());
+        let mut listener = Listener::new(tx, limits(1, 8));
+        let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
+        assert_eq!(
+            listener.admit(remote(), tracing::Span::none(), |_| pending()),
+            Ok(())
+        );
+        // The one handshake slot is taken: refused without running it.
+        let refused = listener.admit(remote(), tracing::Span::none(), |_| async {
+            unreachable!("a refused handshake never runs")
+        });
+        assert_eq!(refused, Err(Refusal::Handshakes));
+        // The slow one times out and is reported to `accept`.
+        listener.reap().await;
+        let reported = queue.rx.lock().await.recv().await;
+        assert!(matches!(
+            reported,
+            Some(Err(AcceptError::Connection {
+                reason: AcceptFailure::Timeout,
+                ..
+            }))
+        ));
+        let mut listener2 = listener;
+        let (tx, _queue) = accept_queue::<u32>(4, CancellationToken::new());
+        listener2.queue = tx;
+        listener2.limits.connections = Arc::new(Semaphore::new(0));
+        let refused = listener2.admit(remote(), tracing::Span::none(), |_| pending());
+        assert_eq!(refused, Err(Refusal::Connections));
+    }
+
+    #[tokio::test]
+    async fn a_finished_connection_waits_in_the_backlog_with_its_permit() {
+        let connections = Arc::new(Semaphore::new(1));
+        let (tx, queue) = accept_queue::<u32>(4, CancellationToken::new());
+        let mut limits = limits(4, 1);
+        limits.connections = connections.clone();
+        let mut listener = Listener::new(tx, limits);
+        listener
+            .admit(remote(), tracing::Span::none(), |permit| async move {
+                // The connection keeps its permit for its life.
+                std::mem::forget(permit);
+                Ok(7)
+            })
+            .unwrap_or_else(|_| unreachable!());
+        listener.reap().await;
+        assert_eq!(
+            queue.rx.lock().await.recv().await.map(|r| r.ok()),
+            Some(Some(7))
+        );
+        assert_eq!(connections.available_permits(), 0);
+    }
+}
