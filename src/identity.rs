@@ -122,18 +122,30 @@ struct KeyFileKey {
     value: String,
 }
 
-/// Why a key file could not be read or written.
+/// Why a key file could not be read or written: the file, and what was
+/// wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("key file {}: {kind}", path.display())]
+#[non_exhaustive]
+pub struct KeyFileError {
+    /// The key file.
+    pub path: std::path::PathBuf,
+    /// What went wrong.
+    pub kind: KeyFileErrorKind,
+}
+
+/// What was wrong with a key file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KeyFileError {
+pub enum KeyFileErrorKind {
     /// Reading or writing the file failed.
-    #[error("key file I/O: {0}")]
+    #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The file is not the expected JSON document.
-    #[error("key file is not a valid key document: {0}")]
+    #[error("not a valid key document: {0}")]
     Format(#[from] serde_json::Error),
     /// The key type is not ed25519.
-    #[error("key file holds a key of type {0:?}, expected {KEY_TYPE:?}")]
+    #[error("holds a key of type {0:?}, expected {KEY_TYPE:?}")]
     KeyType(String),
     /// The key value is not base64.
     #[error("key value is not valid base64")]
@@ -189,22 +201,30 @@ impl NodeKey {
 
     /// Loads the key file at `path` (CometBFT `node_key.json` layout).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyFileError> {
+        let path = path.as_ref();
+        Self::read(path).map_err(|kind| KeyFileError {
+            path: path.to_owned(),
+            kind,
+        })
+    }
+
+    fn read(path: &Path) -> Result<Self, KeyFileErrorKind> {
         let text = fs::read(path)?;
         let file: KeyFile = serde_json::from_slice(&text)?;
         if file.priv_key.kind != KEY_TYPE {
-            return Err(KeyFileError::KeyType(file.priv_key.kind));
+            return Err(KeyFileErrorKind::KeyType(file.priv_key.kind));
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(file.priv_key.value.as_bytes())
-            .map_err(|_| KeyFileError::Base64)?;
+            .map_err(|_| KeyFileErrorKind::Base64)?;
         if bytes.len() != 64 {
-            return Err(KeyFileError::Length(bytes.len()));
+            return Err(KeyFileErrorKind::Length(bytes.len()));
         }
         let mut seed = [0u8; 32];
         seed.copy_from_slice(&bytes[..32]);
         let key = Self::from_seed(seed);
         if key.public_key().as_bytes()[..] != bytes[32..] {
-            return Err(KeyFileError::PublicKeyMismatch);
+            return Err(KeyFileErrorKind::PublicKeyMismatch);
         }
         Ok(key)
     }
@@ -214,6 +234,13 @@ impl NodeKey {
     /// leaves a truncated key behind.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), KeyFileError> {
         let path = path.as_ref();
+        self.write(path).map_err(|kind| KeyFileError {
+            path: path.to_owned(),
+            kind,
+        })
+    }
+
+    fn write(&self, path: &Path) -> Result<(), KeyFileErrorKind> {
         let mut bytes = Vec::with_capacity(64);
         bytes.extend_from_slice(&self.seed());
         bytes.extend_from_slice(self.public_key().as_bytes());
@@ -251,7 +278,10 @@ impl NodeKey {
                 key.save(path)?;
                 Ok(key)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(KeyFileError {
+                path: path.to_owned(),
+                kind: e.into(),
+            }),
         }
     }
 }
@@ -351,22 +381,34 @@ mod tests {
         let write = |s: &str| fs::write(&path, s).unwrap();
 
         write(&good[..good.len() / 2]);
-        assert!(matches!(NodeKey::load(&path), Err(KeyFileError::Format(_))));
+        assert!(matches!(
+            NodeKey::load(&path).map_err(|e| e.kind),
+            Err(KeyFileErrorKind::Format(_))
+        ));
 
         write("");
-        assert!(matches!(NodeKey::load(&path), Err(KeyFileError::Format(_))));
+        assert!(matches!(
+            NodeKey::load(&path).map_err(|e| e.kind),
+            Err(KeyFileErrorKind::Format(_))
+        ));
 
         write(r#"{"priv_key":{"type":"tendermint/PrivKeySecp256k1","value":"AAAA"}}"#);
         assert!(matches!(
-            NodeKey::load(&path),
-            Err(KeyFileError::KeyType(_))
+            NodeKey::load(&path).map_err(|e| e.kind),
+            Err(KeyFileErrorKind::KeyType(_))
         ));
 
         write(r#"{"priv_key":{"type":"tendermint/PrivKeyEd25519","value":"not base64!"}}"#);
-        assert!(matches!(NodeKey::load(&path), Err(KeyFileError::Base64)));
+        assert!(matches!(
+            NodeKey::load(&path).map_err(|e| e.kind),
+            Err(KeyFileErrorKind::Base64)
+        ));
 
         write(r#"{"priv_key":{"type":"tendermint/PrivKeyEd25519","value":"AAAA"}}"#);
-        assert!(matches!(NodeKey::load(&path), Err(KeyFileError::Length(3))));
+        assert!(matches!(
+            NodeKey::load(&path).map_err(|e| e.kind),
+            Err(KeyFileErrorKind::Length(3))
+        ));
 
         let mut bytes = key.seed().to_vec();
         bytes.extend_from_slice(&[7u8; 32]);
@@ -375,14 +417,16 @@ mod tests {
             r#"{{"priv_key":{{"type":"tendermint/PrivKeyEd25519","value":"{value}"}}}}"#
         ));
         assert!(matches!(
-            NodeKey::load(&path),
-            Err(KeyFileError::PublicKeyMismatch)
+            NodeKey::load(&path).map_err(|e| e.kind),
+            Err(KeyFileErrorKind::PublicKeyMismatch)
         ));
 
-        assert!(matches!(
-            NodeKey::load(dir.path().join("missing.json")),
-            Err(KeyFileError::Io(_))
-        ));
+        let missing = dir.path().join("missing.json");
+        let e = NodeKey::load(&missing).unwrap_err();
+        assert!(matches!(e.kind, KeyFileErrorKind::Io(_)));
+        // Every error about a file names the file.
+        assert_eq!(e.path, missing);
+        assert!(e.to_string().contains("missing.json"), "{e}");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub mod transport;
 
 pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
 pub use channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId, FullPolicy};
-pub use identity::{KeyFileError, NodeId, NodeIdError, NodeKey, NODE_ID_LEN};
+pub use identity::{KeyFileError, KeyFileErrorKind, NodeId, NodeIdError, NodeKey, NODE_ID_LEN};
 pub use local_node::LocalNode;
 pub use node_info::{
     IncompatibleError, NodeInfo, NodeInfoError, NodeInfoOther, ProtocolVersion, BLOCK_PROTOCOL,

@@ -8,7 +8,6 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
-use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -16,11 +15,14 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use crate::router::{DialFailureKind, RouterMetricsSource};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::router::{DialFailureKind, RouterMetricsSource, TRANSPORTS};
 
 /// Every metric the router exports (without the registry's prefix), for
 /// documentation and tests.
 pub const METRIC_NAMES: &[&str] = &[
+    "build_info",
     "peers",
     "known_peers",
     "peer_store_capacity",
@@ -31,10 +33,10 @@ pub const METRIC_NAMES: &[&str] = &[
     "handshake_duration_seconds",
     "peer_errors",
     "stream_errors",
-    "channel_messages_sent",
-    "channel_bytes_sent",
-    "channel_messages_received",
-    "channel_bytes_received",
+    "channel_sent_messages",
+    "channel_sent_bytes",
+    "channel_received_messages",
+    "channel_received_bytes",
     "channel_dropped_messages",
     "channel_send_queue_depth",
     "transport_rtt_seconds",
@@ -72,6 +74,15 @@ fn gauge(
     g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
+/// A channel's labels: its name and its id, so two channels with one name
+/// never share a series.
+fn channel_labels(c: &crate::ChannelStats) -> [(&'static str, String); 2] {
+    [
+        ("channel", c.name.clone()),
+        ("channel_id", c.id.0.to_string()),
+    ]
+}
+
 impl Collector for RouterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         // The router is gone: nothing to report.
@@ -84,17 +95,29 @@ impl Collector for RouterCollector {
 
         {
             let mut m = encoder.encode_descriptor(
-                "peers",
-                "Connected peers by direction",
+                "build_info",
+                "The p2p-router version, as a label; always 1",
                 None,
                 MetricType::Gauge,
             )?;
-            for (direction, value) in [
-                ("inbound", load(&conns.inbound_peers)),
-                ("outbound", load(&conns.outbound_peers)),
-            ] {
-                ConstGauge::new(value as i64)
-                    .encode(m.encode_family(&[("direction", direction)])?)?;
+            ConstGauge::new(1)
+                .encode(m.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "peers",
+                "Connected peers by transport and direction",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (protocol, t) in TRANSPORTS.iter().zip(&conns.transports) {
+                for (direction, value) in [
+                    ("inbound", load(&t.inbound_peers)),
+                    ("outbound", load(&t.outbound_peers)),
+                ] {
+                    let labels = [("transport", protocol.scheme()), ("direction", direction)];
+                    ConstGauge::new(value as i64).encode(m.encode_family(&labels)?)?;
+                }
             }
         }
         gauge(
@@ -109,17 +132,31 @@ impl Collector for RouterCollector {
             "Most peers the peer store keeps",
             source.started().map_or(0, |s| s.store_capacity) as i64,
         )?;
-        counter(&mut encoder, "dials", "Dials started", load(&conns.dials))?;
         {
             let mut m = encoder.encode_descriptor(
-                "dial_failures",
-                "Dials that did not produce a peer, by reason",
+                "dials",
+                "Dials started, by transport",
                 None,
                 MetricType::Counter,
             )?;
-            for kind in DialFailureKind::ALL {
-                ConstCounter::new(conns.dial_failures(kind))
-                    .encode(m.encode_family(&[("reason", kind.label())])?)?;
+            for (protocol, t) in TRANSPORTS.iter().zip(&conns.transports) {
+                ConstCounter::new(load(&t.dials))
+                    .encode(m.encode_family(&[("transport", protocol.scheme())])?)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "dial_failures",
+                "Dials that did not produce a peer, by transport and reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (protocol, t) in TRANSPORTS.iter().zip(&conns.transports) {
+                for kind in DialFailureKind::ALL {
+                    let labels = [("transport", protocol.scheme()), ("reason", kind.label())];
+                    ConstCounter::new(load(&t.dial_failures[kind as usize]))
+                        .encode(m.encode_family(&labels)?)?;
+                }
             }
         }
         counter(
@@ -157,25 +194,25 @@ impl Collector for RouterCollector {
         type Field = fn(&crate::ChannelStats) -> u64;
         let per_channel: [(&str, &str, MetricType, Field); 5] = [
             (
-                "channel_messages_sent",
+                "channel_sent_messages",
                 "Messages sent per channel",
                 MetricType::Counter,
                 |c| c.sent_messages,
             ),
             (
-                "channel_bytes_sent",
+                "channel_sent_bytes",
                 "Message bytes sent per channel",
                 MetricType::Counter,
                 |c| c.sent_bytes,
             ),
             (
-                "channel_messages_received",
+                "channel_received_messages",
                 "Messages received per channel",
                 MetricType::Counter,
                 |c| c.received_messages,
             ),
             (
-                "channel_bytes_received",
+                "channel_received_bytes",
                 "Message bytes received per channel",
                 MetricType::Counter,
                 |c| c.received_bytes,
@@ -190,7 +227,7 @@ impl Collector for RouterCollector {
         for (name, help, kind, field) in per_channel {
             let mut m = encoder.encode_descriptor(name, help, None, kind)?;
             for c in &channels {
-                let labels = [("channel", c.name.clone())];
+                let labels = channel_labels(c);
                 let value = field(c);
                 match kind {
                     MetricType::Gauge => {
@@ -217,46 +254,62 @@ impl Collector for RouterCollector {
                     ("decode", c.decode_failures),
                     ("no_receiver", c.dropped_no_receiver),
                 ] {
-                    let labels = [("channel", c.name.clone()), ("reason", reason.to_owned())];
+                    let [name, id] = channel_labels(c);
+                    let labels = [name, id, ("reason", reason.to_owned())];
                     ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
                 }
             }
         }
 
-        // Transport paths, aggregated over the open connections.
-        let paths: Vec<_> = source.path_stats();
-        let (mut sum, mut max) = (Duration::ZERO, Duration::ZERO);
-        for p in &paths {
-            sum += p.rtt;
-            max = max.max(p.rtt);
-        }
-        let mean = if paths.is_empty() {
-            0.0
-        } else {
-            sum.as_secs_f64() / paths.len() as f64
-        };
+        // Transport paths: RTTs of the open connections as a histogram per
+        // transport; packets as counters that keep closed connections'.
+        let paths = source.path_stats_by_transport();
         {
             let mut m = encoder.encode_descriptor(
                 "transport_rtt_seconds",
-                "Round-trip time over connections that measure it (QUIC)",
+                "Round-trip times of the open connections that measure them (QUIC)",
                 None,
-                MetricType::Gauge,
+                MetricType::Histogram,
             )?;
-            ConstGauge::new(mean).encode(m.encode_family(&[("stat", "mean")])?)?;
-            ConstGauge::new(max.as_secs_f64()).encode(m.encode_family(&[("stat", "max")])?)?;
+            for (protocol, open) in TRANSPORTS.iter().zip(&paths) {
+                if open.is_empty() {
+                    continue;
+                }
+                let histogram = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+                for p in open {
+                    histogram.observe(p.rtt.as_secs_f64());
+                }
+                histogram.encode(m.encode_family(&[("transport", protocol.scheme())])?)?;
+            }
         }
-        gauge(
-            &mut encoder,
-            "transport_lost_packets",
-            "Packets declared lost, summed over open connections (QUIC)",
-            paths.iter().map(|p| p.lost_packets).sum::<u64>() as i64,
-        )?;
-        gauge(
-            &mut encoder,
-            "transport_sent_packets",
-            "Packets sent, summed over open connections (QUIC)",
-            paths.iter().map(|p| p.sent_packets).sum::<u64>() as i64,
-        )?;
+        type Packets = fn(&crate::transport::PathStats) -> u64;
+        let packet_counters: [(&str, &str, Packets, usize); 2] = [
+            (
+                "transport_lost_packets",
+                "Packets declared lost (QUIC)",
+                |p| p.lost_packets,
+                0,
+            ),
+            (
+                "transport_sent_packets",
+                "Packets sent (QUIC)",
+                |p| p.sent_packets,
+                1,
+            ),
+        ];
+        for (name, help, field, which) in packet_counters {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((protocol, t), open) in TRANSPORTS.iter().zip(&conns.transports).zip(&paths) {
+                let closed = if which == 0 {
+                    load(&t.closed_lost_packets)
+                } else {
+                    load(&t.closed_sent_packets)
+                };
+                let total = closed + open.iter().map(field).sum::<u64>();
+                ConstCounter::new(total)
+                    .encode(m.encode_family(&[("transport", protocol.scheme())])?)?;
+            }
+        }
         Ok(())
     }
 }

@@ -75,44 +75,89 @@ async fn counters_follow_traffic_and_are_exported_for_prometheus() {
             "{name} missing:\n{text}"
         );
     }
-    assert_eq!(sample(&text, "p2p_peers{direction=\"outbound\"}"), 1.0);
-    assert_eq!(sample(&text, "p2p_peers{direction=\"inbound\"}"), 0.0);
+    let memory = "transport=\"memory\"";
+    assert_eq!(
+        sample(
+            &text,
+            &format!("p2p_peers{{{memory},direction=\"outbound\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("p2p_peers{{{memory},direction=\"inbound\"}}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "p2p_peers{transport=\"quic\",direction=\"outbound\"}"
+        ),
+        0.0
+    );
     assert_eq!(sample(&text, "p2p_known_peers "), 1.0);
-    assert_eq!(sample(&text, "p2p_dials_total"), 1.0);
+    assert_eq!(sample(&text, &format!("p2p_dials_total{{{memory}}}")), 1.0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        sample(&text, &format!("p2p_build_info{{version=\"{version}\"}}")),
+        1.0
+    );
     assert_eq!(sample(&text, "p2p_handshake_duration_seconds_count"), 1.0);
     assert_eq!(
-        sample(&text, "p2p_channel_messages_sent_total{channel=\"test\"}"),
+        sample(
+            &text,
+            "p2p_channel_sent_messages_total{channel=\"test\",channel_id=\"1\"}"
+        ),
         10.0
     );
     assert_eq!(
-        sample(&text, "p2p_channel_bytes_sent_total{channel=\"test\"}"),
+        sample(
+            &text,
+            "p2p_channel_sent_bytes_total{channel=\"test\",channel_id=\"1\"}"
+        ),
         40.0
     );
     assert_eq!(
         sample(
             &text,
-            "p2p_channel_dropped_messages_total{channel=\"test\",reason=\"unknown_peer\"}"
+            "p2p_channel_dropped_messages_total{channel=\"test\",channel_id=\"1\",reason=\"unknown_peer\"}"
         ),
         1.0
     );
     assert_eq!(
-        sample(&text, "p2p_channel_send_queue_depth{channel=\"test\"}"),
+        sample(
+            &text,
+            "p2p_channel_send_queue_depth{channel=\"test\",channel_id=\"1\"}"
+        ),
         0.0
     );
-    // The memory transport measures no path.
+    // The memory transport measures no path: no RTT samples, packet
+    // counters at zero.
+    assert!(!text.contains("p2p_transport_rtt_seconds_count"), "{text}");
     assert_eq!(
-        sample(&text, "p2p_transport_rtt_seconds{stat=\"max\"}"),
+        sample(
+            &text,
+            &format!("p2p_transport_sent_packets_total{{{memory}}}")
+        ),
         0.0
     );
 
     let mut b_registry = Registry::default();
     b.router.register_metrics(&mut b_registry);
     let text = scrape(&b_registry);
-    assert_eq!(sample(&text, "p2p_peers{direction=\"inbound\"}"), 1.0);
     assert_eq!(
         sample(
             &text,
-            "p2p_channel_messages_received_total{channel=\"test\"}"
+            "p2p_peers{transport=\"memory\",direction=\"inbound\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "p2p_channel_received_messages_total{channel=\"test\",channel_id=\"1\"}"
         ),
         10.0
     );
@@ -128,7 +173,8 @@ async fn failed_dials_are_counted_by_reason() {
     nodes[0].router.add_peer(ghost).await.unwrap();
     loop {
         let text = scrape(&registry);
-        if sample(&text, "p2p_dial_failures_total{reason=\"unreachable\"}") >= 1.0 {
+        let unreachable = "p2p_dial_failures_total{transport=\"memory\",reason=\"unreachable\"}";
+        if sample(&text, unreachable) >= 1.0 {
             break;
         }
         // The dial fails at once on the memory network; let it run.
@@ -146,4 +192,46 @@ async fn a_stopped_router_exports_nothing() {
     drop(node.tx);
     drop(node.rx);
     assert!(!scrape(&registry).contains("p2p_peers"));
+}
+
+/// Packet counters are counters: a closed connection's packets stay
+/// counted (they used to be summed over open connections only, so the
+/// series fell when a peer left). Real loopback QUIC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_packet_counters_keep_closed_connections_and_never_fall() {
+    use p2p_router::{LocalNode, Router};
+    use p2p_transport_quic::{QuicConfig, QuicTransport};
+    use std::sync::Arc;
+
+    let quic_node = |n: u8| {
+        let node = LocalNode::new(key(n), NETWORK);
+        let config = QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap());
+        let transport = Arc::new(QuicTransport::bind(&node, config).unwrap());
+        let addr = transport.local_addrs()[0];
+        let mut builder = Router::builder(node);
+        builder.transport(transport);
+        builder
+            .channel::<Text>(p2p_router::ChannelDescriptor::new(CHANNEL, "test"))
+            .unwrap();
+        let router = builder.spawn().unwrap();
+        let address: p2p_router::PeerAddress = format!("quic://{}@{addr}", key(n).node_id())
+            .parse()
+            .unwrap();
+        (router, address)
+    };
+    let (a, _) = quic_node(61);
+    let (b, b_address) = quic_node(62);
+    let mut registry = Registry::default();
+    a.register_metrics(&mut registry);
+    let mut updates = a.subscribe_peer_updates();
+    a.add_peer(b_address).await.unwrap();
+    require_up(&mut updates, key(62).node_id()).await;
+    let sent = "p2p_transport_sent_packets_total{transport=\"quic\"}";
+    let while_open = sample(&scrape(&registry), sent);
+    assert!(while_open > 0.0);
+    b.shutdown().await;
+    require_down(&mut updates, key(62).node_id()).await;
+    let after_close = sample(&scrape(&registry), sent);
+    assert!(after_close >= while_open, "{after_close} < {while_open}");
+    a.shutdown().await;
 }

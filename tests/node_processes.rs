@@ -206,19 +206,40 @@ async fn scenario() {
 
     eprintln!("chatted");
     let metrics = scrape(seed.metrics.as_deref().unwrap()).await;
-    let peers = sample(&metrics, "p2p_peers{direction=\"inbound\"}")
-        + sample(&metrics, "p2p_peers{direction=\"outbound\"}");
+    let peers = sample(
+        &metrics,
+        "p2p_peers{transport=\"quic\",direction=\"inbound\"}",
+    ) + sample(
+        &metrics,
+        "p2p_peers{transport=\"quic\",direction=\"outbound\"}",
+    );
     assert_eq!(peers, 2.0, "{metrics}");
     assert!(
         sample(
             &metrics,
-            "p2p_channel_messages_received_total{channel=\"chat\"}"
+            "p2p_channel_received_messages_total{channel=\"chat\",channel_id=\"48\"}"
         ) >= 1.0
     );
-    assert!(sample(&metrics, "p2p_channel_messages_sent_total{channel=\"pex\"}") >= 1.0);
+    assert!(
+        sample(
+            &metrics,
+            "p2p_channel_sent_messages_total{channel=\"pex\",channel_id=\"0\"}"
+        ) >= 1.0
+    );
     assert!(sample(&metrics, "p2p_known_peers ") >= 2.0);
     assert!(sample(&metrics, "p2p_handshake_duration_seconds_count") >= 2.0);
-    assert!(sample(&metrics, "p2p_transport_rtt_seconds{stat=\"max\"}") > 0.0);
+    assert!(
+        sample(
+            &metrics,
+            "p2p_transport_rtt_seconds_count{transport=\"quic\"}"
+        ) >= 2.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            "p2p_transport_sent_packets_total{transport=\"quic\"}"
+        ) > 0.0
+    );
 
     for node in [seed, b, c] {
         let (status, rest) = node.terminate().await;

@@ -27,7 +27,7 @@ use super::shared::{PeerRoute, Shared};
 use super::store_writer::StoreWriter;
 use super::tasks::{Joined, Owned};
 use super::{Command, RouterOptions};
-use crate::address::PeerAddress;
+use crate::address::{PeerAddress, Protocol};
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::{Direction, PeerManager};
@@ -37,6 +37,8 @@ use crate::transport::{BoxFuture, CloseReason, Connection, Transport};
 pub(super) struct Active {
     pub(super) conn_id: u64,
     pub(super) direction: Direction,
+    /// The transport's protocol, for the per-transport gauges.
+    pub(super) protocol: Protocol,
     pub(super) since: Instant,
     pub(super) cancel: CancellationToken,
     /// Why we drop the connection, for the close the peer sees; set before
@@ -247,6 +249,7 @@ impl Actor {
             let Some(address) = self.pm.dial_next(now) else {
                 break;
             };
+            let protocol = address.protocol();
             let dial = dial(
                 address.clone(),
                 self.transports.clone(),
@@ -255,10 +258,7 @@ impl Actor {
             );
             let handle = self.dials.spawn(dial);
             self.dialing.insert(handle.id(), address);
-            self.shared
-                .connections
-                .dials
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.connections.dial_started(protocol);
         }
         while let Some(peer) = self.pm.evict_next() {
             match self.active.get(&peer) {
@@ -292,8 +292,8 @@ impl Actor {
 
     /// Keeps the per-direction peer gauges in step with `active`, without
     /// walking it (the actor's loop must stay O(1) per event).
-    pub(super) fn count_peer(&self, direction: Direction, up: bool) {
-        let c = &self.shared.connections;
+    pub(super) fn count_peer(&self, protocol: Protocol, direction: Direction, up: bool) {
+        let c = self.shared.connections.of(protocol);
         let gauge = match direction {
             Direction::Inbound => &c.inbound_peers,
             Direction::Outbound => &c.outbound_peers,
@@ -374,7 +374,7 @@ impl Actor {
         if wins {
             tracing::debug!(%peer, "new connection replaces the existing one");
             if let Some(old) = self.active.remove(&peer) {
-                self.count_peer(old.direction, false);
+                self.count_peer(old.protocol, old.direction, false);
                 old.drop_with(CloseReason::Replaced);
                 self.shared.remove_route(&peer, old.conn_id);
                 if let Some(ip) = old.ip {
@@ -396,6 +396,7 @@ impl Actor {
     ) {
         self.next_conn_id += 1;
         let conn_id = self.next_conn_id;
+        let protocol = conn.remote_endpoint().protocol;
         let mut channels = Vec::new();
         let mut queues = HashMap::new();
         let shared = self.shared.clone();
@@ -453,13 +454,14 @@ impl Actor {
             Active {
                 conn_id,
                 direction,
+                protocol,
                 since: Instant::now(),
                 cancel,
                 close,
                 ip,
             },
         );
-        self.count_peer(direction, true);
+        self.count_peer(protocol, direction, true);
         tracing::info!(%peer, ?direction, "peer up");
         self.pm.ready(peer, ids);
         // Up reaches every subscriber before the task can deliver any of
@@ -479,7 +481,7 @@ impl Actor {
             return; // a replaced connection
         }
         if let Some(old) = self.active.remove(&exit.peer) {
-            self.count_peer(old.direction, false);
+            self.count_peer(old.protocol, old.direction, false);
             if let Some(ip) = old.ip {
                 self.ip_limiter.release(ip);
             }

@@ -63,7 +63,7 @@ impl Actor {
                 tracing::error!(%address, %error, "dial task failed");
                 self.shared
                     .connections
-                    .dial_failed(DialFailureKind::Unreachable);
+                    .dial_failed(address.protocol(), DialFailureKind::Unreachable);
                 self.pm.dial_failed(self.clock.now(), &address);
             }
         }
@@ -77,14 +77,17 @@ impl Actor {
             Ok(h) => h,
             Err(error) => {
                 tracing::info!(%address, %error, "dial failed");
-                self.shared.connections.dial_failed(match &error {
-                    DialFailure::Resolve(_) => DialFailureKind::Resolve,
-                    DialFailure::NoTransport => DialFailureKind::NoTransport,
-                    DialFailure::Dial { .. } | DialFailure::DialTimeout(_) => {
-                        DialFailureKind::Unreachable
-                    }
-                    DialFailure::Handshake(_) => DialFailureKind::Handshake,
-                });
+                self.shared.connections.dial_failed(
+                    address.protocol(),
+                    match &error {
+                        DialFailure::Resolve(_) => DialFailureKind::Resolve,
+                        DialFailure::NoTransport => DialFailureKind::NoTransport,
+                        DialFailure::Dial { .. } | DialFailure::DialTimeout(_) => {
+                            DialFailureKind::Unreachable
+                        }
+                        DialFailure::Handshake(_) => DialFailureKind::Handshake,
+                    },
+                );
                 if let DialFailure::Handshake(e) = &error {
                     self.shared
                         .stats
@@ -117,7 +120,7 @@ impl Actor {
             Err(error) => {
                 self.shared
                     .connections
-                    .dial_failed(DialFailureKind::NotAdmitted);
+                    .dial_failed(address.protocol(), DialFailureKind::NotAdmitted);
                 tracing::info!(%peer, %error, "dialed peer not admitted");
                 self.close_in_background(conn, None);
             }

@@ -3,7 +3,6 @@
 //! background, a bounded number at once).
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -52,11 +51,7 @@ impl Actor {
         let ip = conn.remote_endpoint().socket_addr().map(|a| a.ip());
         // The gauge is kept in step at connect and disconnect: no walk over
         // every peer on each accept.
-        let inbound_peers = self
-            .shared
-            .connections
-            .inbound_peers
-            .load(Ordering::Relaxed);
+        let inbound_peers = self.shared.connections.inbound_peers();
         let inbound = usize::try_from(inbound_peers).unwrap_or(usize::MAX) + self.handshakes.len();
         let refused = if self.handshakes.len() >= self.options.max_inbound_handshakes
             || inbound >= self.options.max_inbound

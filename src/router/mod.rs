@@ -59,7 +59,7 @@ pub use options::{RouterOptions, RouterOptionsError};
 pub use peer_error::{PeerError, PeerErrorKind, Severity};
 pub use stats::{ChannelStats, RouterStats};
 
-pub(crate) use self::stats::DialFailureKind;
+pub(crate) use self::stats::{DialFailureKind, TRANSPORTS};
 /// What the metrics collector reads.
 pub(crate) type RouterMetricsSource = Shared;
 

@@ -159,12 +159,18 @@ impl Shared {
         out
     }
 
-    /// Path statistics of every open connection that measures them.
-    pub(crate) fn path_stats(&self) -> Vec<crate::transport::PathStats> {
-        read(&self.peers)
-            .values()
-            .filter_map(|r| r.conn.path_stats())
-            .collect()
+    /// Path statistics of the open connections that measure them, per
+    /// transport (in `stats::TRANSPORTS` order).
+    pub(crate) fn path_stats_by_transport(
+        &self,
+    ) -> [Vec<crate::transport::PathStats>; super::stats::TRANSPORTS.len()] {
+        let mut out: [Vec<_>; super::stats::TRANSPORTS.len()] = Default::default();
+        for route in read(&self.peers).values() {
+            if let Some(path) = route.conn.path_stats() {
+                out[super::stats::slot(route.conn.remote_endpoint().protocol)].push(path);
+            }
+        }
+        out
     }
 
     pub(crate) fn route(&self, peer: &NodeId) -> Option<Arc<PeerRoute>> {
@@ -196,6 +202,11 @@ impl Shared {
         let Some(route) = removed else {
             return;
         };
+        // Its packets stay counted after it is gone.
+        self.connections.connection_closed(
+            route.conn.remote_endpoint().protocol,
+            route.conn.path_stats(),
+        );
         for (queue, counters) in route.queues.values() {
             let dropped = queue.close() as u64;
             if dropped > 0 {

@@ -225,14 +225,36 @@ impl DialFailureKind {
     }
 }
 
-/// Connection-level counters for metrics: dials, directions, handshake
-/// times. Written by the actor only.
-#[derive(Debug)]
-pub(crate) struct ConnectionCounters {
+/// The transports metrics are labelled with, in slot order.
+pub(crate) const TRANSPORTS: [crate::address::Protocol; 3] = [
+    crate::address::Protocol::Quic,
+    crate::address::Protocol::Mconn,
+    crate::address::Protocol::Memory,
+];
+
+/// The slot of `protocol` in the per-transport counters.
+pub(crate) fn slot(protocol: crate::address::Protocol) -> usize {
+    TRANSPORTS.iter().position(|p| *p == protocol).unwrap_or(0)
+}
+
+/// Counters of one transport.
+#[derive(Debug, Default)]
+pub(crate) struct TransportCounters {
     pub(crate) dials: AtomicU64,
     pub(crate) dial_failures: [AtomicU64; DialFailureKind::ALL.len()],
     pub(crate) inbound_peers: AtomicU64,
     pub(crate) outbound_peers: AtomicU64,
+    /// Packets of connections already closed (open ones are read at
+    /// scrape time), so the exported counters never fall.
+    pub(crate) closed_sent_packets: AtomicU64,
+    pub(crate) closed_lost_packets: AtomicU64,
+}
+
+/// Connection-level counters for metrics, per transport: dials and their
+/// failures, peers by direction, packets; and handshake times.
+#[derive(Debug)]
+pub(crate) struct ConnectionCounters {
+    pub(crate) transports: [TransportCounters; TRANSPORTS.len()],
     /// Dial (or accept) to admitted, successful connections only.
     pub(crate) handshake_seconds: prometheus_client::metrics::histogram::Histogram,
 }
@@ -240,10 +262,7 @@ pub(crate) struct ConnectionCounters {
 impl Default for ConnectionCounters {
     fn default() -> Self {
         Self {
-            dials: AtomicU64::new(0),
-            dial_failures: Default::default(),
-            inbound_peers: AtomicU64::new(0),
-            outbound_peers: AtomicU64::new(0),
+            transports: Default::default(),
             // 250 µs … ~4 s.
             handshake_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 15),
@@ -253,11 +272,38 @@ impl Default for ConnectionCounters {
 }
 
 impl ConnectionCounters {
-    pub(crate) fn dial_failed(&self, kind: DialFailureKind) {
-        self.dial_failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn of(&self, protocol: crate::address::Protocol) -> &TransportCounters {
+        &self.transports[slot(protocol)]
     }
 
-    pub(crate) fn dial_failures(&self, kind: DialFailureKind) -> u64 {
-        self.dial_failures[kind as usize].load(Ordering::Relaxed)
+    pub(crate) fn dial_started(&self, protocol: crate::address::Protocol) {
+        self.of(protocol).dials.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dial_failed(&self, protocol: crate::address::Protocol, kind: DialFailureKind) {
+        self.of(protocol).dial_failures[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Inbound peers over every transport (for the inbound limit).
+    pub(crate) fn inbound_peers(&self) -> u64 {
+        self.transports
+            .iter()
+            .map(|t| t.inbound_peers.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Keeps the packet counters of a connection that is closing.
+    pub(crate) fn connection_closed(
+        &self,
+        protocol: crate::address::Protocol,
+        path: Option<crate::transport::PathStats>,
+    ) {
+        if let Some(path) = path {
+            let t = self.of(protocol);
+            t.closed_sent_packets
+                .fetch_add(path.sent_packets, Ordering::Relaxed);
+            t.closed_lost_packets
+                .fetch_add(path.lost_packets, Ordering::Relaxed);
+        }
     }
 }
