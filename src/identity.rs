@@ -167,6 +167,7 @@ impl NodeKey {
     pub fn generate() -> Self {
         let mut seed = [0u8; 32];
         #[allow(clippy::expect_used)]
+        // Straight from the operating system: a key deserves no less.
         getrandom::fill(&mut seed).expect("the operating system must provide randomness");
         Self::from_seed(seed)
     }

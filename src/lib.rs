@@ -51,7 +51,9 @@ pub use peer_manager::{
 };
 /// The stores a node picks from; the trait and records for store
 /// implementors are in [`peer_store`].
-pub use peer_store::{MemoryPeerStore, RedbPeerStore, StoreError};
+#[cfg(feature = "redb")]
+pub use peer_store::RedbPeerStore;
+pub use peer_store::{MemoryPeerStore, StoreError};
 pub use resolve::{Endpoint, EndpointAddress, ResolveError, DEFAULT_RESOLVE_TIMEOUT};
 
 /// The README's code examples are compiled as doctests so they stay true.

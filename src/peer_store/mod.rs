@@ -10,11 +10,13 @@
 
 mod codec;
 mod memory;
+#[cfg(feature = "redb")]
 mod redb_store;
 
 use std::time::SystemTime;
 
 pub use memory::MemoryPeerStore;
+#[cfg(feature = "redb")]
 pub use redb_store::RedbPeerStore;
 
 use crate::address::PeerAddress;
