@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
@@ -28,14 +27,11 @@ use tracing::Instrument;
 use crate::config::MconnConfig;
 use crate::proto::{self, packet, DelimitedError, Packet};
 use crate::rate::RateLimit;
+use crate::scheduler::{Lane, Scheduler, Step};
 use crate::secret::{ReadError, SecretError, SecretReader, SecretWriter};
 
 /// Largest encoded `NodeInfo` accepted (Tendermint's `MaxNodeInfoSize`).
 pub const MAX_NODE_INFO_SIZE: usize = 10_240;
-/// Packets written per scheduling round, as in Tendermint.
-const BATCH: usize = 10;
-/// How often the channels' recently-sent counters decay.
-const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 pub(crate) type Reader = SecretReader<BufReader<OwnedReadHalf>>;
 pub(crate) type Writer = SecretWriter<OwnedWriteHalf>;
@@ -218,21 +214,17 @@ impl MconnConnection {
             }
         };
         let write = async move {
-            let outs = channels
-                .map
-                .iter()
-                .filter_map(|(&id, c)| {
-                    let rx = c.send_rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
-                    Some(Out {
-                        id,
-                        rx,
-                        current: None,
-                        recently_sent: 0,
-                        priority: c.priority.clone(),
-                    })
-                })
-                .collect();
-            let result = write_loop(writer, outs, &shared, &config).await;
+            let mut lanes = Vec::new();
+            let mut queues = Vec::new();
+            for (&id, c) in &channels.map {
+                let Some(rx) = c.send_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+                    continue;
+                };
+                lanes.push(Lane::new(id, c.priority.clone()));
+                queues.push(rx);
+            }
+            let scheduler = Scheduler::new(&config, lanes, Instant::now());
+            let result = write_loop(writer, scheduler, queues, &shared).await;
             shared.writer_done.cancel();
             // Nothing the writer meets is the peer's fault (socket errors,
             // a silent peer): the connection just ends.
@@ -256,120 +248,74 @@ fn secret_error(e: SecretError) -> ConnectionError {
     }
 }
 
-/// One channel as the writer sees it.
-struct Out {
-    id: ChannelId,
-    rx: mpsc::Receiver<Bytes>,
-    /// The rest of the message being sent.
-    current: Option<Bytes>,
-    recently_sent: u64,
-    priority: Arc<AtomicU8>,
-}
-
 async fn flush(writer: &mut Writer) -> Result<(), String> {
     writer.flush().await.map_err(|e| format!("write: {e}"))
 }
 
+/// The writer's IO: moves queued messages into the scheduler, carries out
+/// its steps, and sleeps until its next deadline or an event. Every
+/// decision is the scheduler's (`scheduler.rs`).
 async fn write_loop(
     mut writer: Writer,
-    mut outs: Vec<Out>,
+    mut scheduler: Scheduler,
+    mut queues: Vec<mpsc::Receiver<Bytes>>,
     shared: &ConnShared,
-    config: &MconnConfig,
 ) -> Result<(), String> {
-    let mut rate = RateLimit::new(config.send_rate);
-    let now = Instant::now();
-    let mut next_ping = now + config.ping_interval;
-    let mut next_stats = now + STATS_INTERVAL;
-    let mut pong_deadline: Option<Instant> = None;
-    let mut flush_at: Option<Instant> = None;
-    loop {
-        let mut pending = false;
-        for out in &mut outs {
-            if out.current.is_none() {
-                out.current = out.rx.try_recv().ok();
+    let mut steps = Vec::new();
+    // Moves each free lane's next queued message into the scheduler.
+    let refill = |scheduler: &mut Scheduler, queues: &mut Vec<mpsc::Receiver<Bytes>>| {
+        for (i, rx) in queues.iter_mut().enumerate() {
+            if scheduler.wants(i) {
+                if let Ok(message) = rx.try_recv() {
+                    scheduler.offer(i, message);
+                }
             }
-            pending |= out.current.is_some();
+        }
+    };
+    loop {
+        refill(&mut scheduler, &mut queues);
+        if shared.pong_requested.swap(false, Ordering::AcqRel) {
+            scheduler.pong_requested();
+        }
+        // v0.34 peers answer with a pong, v0.35 ones may only send
+        // something else: any packet proves the peer alive.
+        if shared.heard_from_peer.swap(false, Ordering::AcqRel) {
+            scheduler.heard_from_peer();
         }
         let now = Instant::now();
-        if shared.pong_requested.swap(false, Ordering::AcqRel) {
-            Packet::pong()
-                .encode_length_delimited(writer.staged())
-                .map_err(|e| e.to_string())?;
-            flush(&mut writer).await?;
-            flush_at = None;
-        }
-        if now >= next_ping {
-            shared.heard_from_peer.store(false, Ordering::Release);
-            Packet::ping()
-                .encode_length_delimited(writer.staged())
-                .map_err(|e| e.to_string())?;
-            flush(&mut writer).await?;
-            flush_at = None;
-            pong_deadline = Some(now + config.pong_timeout);
-            next_ping = now + config.ping_interval;
-        }
-        if let Some(deadline) = pong_deadline {
-            // v0.34 peers answer with a pong, v0.35 ones may only send
-            // something else: any packet proves the peer alive.
-            if shared.heard_from_peer.load(Ordering::Acquire) {
-                pong_deadline = None;
-            } else if now >= deadline {
-                return Err("pong timeout".into());
+        let mut next = |i: usize| queues.get_mut(i).and_then(|rx| rx.try_recv().ok());
+        scheduler
+            .turn(now, &mut steps, &mut next)
+            .map_err(|e| e.to_string())?;
+        let sent = !steps.is_empty();
+        for step in steps.drain(..) {
+            match step {
+                Step::Packet(packet) => packet
+                    .encode_length_delimited(writer.staged())
+                    .map_err(|e| e.to_string())?,
+                Step::Ping => {
+                    // Only what the peer sends after this ping counts.
+                    shared.heard_from_peer.store(false, Ordering::Release);
+                    Packet::ping()
+                        .encode_length_delimited(writer.staged())
+                        .map_err(|e| e.to_string())?;
+                }
+                Step::Flush => flush(&mut writer).await?,
             }
         }
-        if now >= next_stats {
-            for out in &mut outs {
-                out.recently_sent = out.recently_sent * 4 / 5;
-            }
-            next_stats = now + STATS_INTERVAL;
-        }
-        if flush_at.is_some_and(|at| now >= at) {
-            flush(&mut writer).await?;
-            flush_at = None;
-        }
-        if shared.closing.is_cancelled() && !pending {
+        if shared.closing.is_cancelled() && !scheduler.pending() {
             flush(&mut writer).await?;
             writer.shutdown().await;
             return Ok(());
         }
-        let delay = rate.delay();
-        if pending && delay.is_zero() {
-            for _ in 0..BATCH {
-                let Some(out) = pick(&mut outs) else { break };
-                let Some(message) = out.current.as_mut() else {
-                    break;
-                };
-                let n = message.len().min(config.max_packet_payload);
-                let chunk = message.split_to(n);
-                let eof = message.is_empty();
-                let packet = Packet::msg(out.id.0, eof, chunk);
-                let size = packet.encoded_len();
-                packet
-                    .encode_length_delimited(writer.staged())
-                    .map_err(|e| e.to_string())?;
-                out.recently_sent += size as u64;
-                rate.spend(size);
-                if eof {
-                    out.current = out.rx.try_recv().ok();
-                }
-            }
-            if writer.should_flush() || config.flush_throttle.is_zero() {
-                flush(&mut writer).await?;
-                flush_at = None;
-            } else if flush_at.is_none() {
-                flush_at = Some(now + config.flush_throttle);
-                tokio::task::consume_budget().await;
-            } else {
-                tokio::task::consume_budget().await;
-            }
+        // Messages queued while this round ran need no wake-up: a wake-up
+        // only says "something was queued", once for many messages.
+        refill(&mut scheduler, &mut queues);
+        let wake = scheduler.poll_timeout(now);
+        if sent && wake <= now {
+            // More is ready at once: let other tasks run between rounds.
+            tokio::task::consume_budget().await;
             continue;
-        }
-        let mut wake = next_ping.min(next_stats);
-        for at in [pong_deadline, flush_at].into_iter().flatten() {
-            wake = wake.min(at);
-        }
-        if pending {
-            wake = wake.min(now + delay);
         }
         tokio::select! {
             biased;
@@ -379,19 +325,6 @@ async fn write_loop(
             () = tokio::time::sleep_until(wake) => {}
         }
     }
-}
-
-/// The channel with something to send whose recently-sent bytes divided by
-/// its priority are the least (Tendermint's rule).
-fn pick(outs: &mut [Out]) -> Option<&mut Out> {
-    outs.iter_mut()
-        .filter(|o| o.current.is_some())
-        .min_by(|a, b| {
-            let ratio = |o: &Out| {
-                o.recently_sent as f64 / f64::from(o.priority.load(Ordering::Relaxed).max(1))
-            };
-            ratio(a).total_cmp(&ratio(b))
-        })
 }
 
 async fn read_loop(
@@ -563,35 +496,5 @@ impl Connection for MconnConnection {
                 .max_size
                 .store(channel.max_message_size, Ordering::Relaxed);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn out(id: u8, priority: u8, recently_sent: u64) -> Out {
-        let (_tx, rx) = mpsc::channel(1);
-        Out {
-            id: ChannelId(id),
-            rx,
-            current: Some(Bytes::from_static(b"x")),
-            recently_sent,
-            priority: Arc::new(AtomicU8::new(priority)),
-        }
-    }
-
-    #[test]
-    fn the_least_recently_sent_per_priority_goes_first() {
-        // 10 000 bytes at priority 10 weigh as 1000 at priority 1.
-        let mut outs = vec![out(1, 1, 1500), out(2, 10, 10_000)];
-        assert_eq!(pick(&mut outs).unwrap().id, ChannelId(2));
-        outs[1].recently_sent = 20_000;
-        assert_eq!(pick(&mut outs).unwrap().id, ChannelId(1));
-        // Nothing to send: never picked.
-        outs[0].current = None;
-        assert_eq!(pick(&mut outs).unwrap().id, ChannelId(2));
-        outs[1].current = None;
-        assert!(pick(&mut outs).is_none());
     }
 }

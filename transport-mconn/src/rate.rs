@@ -18,12 +18,17 @@ pub(crate) struct RateLimit {
 
 impl RateLimit {
     pub(crate) fn new(rate: Option<u64>) -> Self {
+        Self::new_at(rate, Instant::now())
+    }
+
+    /// A limiter whose clock starts at `now`.
+    pub(crate) fn new_at(rate: Option<u64>, now: Instant) -> Self {
         let burst = rate.map_or(0.0, |r| (r as f64 / 10.0).max(2048.0));
         Self {
             rate,
             tokens: burst,
             burst,
-            last: Instant::now(),
+            last: now,
         }
     }
 
@@ -37,10 +42,15 @@ impl RateLimit {
 
     /// How long to wait before sending again (zero: go ahead).
     pub(crate) fn delay(&mut self) -> Duration {
+        self.delay_at(Instant::now())
+    }
+
+    /// How long after `now` to wait before sending again.
+    pub(crate) fn delay_at(&mut self, now: Instant) -> Duration {
         let Some(rate) = self.rate else {
             return Duration::ZERO;
         };
-        self.refill(Instant::now());
+        self.refill(now);
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
@@ -50,8 +60,13 @@ impl RateLimit {
 
     /// Records `bytes` sent or received.
     pub(crate) fn spend(&mut self, bytes: usize) {
+        self.spend_at(Instant::now(), bytes);
+    }
+
+    /// Records `bytes` sent or received at `now`.
+    pub(crate) fn spend_at(&mut self, now: Instant, bytes: usize) {
         if self.rate.is_some() {
-            self.refill(Instant::now());
+            self.refill(now);
             self.tokens -= bytes as f64;
         }
     }

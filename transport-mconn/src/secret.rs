@@ -196,12 +196,6 @@ impl<W: AsyncWrite + Unpin> SecretWriter<W> {
         &mut self.staged
     }
 
-    /// Whether the staging buffer is full enough to send without waiting
-    /// for a flush (as Go's 64 KiB buffered writer does).
-    pub(crate) fn should_flush(&self) -> bool {
-        self.staged.len() >= WRITE_BUFFER
-    }
-
     /// Seals everything staged into frames and writes them out.
     pub(crate) async fn flush(&mut self) -> Result<(), SecretError> {
         if self.staged.is_empty() {
