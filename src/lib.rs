@@ -43,7 +43,7 @@ pub use identity::{KeyFileError, KeyFileErrorKind, NodeId, NodeIdError, NodeKey,
 pub use local_node::LocalNode;
 pub use node_info::{
     IncompatibleError, NodeInfo, NodeInfoError, NodeInfoOther, ProtocolVersion, BLOCK_PROTOCOL,
-    MAX_CHANNELS, P2P_PROTOCOL,
+    MAX_CHANNELS, MAX_NODE_INFO_SIZE, P2P_PROTOCOL,
 };
 pub use peer_manager::{
     AddError, AdmitError, Direction, OptionsError, PeerManager, PeerManagerError,

@@ -13,6 +13,9 @@ use crate::identity::{NodeId, NodeIdError};
 /// The most channels a node may declare (Tendermint's limit, kept for
 /// compatibility).
 pub const MAX_CHANNELS: usize = 16;
+/// The largest encoded `NodeInfo` any transport accepts (Tendermint's
+/// `MaxNodeInfoSize`); a bigger one is refused before it is read.
+pub const MAX_NODE_INFO_SIZE: usize = 10_240;
 
 /// P2P protocol version we speak (CometBFT v0.34–v0.38 send 8).
 pub const P2P_PROTOCOL: u64 = 8;

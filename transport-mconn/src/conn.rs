@@ -14,6 +14,7 @@ use p2p_router::transport::{
 };
 use p2p_router::{
     ChannelDescriptor, ChannelId, Connection, ConnectionError, Endpoint, NodeInfo, Protocol,
+    MAX_NODE_INFO_SIZE,
 };
 use prost::Message;
 use tokio::io::BufReader;
@@ -29,9 +30,6 @@ use crate::proto::{self, packet, DelimitedError, Packet};
 use crate::rate::RateLimit;
 use crate::scheduler::{Lane, Scheduler, Step};
 use crate::secret::{ReadError, SecretError, SecretReader, SecretWriter};
-
-/// Largest encoded `NodeInfo` accepted (Tendermint's `MaxNodeInfoSize`).
-pub const MAX_NODE_INFO_SIZE: usize = 10_240;
 
 pub(crate) type Reader = SecretReader<BufReader<OwnedReadHalf>>;
 pub(crate) type Writer = SecretWriter<OwnedWriteHalf>;

@@ -37,6 +37,6 @@ mod secret;
 mod transport;
 
 pub use config::{MconnConfig, MconnConfigError};
-pub use conn::{MconnConnection, MAX_NODE_INFO_SIZE};
+pub use conn::MconnConnection;
 pub use secret::SecretError;
 pub use transport::MconnTransport;

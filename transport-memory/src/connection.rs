@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use p2p_router::transport::{Admission, BoxFuture, CloseReason, MalformedKind, UsageError};
-use p2p_router::{ChannelId, Connection, ConnectionError, Endpoint, NodeId, NodeInfo};
+use p2p_router::{
+    ChannelId, Connection, ConnectionError, Endpoint, NodeId, NodeInfo, MAX_NODE_INFO_SIZE,
+};
 use prost::Message;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 use tokio_util::sync::CancellationToken;
@@ -173,7 +175,15 @@ impl Connection for MemoryConnection {
                 self.recv_control()
             );
             sent?;
-            let info = NodeInfo::decode(theirs?)
+            let theirs = theirs?;
+            // The same bound as on the wire transports.
+            if theirs.len() > MAX_NODE_INFO_SIZE {
+                return Err(ConnectionError::Oversized {
+                    size: theirs.len() as u64,
+                    max: MAX_NODE_INFO_SIZE,
+                });
+            }
+            let info = NodeInfo::decode(theirs)
                 .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
             self.handshaken.store(true, Ordering::Release);
             Ok(info)

@@ -11,6 +11,7 @@ use p2p_router::transport::{
 };
 use p2p_router::{
     ChannelDescriptor, ChannelId, Connection, ConnectionError, Endpoint, NodeInfo, Protocol,
+    MAX_NODE_INFO_SIZE,
 };
 use prost::Message;
 use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
@@ -21,9 +22,6 @@ use crate::codes::CloseCode;
 use crate::config::QuicConfig;
 use crate::framing::{get_varint, put_varint, MAX_VARINT_LEN};
 use crate::streams::{accept_streams, Channels, StreamErrors};
-
-/// Largest encoded `NodeInfo` accepted on the control stream.
-pub const MAX_NODE_INFO_SIZE: usize = 10_240;
 
 /// A connection of the QUIC transport.
 pub struct QuicConnection {

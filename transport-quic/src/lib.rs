@@ -57,6 +57,6 @@ mod tls;
 mod transport;
 
 pub use config::{QuicConfig, QuicConfigError};
-pub use connection::{QuicConnection, MAX_NODE_INFO_SIZE};
+pub use connection::QuicConnection;
 pub use tls::{certificate_key, verify_certificate, CertificateError};
 pub use transport::QuicTransport;

@@ -363,5 +363,4 @@ impl fmt::Display for PeerAddress {
 }
 
 #[cfg(test)]
-#[path = "address_tests.rs"]
 mod tests;
