@@ -9,7 +9,6 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::*;
 use p2p_router::{
@@ -109,13 +108,14 @@ async fn shutdown_returns_only_when_pex_and_every_reactor_have_stopped() {
     let net = MemoryNetwork::new();
     let finished = Arc::new(AtomicBool::new(false));
     let done = finished.clone();
+    // The reactor's clean-up lasts until the test releases it.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
     let (node, ()) = NodeBuilder::new(key(1))
         .with_pex()
         .start_declaring(&net, |r| {
             r.reactor("slow", move |cx| async move {
                 cx.shutdown.cancelled().await;
-                // Cleaning up takes a while; shutdown must wait for it.
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = released.await;
                 done.store(true, Ordering::SeqCst);
             });
         });
@@ -123,7 +123,11 @@ async fn shutdown_returns_only_when_pex_and_every_reactor_have_stopped() {
     let mut node = node;
     connect(&mut peer, &mut node).await;
     assert!(metrics.num_alive_tasks() > baseline);
-    node.router.shutdown().await;
+    let stopping = tokio::spawn(node.router.shutdown());
+    settle().await;
+    assert!(!stopping.is_finished(), "shutdown waits for the reactor");
+    release.send(()).unwrap();
+    stopping.await.unwrap();
     assert!(finished.load(Ordering::SeqCst));
     peer.router.shutdown().await;
     // PEX, both actors, every peer task and reactor: all gone.

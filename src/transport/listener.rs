@@ -135,7 +135,8 @@ impl<C: Send + 'static> Listener<C> {
     /// it (checked before any work): it gets the connection permit to keep
     /// for the connection's life. A finished connection waits in the
     /// backlog (holding its permit); a failure or a timeout is reported to
-    /// `accept` unless the backlog is full.
+    /// `accept` unless the backlog is full. A refusal is logged here, so
+    /// callers need only drop the connection (which `handshake` owns).
     pub fn admit<F>(
         &mut self,
         remote: SocketAddr,
@@ -145,17 +146,21 @@ impl<C: Send + 'static> Listener<C> {
     where
         F: Future<Output = Result<C, AcceptFailure>> + Send + 'static,
     {
+        let refused = |refusal: Refusal| {
+            tracing::debug!(%remote, %refusal, "incoming connection refused");
+            refusal
+        };
         let slot = self
             .handshaking
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Refusal::Handshakes)?;
+            .map_err(|_| refused(Refusal::Handshakes))?;
         let permit = self
             .limits
             .connections
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Refusal::Connections)?;
+            .map_err(|_| refused(Refusal::Connections))?;
         let queue = self.queue.tx.clone();
         let timeout = self.limits.handshake_timeout;
         let handshake = handshake(permit);

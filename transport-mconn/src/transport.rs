@@ -199,7 +199,9 @@ async fn accept_loop(
         // Both limits are checked before any cryptographic work.
         let (key, config) = (inner.key.clone(), inner.config.clone());
         let span = tracing::debug_span!("mconn_accept", %remote);
-        let admitted = handshakes.admit(remote, span, move |permit| async move {
+        // A refusal is logged by `admit`; dropping the connection (which
+        // the closure owns) ends it, before any cryptographic work.
+        let _ = handshakes.admit(remote, span, move |permit| async move {
             secure(stream, &key, config, permit)
                 .await
                 .map_err(|e| match e.auth_failure() {
@@ -207,9 +209,6 @@ async fn accept_loop(
                     Err(kind) => AcceptFailure::Io(kind),
                 })
         });
-        if let Err(refusal) = admitted {
-            tracing::debug!(%remote, %refusal, "refused");
-        }
     }
 }
 

@@ -64,7 +64,8 @@ async fn the_accept_loop_backs_off_on_emfile_and_recovers() {
     );
 
     // A spinning loop burns a core while EMFILE lasts; a backing-off one
-    // is nearly idle.
+    // is nearly idle. The wait is the measurement window itself (CPU time
+    // over real time), not a wait for an event, so it cannot be paused.
     let before = cpu_time(&stat_file);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let spent = cpu_time(&stat_file) - before;

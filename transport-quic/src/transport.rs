@@ -399,7 +399,9 @@ async fn accept_loop(
         let remote = incoming.remote_address();
         let span = tracing::debug_span!("quic_accept", %remote);
         let inner2 = inner.clone();
-        let admitted = handshakes.admit(remote, span, move |permit| async move {
+        // A refusal is logged by `admit`; dropping the connection (which
+        // the closure owns) ends it, before any cryptographic work.
+        let _ = handshakes.admit(remote, span, move |permit| async move {
             let conn = incoming
                 .accept()
                 .map_err(|e| accept_failure(&e))?
@@ -417,9 +419,6 @@ async fn accept_loop(
                 permit,
             ))
         });
-        if let Err(refusal) = admitted {
-            tracing::debug!(%remote, %refusal, "refused");
-        }
     }
 }
 
