@@ -28,6 +28,7 @@ mod config_serde;
 pub mod conformance;
 mod identity;
 mod local_node;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 mod node_info;
 mod peer_manager;

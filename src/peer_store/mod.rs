@@ -93,6 +93,16 @@ pub enum StoreError {
     /// The database could not be opened.
     #[error("opening peer store: {0}")]
     Open(String),
+    /// The database file is in a file format this redb no longer reads
+    /// (redb 2's); delete it or migrate it with redb 2.6's
+    /// `Database::upgrade`.
+    #[error("peer store {}: file format v{version} is too old for this build; delete the file (peers are re-learned) or migrate it", path.display())]
+    OldFormat {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its redb file format version.
+        version: u8,
+    },
     /// Reading failed.
     #[error("reading peer store: {0}")]
     Read(String),

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{codec, LoadedPeers, PeerRecord, PeerStore, StoreError};
 use crate::identity::NodeId;
@@ -27,8 +27,20 @@ impl std::fmt::Debug for RedbPeerStore {
 
 impl RedbPeerStore {
     /// Opens the database at `path`, creating it when absent.
+    ///
+    /// A file written by redb 2 (this crate before it moved to redb 4) is
+    /// refused with [`StoreError::OldFormat`] rather than rewritten: the
+    /// operator chooses between deleting it (the store is a cache that PEX
+    /// and the configured peers refill) and migrating it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let db = Database::create(path.as_ref()).map_err(|e| StoreError::Open(e.to_string()))?;
+        let path = path.as_ref();
+        let db = Database::create(path).map_err(|e| match e {
+            DatabaseError::UpgradeRequired(version) => StoreError::OldFormat {
+                path: path.to_owned(),
+                version,
+            },
+            e => StoreError::Open(e.to_string()),
+        })?;
         // Create the table up front so reads never meet a missing table.
         let txn = db
             .begin_write()
@@ -113,6 +125,22 @@ mod tests {
         let loaded = store.load().unwrap();
         assert_eq!(loaded.peers, vec![record(2)]);
         assert_eq!(loaded.corrupt, 0);
+    }
+
+    #[test]
+    fn a_redb_2_file_is_refused_with_its_path_and_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("peers.redb");
+        // What this crate wrote before it moved to redb 4.
+        drop(redb2::Database::create(&path).unwrap());
+        match RedbPeerStore::open(&path) {
+            Err(StoreError::OldFormat { path: p, version }) => {
+                assert_eq!(p, path);
+                assert_eq!(version, 2);
+            }
+            other => panic!("expected OldFormat, got {other:?}"),
+        }
+        assert!(path.exists(), "the old file is left for the operator");
     }
 
     #[test]

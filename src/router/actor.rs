@@ -351,6 +351,9 @@ impl Actor {
     }
 
     pub(super) fn observe_handshake(&self, started: Instant) {
+        #[cfg(not(feature = "metrics"))]
+        let _ = started;
+        #[cfg(feature = "metrics")]
         self.shared
             .connections
             .handshake_seconds

@@ -166,6 +166,7 @@ impl RouterHandle {
     /// `p2p_` prefix (see the README's metrics list). They are read from the
     /// router's counters at each scrape; after the router stops, they are
     /// left out.
+    #[cfg(feature = "metrics")]
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry
             .sub_registry_with_prefix("p2p")

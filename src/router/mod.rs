@@ -59,11 +59,11 @@ pub use options::{RouterOptions, RouterOptionsError};
 pub use peer_error::{PeerError, PeerErrorKind, Severity};
 pub use stats::{ChannelStats, RouterStats};
 
+#[cfg(feature = "metrics")]
 pub(crate) use self::stats::{DialFailureKind, TRANSPORTS};
 /// What the metrics collector reads.
-pub(crate) type RouterMetricsSource = Shared;
-
-use self::shared::Shared;
+#[cfg(feature = "metrics")]
+pub(crate) type RouterMetricsSource = self::shared::Shared;
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
 use crate::peer_manager::AddError;

@@ -161,6 +161,7 @@ impl Shared {
 
     /// Path statistics of the open connections that measure them, per
     /// transport (in `stats::TRANSPORTS` order).
+    #[cfg(feature = "metrics")]
     pub(crate) fn path_stats_by_transport(
         &self,
     ) -> [Vec<crate::transport::PathStats>; super::stats::TRANSPORTS.len()] {

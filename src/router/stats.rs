@@ -214,6 +214,7 @@ impl DialFailureKind {
         Self::NotAdmitted,
     ];
 
+    #[cfg(feature = "metrics")]
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Resolve => "resolve",
@@ -256,6 +257,7 @@ pub(crate) struct TransportCounters {
 pub(crate) struct ConnectionCounters {
     pub(crate) transports: [TransportCounters; TRANSPORTS.len()],
     /// Dial (or accept) to admitted, successful connections only.
+    #[cfg(feature = "metrics")]
     pub(crate) handshake_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
@@ -263,6 +265,7 @@ impl Default for ConnectionCounters {
     fn default() -> Self {
         Self {
             transports: Default::default(),
+            #[cfg(feature = "metrics")]
             // 250 µs … ~4 s.
             handshake_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.000_25, 2.0, 15),

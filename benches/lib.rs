@@ -1,0 +1,1 @@
+//! The benchmark package has no library: see `transports/` and `micro.rs`.

@@ -1,0 +1,1 @@
+//! The examples package has no library: see `localnet/`, `node/` and `inspect.rs`.
