@@ -37,6 +37,7 @@ pub mod pex;
 mod resolve;
 mod router;
 pub mod transport;
+pub mod wire;
 
 pub use address::{Host, ParseAddressError, PeerAddress, Protocol};
 pub use channel::{ChannelDescriptor, ChannelDescriptorError, ChannelId, FullPolicy};

@@ -26,7 +26,9 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
 use crate::config::MconnConfig;
-use crate::proto::{self, packet, DelimitedError, Packet};
+use p2p_router::wire::WireError;
+
+use crate::proto::{self, packet, Packet};
 use crate::rate::RateLimit;
 use crate::scheduler::{Lane, Scheduler, Step};
 use crate::secret::{ReadError, SecretError, SecretReader, SecretWriter};
@@ -154,13 +156,10 @@ impl MconnConnection {
         sent.map_err(secret_error)?;
         let theirs = theirs.map_err(|e| match e {
             ReadError::Secret(e) => secret_error(e),
-            ReadError::Delimited(DelimitedError::TooLong(size)) => ConnectionError::Oversized {
-                size,
-                max: MAX_NODE_INFO_SIZE,
-            },
-            ReadError::Delimited(DelimitedError::BadLength) => {
-                ConnectionError::Malformed(MalformedKind::Length)
+            ReadError::Delimited(WireError::Oversized { size, max }) => {
+                ConnectionError::Oversized { size, max }
             }
+            ReadError::Delimited(_) => ConnectionError::Malformed(MalformedKind::Length),
         })?;
         let theirs = NodeInfo::decode(theirs)
             .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;

@@ -3,7 +3,7 @@
 //! `proto/tendermint/crypto/keys.proto` and
 //! `google/protobuf/wrappers.proto`).
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use prost::Message;
 
 /// `google.protobuf.BytesValue`: carries an ephemeral X25519 key.
@@ -110,54 +110,6 @@ pub(crate) fn max_packet_size(payload: usize) -> usize {
     Packet::msg(0xff, true, Bytes::from(vec![0u8; payload])).encoded_len()
 }
 
-/// Decodes a varint at the start of `buf`: `Ok(None)` if incomplete.
-pub(crate) fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, ()> {
-    let mut value = 0u64;
-    for (i, &b) in buf.iter().enumerate().take(10) {
-        if i == 9 && b > 1 {
-            return Err(());
-        }
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    if buf.len() >= 10 {
-        Err(())
-    } else {
-        Ok(None)
-    }
-}
-
-/// Why a length-delimited message could not be taken from a buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DelimitedError {
-    /// The length prefix is not a varint.
-    BadLength,
-    /// The length exceeds the limit.
-    TooLong(u64),
-}
-
-/// Takes one length-delimited message body off the front of `buf`, if it
-/// is complete; checks the length against `max` first.
-pub(crate) fn take_delimited(
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<Bytes>, DelimitedError> {
-    let Some((len, n)) = get_varint(buf).map_err(|()| DelimitedError::BadLength)? else {
-        return Ok(None);
-    };
-    if len > max as u64 {
-        return Err(DelimitedError::TooLong(len));
-    }
-    let end = n + len as usize;
-    if buf.len() < end {
-        return Ok(None);
-    }
-    buf.advance(n);
-    Ok(Some(buf.split_to(len as usize).freeze()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,27 +148,5 @@ mod tests {
         // An unknown field (tag 9) is skipped by protobuf rules: still none.
         let unknown = Packet::decode(&[0x4a, 0x00][..]).unwrap();
         assert_eq!(unknown.sum, None);
-    }
-
-    #[test]
-    fn delimited_checks_the_length_before_the_body() {
-        let mut buf = BytesMut::from(&[0xff, 0xff, 0x03][..]);
-        assert_eq!(
-            take_delimited(&mut buf, 1024),
-            Err(DelimitedError::TooLong(65535))
-        );
-        let mut buf = BytesMut::from(&[0x03, 1, 2][..]);
-        assert_eq!(take_delimited(&mut buf, 1024), Ok(None));
-        buf.extend_from_slice(&[3, 9]);
-        assert_eq!(
-            take_delimited(&mut buf, 1024).unwrap().unwrap().as_ref(),
-            [1, 2, 3]
-        );
-        assert_eq!(buf.as_ref(), [9]);
-        let mut buf = BytesMut::from(&[0xff; 11][..]);
-        assert_eq!(
-            take_delimited(&mut buf, 1024),
-            Err(DelimitedError::BadLength)
-        );
     }
 }

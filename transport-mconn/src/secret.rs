@@ -22,7 +22,9 @@ use prost::Message;
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::proto::{self, take_delimited, AuthSigMessage, BytesValue, DelimitedError};
+use p2p_router::wire::{self, take_delimited, ReadDelimitedError, WireError};
+
+use crate::proto::{self, AuthSigMessage, BytesValue};
 
 /// Data bytes per frame.
 pub(crate) const DATA_MAX: usize = 1024;
@@ -178,7 +180,7 @@ impl<R: AsyncRead + Unpin> SecretReader<R> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReadError {
     Secret(SecretError),
-    Delimited(DelimitedError),
+    Delimited(WireError),
 }
 
 /// The sending half: stages plaintext, seals it into frames on flush.
@@ -261,23 +263,15 @@ pub(crate) fn derive_secrets(dh_secret: &[u8; 32], local_is_least: bool) -> ([u8
 async fn read_plain_delimited<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
-) -> Result<Vec<u8>, SecretError> {
-    let mut prefix = Vec::with_capacity(10);
-    let len = loop {
-        let byte = r.read_u8().await.map_err(io)?;
-        prefix.push(byte);
-        match proto::get_varint(&prefix) {
-            Ok(Some((len, _))) => break len,
-            Ok(None) => {}
-            Err(()) => return Err(SecretError::EphemeralKey("bad length prefix".into())),
+) -> Result<Bytes, SecretError> {
+    wire::read_delimited(r, max).await.map_err(|e| match e {
+        ReadDelimitedError::Io(e) => io(e),
+        ReadDelimitedError::Truncated => SecretError::Io(std::io::ErrorKind::UnexpectedEof),
+        ReadDelimitedError::Wire(WireError::Oversized { size, .. }) => {
+            SecretError::EphemeralKey(format!("{size} bytes"))
         }
-    };
-    if len > max as u64 {
-        return Err(SecretError::EphemeralKey(format!("{len} bytes")));
-    }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body).await.map_err(io)?;
-    Ok(body)
+        _ => SecretError::EphemeralKey("bad length prefix".into()),
+    })
 }
 
 /// Runs the SecretConnection handshake on `stream` (both sides do the

@@ -20,8 +20,8 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::codes::CloseCode;
 use crate::config::QuicConfig;
-use crate::framing::{get_varint, put_varint, MAX_VARINT_LEN};
 use crate::streams::{accept_streams, Channels, StreamErrors};
+use p2p_router::wire::{self, put_varint, ReadDelimitedError, WireError, MAX_VARINT_LEN};
 
 /// A connection of the QUIC transport.
 pub struct QuicConnection {
@@ -171,32 +171,13 @@ impl QuicConnection {
 
 /// Reads one varint-length-delimited frame of at most `max` bytes.
 async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, ConnectionError> {
-    let mut prefix = [0u8; MAX_VARINT_LEN];
-    let mut len = None;
-    for n in 1..=MAX_VARINT_LEN {
-        read_exact(recv, &mut prefix[n - 1..n]).await?;
-        match get_varint(&prefix[..n]) {
-            Ok(Some((value, _))) => {
-                len = Some(value);
-                break;
-            }
-            Ok(None) => {}
-            Err(_) => return Err(ConnectionError::Malformed(MalformedKind::Length)),
+    wire::read_delimited(recv, max).await.map_err(|e| match e {
+        ReadDelimitedError::Wire(WireError::Oversized { size, max }) => {
+            ConnectionError::Oversized { size, max }
         }
-    }
-    let len = len.ok_or(ConnectionError::Malformed(MalformedKind::Length))?;
-    if len > max as u64 {
-        return Err(ConnectionError::Oversized { size: len, max });
-    }
-    let mut body = vec![0u8; len as usize];
-    read_exact(recv, &mut body).await?;
-    Ok(Bytes::from(body))
-}
-
-async fn read_exact(recv: &mut RecvStream, buf: &mut [u8]) -> Result<(), ConnectionError> {
-    recv.read_exact(buf).await.map_err(|e| match e {
-        ReadExactError::FinishedEarly(_) => ConnectionError::Malformed(MalformedKind::Truncated),
-        ReadExactError::ReadError(_) => ConnectionError::Closed,
+        ReadDelimitedError::Truncated => ConnectionError::Malformed(MalformedKind::Truncated),
+        ReadDelimitedError::Io(_) => ConnectionError::Closed,
+        _ => ConnectionError::Malformed(MalformedKind::Length),
     })
 }
 
@@ -239,7 +220,12 @@ impl Connection for QuicConnection {
                 .as_mut()
                 .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))?;
             let mut byte = [0u8];
-            read_exact(recv, &mut byte).await?;
+            recv.read_exact(&mut byte).await.map_err(|e| match e {
+                ReadExactError::FinishedEarly(_) => {
+                    ConnectionError::Malformed(MalformedKind::Truncated)
+                }
+                ReadExactError::ReadError(_) => ConnectionError::Closed,
+            })?;
             Ok(Admission::from_byte(byte[0]))
         })
     }

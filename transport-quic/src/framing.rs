@@ -1,56 +1,13 @@
-//! Byte formats carried on QUIC streams: varints, the channel stream header
-//! and length-delimited frames (see `docs/PROTOCOL.md`).
+//! Byte formats carried on QUIC streams: the channel stream header and
+//! length-delimited frames (see `docs/PROTOCOL.md`), on the core's varints
+//! ([`p2p_router::wire`]).
 //!
 //! Everything here is pure, so hostile input can be tested without a
 //! network: decoding never allocates more than the caller's limit.
 
 use bytes::{Buf, Bytes, BytesMut};
+use p2p_router::wire::{frame_bounds, get_varint, put_varint, WireError, MAX_VARINT_LEN};
 use p2p_router::ChannelId;
-
-/// Longest encoding of a `u64` varint.
-pub(crate) const MAX_VARINT_LEN: usize = 10;
-
-/// Why bytes on a stream do not decode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FrameError {
-    /// A varint longer than ten bytes or above `u64::MAX`.
-    #[error("malformed varint")]
-    Varint,
-    /// A frame longer than the limit.
-    #[error("frame of {size} bytes exceeds the maximum {max}")]
-    Oversized { size: u64, max: usize },
-}
-
-/// Appends `value` as an unsigned LEB128 varint (protobuf's encoding).
-pub(crate) fn put_varint(out: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        out.extend_from_slice(&[(value as u8) | 0x80]);
-        value >>= 7;
-    }
-    out.extend_from_slice(&[value as u8]);
-}
-
-/// Decodes a varint at the start of `buf`: `Ok(None)` when more bytes are
-/// needed, otherwise the value and its encoded length.
-pub(crate) fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, FrameError> {
-    let mut value: u64 = 0;
-    for (i, &byte) in buf.iter().enumerate().take(MAX_VARINT_LEN) {
-        let bits = u64::from(byte & 0x7f);
-        // The tenth byte may only carry the top bit of a u64.
-        if i == MAX_VARINT_LEN - 1 && byte > 1 {
-            return Err(FrameError::Varint);
-        }
-        value |= bits << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok(Some((value, i + 1)));
-        }
-    }
-    if buf.len() >= MAX_VARINT_LEN {
-        Err(FrameError::Varint)
-    } else {
-        Ok(None)
-    }
-}
 
 /// The header that starts every channel stream: the channel id, then the
 /// stream's generation (0 for a channel's first stream, one more for each
@@ -70,7 +27,7 @@ impl StreamHeader {
     }
 
     /// Parses a header at the start of `buf`: `Ok(None)` when incomplete.
-    pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, FrameError> {
+    pub(crate) fn decode(buf: &[u8]) -> Result<Option<(Self, usize)>, WireError> {
         let Some((&channel, rest)) = buf.split_first() else {
             return Ok(None);
         };
@@ -125,7 +82,7 @@ impl FrameDecoder {
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
-    pub(crate) fn next_frame(&mut self, max: usize) -> Result<Option<Bytes>, FrameError> {
+    pub(crate) fn next_frame(&mut self, max: usize) -> Result<Option<Bytes>, WireError> {
         if self.partial.is_empty() {
             match Self::split(&self.chunk, max)? {
                 Some((start, end)) => {
@@ -140,7 +97,7 @@ impl FrameDecoder {
                     // Only a prefix or part of a frame is left: assemble it.
                     // The length (if known) passed the check, so this
                     // reservation is bounded by `max`.
-                    let want = Self::split_len(&self.chunk)?.unwrap_or(0);
+                    let want = Self::split_len(&self.chunk, max)?.unwrap_or(0);
                     self.partial.reserve(want.min(max + MAX_VARINT_LEN));
                     self.partial.extend_from_slice(&self.chunk);
                     self.chunk = Bytes::new();
@@ -157,7 +114,7 @@ impl FrameDecoder {
                 Ok(Some(frame.freeze()))
             }
             None => {
-                if let Some(want) = Self::split_len(&self.partial)? {
+                if let Some(want) = Self::split_len(&self.partial, max)? {
                     self.partial
                         .reserve(want.saturating_sub(self.partial.len()));
                 }
@@ -167,56 +124,24 @@ impl FrameDecoder {
     }
 
     /// The total length (prefix and body) of the frame at the start of
-    /// `buf`, if the prefix is complete.
-    fn split_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-        Ok(get_varint(buf)?.map(|(len, n)| n.saturating_add(len as usize)))
+    /// `buf`, if the prefix is complete (and the length within `max`).
+    fn split_len(buf: &[u8], max: usize) -> Result<Option<usize>, WireError> {
+        Ok(frame_bounds(buf, max)?.map(|(prefix, len)| prefix + len))
     }
 
     /// The body range of a complete frame at the start of `buf`.
-    fn split(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, FrameError> {
-        let Some((len, n)) = get_varint(buf)? else {
+    fn split(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, WireError> {
+        let Some((prefix, len)) = frame_bounds(buf, max)? else {
             return Ok(None);
         };
-        if len > max as u64 {
-            return Err(FrameError::Oversized { size: len, max });
-        }
-        let end = n + len as usize;
-        Ok((buf.len() >= end).then_some((n, end)))
+        let end = prefix + len;
+        Ok((buf.len() >= end).then_some((prefix, end)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn varint(v: u64) -> Vec<u8> {
-        let mut out = BytesMut::new();
-        put_varint(&mut out, v);
-        out.to_vec()
-    }
-
-    #[test]
-    fn varints_match_protobuf() {
-        assert_eq!(varint(0), [0x00]);
-        assert_eq!(varint(127), [0x7f]);
-        assert_eq!(varint(300), [0xac, 0x02]);
-        assert_eq!(varint(1 << 40), [0x80, 0x80, 0x80, 0x80, 0x80, 0x20]);
-        assert_eq!(varint(u64::MAX).len(), 10);
-        for v in [0, 1, 127, 128, 300, 1 << 40, u64::MAX] {
-            assert_eq!(get_varint(&varint(v)), Ok(Some((v, varint(v).len()))));
-        }
-    }
-
-    #[test]
-    fn bad_varints_are_refused() {
-        assert_eq!(get_varint(&[0xff; 10]), Err(FrameError::Varint));
-        // Eleven bytes would be needed: over u64.
-        let mut over = vec![0xff; 9];
-        over.push(0x02);
-        assert_eq!(get_varint(&over), Err(FrameError::Varint));
-        assert_eq!(get_varint(&[0x80, 0x80]), Ok(None));
-        assert_eq!(get_varint(&[]), Ok(None));
-    }
 
     #[test]
     fn header_round_trips() {
@@ -270,7 +195,7 @@ mod tests {
         decoder.push(wire.freeze());
         assert_eq!(
             decoder.next_frame(1024),
-            Err(FrameError::Oversized {
+            Err(WireError::Oversized {
                 size: 1 << 40,
                 max: 1024
             })
@@ -294,7 +219,7 @@ mod tests {
         decoder.push(wire.freeze());
         assert!(matches!(
             decoder.next_frame(1024),
-            Err(FrameError::Oversized { size: 5000, .. })
+            Err(WireError::Oversized { size: 5000, .. })
         ));
     }
 
@@ -302,7 +227,7 @@ mod tests {
     fn garbage_never_allocates_past_the_limit() {
         let mut decoder = FrameDecoder::default();
         decoder.push(Bytes::from_static(&[0xff; 64]));
-        assert_eq!(decoder.next_frame(1 << 20), Err(FrameError::Varint));
+        assert_eq!(decoder.next_frame(1 << 20), Err(WireError::Varint));
         // A partial frame reserves at most the limit.
         let mut decoder = FrameDecoder::default();
         let mut wire = BytesMut::new();

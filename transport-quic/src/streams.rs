@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, Mutex as AsyncMutex, Notify};
 use tokio::task::JoinSet;
 
 use crate::codes::{CloseCode, StreamCode};
-use crate::framing::{put_varint, FrameDecoder, FrameError, StreamHeader, MAX_VARINT_LEN};
+use p2p_router::wire::{put_varint, WireError, MAX_VARINT_LEN};
+
+use crate::framing::{FrameDecoder, StreamHeader};
 
 /// Largest chunk taken from quinn per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -279,11 +281,11 @@ impl Channels {
                 Err(_) if out.len() > start => return Ok(()),
                 Err(e) => {
                     let (code, error) = match e {
-                        FrameError::Oversized { size, max } => (
+                        WireError::Oversized { size, max } => (
                             StreamCode::Oversized,
                             ConnectionError::Oversized { size, max },
                         ),
-                        FrameError::Varint => (
+                        _ => (
                             StreamCode::Malformed,
                             ConnectionError::Malformed(MalformedKind::Length),
                         ),
