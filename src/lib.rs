@@ -36,6 +36,8 @@ pub mod peer_store;
 pub mod pex;
 mod resolve;
 mod router;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 pub mod transport;
 pub mod wire;
 

@@ -21,18 +21,18 @@ const WAIT: ChannelId = ChannelId(0x41);
 /// any failure.
 fn node(
     net: &MemoryNetwork,
-    n: u8,
-    persistent: Option<&Node>,
+    n: u64,
+    persistent: Option<&TestNode>,
     arm: impl FnOnce(&Faults),
-) -> (Node, Arc<Faults>) {
-    let mut builder = NodeBuilder::new(key(n));
+) -> (TestNode, Arc<Faults>) {
+    let mut builder = TestNodeBuilder::new(key(n));
     builder.descriptor = ChannelDescriptor::new(WAIT, "wait")
         .with_send_capacity(2)
         .with_full_policy(FullPolicy::Wait);
     if let Some(peer) = persistent {
         builder.pm.persistent_peers = vec![peer.address()];
     }
-    builder.start_declaring(net, |r| {
+    builder.start_declaring_on(net, |r| {
         let faults = r.faults();
         arm(&faults);
         faults
@@ -41,17 +41,17 @@ fn node(
 
 /// Sends more than the queue holds and waits until b got them all: a
 /// leaked route or queue would block here forever.
-async fn exchange(a: &Node, b: &Node, count: usize) {
+async fn exchange(a: &TestNode, b: &TestNode, count: usize) {
     for i in 0..count {
         a.tx.send(Envelope {
             peer: b.id(),
-            message: text(&i.to_string()),
+            message: text(i.to_string()),
         })
         .await
         .unwrap();
     }
     for i in 0..count {
-        assert_eq!(require_receive(&b.rx).await.message, text(&i.to_string()));
+        assert_eq!(require_receive(&b.rx).await.message, text(i.to_string()));
     }
 }
 

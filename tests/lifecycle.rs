@@ -27,11 +27,11 @@ fn extra() -> ChannelDescriptor {
 async fn a_restarted_node_with_an_extra_channel_uses_it_with_both_peers() {
     let net = MemoryNetwork::new();
     // a and b know the extra channel from the start; c does not, yet.
-    let (mut a, a_extra) =
-        NodeBuilder::new(key(1)).start_declaring(&net, |r| r.channel::<Text>(extra()).unwrap());
-    let (mut b, b_extra) =
-        NodeBuilder::new(key(2)).start_declaring(&net, |r| r.channel::<Text>(extra()).unwrap());
-    let mut c = NodeBuilder::new(key(3)).start(&net);
+    let (mut a, a_extra) = TestNodeBuilder::new(key(1))
+        .start_declaring_on(&net, |r| r.channel::<Text>(extra()).unwrap());
+    let (mut b, b_extra) = TestNodeBuilder::new(key(2))
+        .start_declaring_on(&net, |r| r.channel::<Text>(extra()).unwrap());
+    let mut c = TestNodeBuilder::new(key(3)).start_on(&net);
     connect(&mut a, &mut b).await;
     connect(&mut c, &mut a).await;
     connect(&mut c, &mut b).await;
@@ -49,8 +49,8 @@ async fn a_restarted_node_with_an_extra_channel_uses_it_with_both_peers() {
     c.router.shutdown().await;
     require_down(&mut a.updates, c_id).await;
     require_down(&mut b.updates, c_id).await;
-    let (mut c, c_extra) =
-        NodeBuilder::new(key(3)).start_declaring(&net, |r| r.channel::<Text>(extra()).unwrap());
+    let (mut c, c_extra) = TestNodeBuilder::new(key(3))
+        .start_declaring_on(&net, |r| r.channel::<Text>(extra()).unwrap());
     connect(&mut c, &mut a).await;
     connect(&mut c, &mut b).await;
     for (from, name) in [(&a_extra, "a"), (&b_extra, "b")] {
@@ -110,16 +110,16 @@ async fn shutdown_returns_only_when_pex_and_every_reactor_have_stopped() {
     let done = finished.clone();
     // The reactor's clean-up lasts until the test releases it.
     let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let (node, ()) = NodeBuilder::new(key(1))
+    let (node, ()) = TestNodeBuilder::new(key(1))
         .with_pex()
-        .start_declaring(&net, |r| {
+        .start_declaring_on(&net, |r| {
             r.reactor("slow", move |cx| async move {
                 cx.shutdown.cancelled().await;
                 let _ = released.await;
                 done.store(true, Ordering::SeqCst);
             });
         });
-    let mut peer = NodeBuilder::new(key(2)).with_pex().start(&net);
+    let mut peer = TestNodeBuilder::new(key(2)).with_pex().start_on(&net);
     let mut node = node;
     connect(&mut peer, &mut node).await;
     assert!(metrics.num_alive_tasks() > baseline);
@@ -138,7 +138,7 @@ async fn shutdown_returns_only_when_pex_and_every_reactor_have_stopped() {
 #[should_panic(expected = "reactor bug")]
 async fn a_reactor_panic_is_raised_again_by_shutdown() {
     let net = MemoryNetwork::new();
-    let (node, ()) = NodeBuilder::new(key(1)).start_declaring(&net, |r| {
+    let (node, ()) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |r| {
         r.reactor("buggy", |_cx| async { panic!("reactor bug") });
     });
     settle().await;
@@ -149,7 +149,7 @@ async fn a_reactor_panic_is_raised_again_by_shutdown() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_options_are_a_typed_error_at_spawn() {
-    let mut builder = Router::builder(LocalNode::new(key(1), NETWORK));
+    let mut builder = Router::builder(LocalNode::new(key(1), TEST_NETWORK));
     let mut options = RouterOptions::default();
     options.dial_concurrency = 0;
     builder.options(options);
@@ -170,15 +170,15 @@ async fn messages_still_queued_when_a_peer_goes_down_are_dropped_and_counted() {
         .with_send_capacity(8)
         .with_receive_capacity(1)
         .with_full_policy(FullPolicy::DropNewest);
-    let (mut a, a_tx) = NodeBuilder::new(key(1))
-        .start_declaring(&net, |r| r.channel::<Text>(stalled.clone()).unwrap());
-    let (mut b, _b_rx) = NodeBuilder::new(key(2))
-        .start_declaring(&net, |r| r.channel::<Text>(stalled.clone()).unwrap());
+    let (mut a, a_tx) = TestNodeBuilder::new(key(1))
+        .start_declaring_on(&net, |r| r.channel::<Text>(stalled.clone()).unwrap());
+    let (mut b, _b_rx) = TestNodeBuilder::new(key(2))
+        .start_declaring_on(&net, |r| r.channel::<Text>(stalled.clone()).unwrap());
     connect(&mut a, &mut b).await;
     // In rounds, so that a's sender takes what the lane to b still holds.
     for round in 0..10 {
         for i in 0..20 {
-            let message = text(&format!("{round}.{i}"));
+            let message = text(format!("{round}.{i}"));
             a_tx.send(Envelope {
                 peer: b.id(),
                 message,
@@ -210,8 +210,8 @@ async fn messages_still_queued_when_a_peer_goes_down_are_dropped_and_counted() {
 async fn a_peers_up_is_published_before_its_first_message_is_delivered() {
     for round in 0..20u8 {
         let net = MemoryNetwork::new();
-        let mut a = NodeBuilder::new(key(1)).start(&net);
-        let b = NodeBuilder::new(key(2)).start(&net);
+        let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
+        let b = TestNodeBuilder::new(key(2)).start_on(&net);
         let mut b_updates = b.router.subscribe_peer_updates();
         // a sends the moment it sees b up; b checks its updates the moment
         // the message arrives.
@@ -238,7 +238,7 @@ async fn a_peers_up_is_published_before_its_first_message_is_delivered() {
 async fn reactors_hold_a_handle_and_see_every_up_from_the_start() {
     let net = MemoryNetwork::new();
     let (tx, mut seen) = tokio::sync::mpsc::channel(4);
-    let (mut a, ()) = NodeBuilder::new(key(1)).start_declaring(&net, |r| {
+    let (mut a, ()) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |r| {
         r.reactor("watcher", move |mut cx| async move {
             loop {
                 tokio::select! {
@@ -253,7 +253,7 @@ async fn reactors_hold_a_handle_and_see_every_up_from_the_start() {
             }
         });
     });
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut b, &mut a).await;
     assert_eq!(seen.recv().await, Some((b.id(), true)));
 }
@@ -265,10 +265,10 @@ async fn failed_store_writes_are_retried_off_the_actor_and_nothing_is_lost() {
     let net = MemoryNetwork::new();
     let store = MemoryPeerStore::new();
     store.fail_next_writes(3);
-    let mut builder = NodeBuilder::new(key(1));
+    let mut builder = TestNodeBuilder::new(key(1));
     builder.store = store.clone();
-    let mut a = builder.start(&net);
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let mut a = builder.start_on(&net);
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut a, &mut b).await;
     // The router serves while its writes fail.
     a.tx.send(Envelope {

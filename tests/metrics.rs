@@ -33,7 +33,7 @@ async fn counters_follow_traffic_and_are_exported_for_prometheus() {
     a.router.register_metrics(&mut registry);
 
     for i in 0..10 {
-        let message = text(&format!("m{i}"));
+        let message = text(format!("m{i}"));
         a.tx.send(Envelope {
             peer: b.id(),
             message,
@@ -60,7 +60,7 @@ async fn counters_follow_traffic_and_are_exported_for_prometheus() {
     .unwrap();
 
     let stats = a.router.channel_stats();
-    let test = stats.iter().find(|c| c.id == CHANNEL).unwrap();
+    let test = stats.iter().find(|c| c.id == TEXT_CHANNEL).unwrap();
     assert_eq!(test.name, "test");
     assert_eq!(test.sent_messages, 10);
     assert_eq!(test.sent_bytes, 10 * 4);
@@ -203,15 +203,15 @@ async fn quic_packet_counters_keep_closed_connections_and_never_fall() {
     use p2p_transport_quic::{QuicConfig, QuicTransport};
     use std::sync::Arc;
 
-    let quic_node = |n: u8| {
-        let node = LocalNode::new(key(n), NETWORK);
+    let quic_node = |n: u64| {
+        let node = LocalNode::new(key(n), TEST_NETWORK);
         let config = QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap());
         let transport = Arc::new(QuicTransport::bind(&node, config).unwrap());
         let addr = transport.local_addrs()[0];
         let mut builder = Router::builder(node);
         builder.transport(transport);
         builder
-            .channel::<Text>(p2p_router::ChannelDescriptor::new(CHANNEL, "test"))
+            .channel::<Text>(p2p_router::ChannelDescriptor::new(TEXT_CHANNEL, "test"))
             .unwrap();
         let router = builder.spawn().unwrap();
         let address: p2p_router::PeerAddress = format!("quic://{}@{addr}", key(n).node_id())

@@ -13,12 +13,12 @@ use p2p_router::pex::{pex_channel_descriptor, PexMessage, PexSum, MAX_ADDRESSES}
 use p2p_router::{Channel, Envelope, NodeId, PeerAddress};
 use p2p_transport_memory::MemoryNetwork;
 
-fn pex_node(net: &MemoryNetwork, n: u8) -> Node {
-    NodeBuilder::new(key(n)).with_pex().start(net)
+fn pex_node(net: &MemoryNetwork, n: u64) -> TestNode {
+    TestNodeBuilder::new(key(n)).with_pex().start_on(net)
 }
 
 /// Waits until `node` knows exactly `want` (besides itself).
-async fn knows_all(node: &Node, want: &BTreeSet<NodeId>) {
+async fn knows_all(node: &TestNode, want: &BTreeSet<NodeId>) {
     let n = want.len() as u64;
     node.router.stats_when(|s| s.known_peers >= n).await;
     let known: BTreeSet<NodeId> = node
@@ -31,8 +31,8 @@ async fn knows_all(node: &Node, want: &BTreeSet<NodeId>) {
     assert_eq!(&known, want, "node {}", node.id());
 }
 
-async fn everyone_knows_everyone(nodes: &[Node]) {
-    let ids: BTreeSet<NodeId> = nodes.iter().map(Node::id).collect();
+async fn everyone_knows_everyone(nodes: &[TestNode]) {
+    let ids: BTreeSet<NodeId> = nodes.iter().map(TestNode::id).collect();
     for node in nodes {
         let mut want = ids.clone();
         want.remove(&node.id());
@@ -43,7 +43,7 @@ async fn everyone_knows_everyone(nodes: &[Node]) {
 #[tokio::test(start_paused = true)]
 async fn a_ring_learns_every_node() {
     let net = MemoryNetwork::new();
-    let nodes: Vec<Node> = (1..=10).map(|i| pex_node(&net, i)).collect();
+    let nodes: Vec<TestNode> = (1..=10).map(|i| pex_node(&net, i)).collect();
     for (i, node) in nodes.iter().enumerate() {
         let next = &nodes[(i + 1) % nodes.len()];
         node.router.add_peer(next.address()).await.unwrap();
@@ -54,12 +54,12 @@ async fn a_ring_learns_every_node() {
 #[tokio::test(start_paused = true)]
 async fn a_small_store_in_a_large_network_fills_to_ninety_percent() {
     let net = MemoryNetwork::new();
-    let mut small = NodeBuilder::new(key(1)).with_pex();
+    let mut small = TestNodeBuilder::new(key(1)).with_pex();
     small.pm.max_peers = 10;
     small.pm.max_connected = 4;
     small.pm.max_connected_upgrade = 2;
-    let small = small.start(&net);
-    let others: Vec<Node> = (2..=41).map(|i| pex_node(&net, i)).collect();
+    let small = small.start_on(&net);
+    let others: Vec<TestNode> = (2..=41).map(|i| pex_node(&net, i)).collect();
     // The others form a chain; the small node knows only its head.
     for pair in others.windows(2) {
         pair[0].router.add_peer(pair[1].address()).await.unwrap();
@@ -73,7 +73,7 @@ async fn a_small_store_in_a_large_network_fills_to_ninety_percent() {
 #[tokio::test(start_paused = true)]
 async fn a_growing_network_linked_through_one_node_learns_every_node() {
     let net = MemoryNetwork::new();
-    let mut nodes: Vec<Node> = (1..=5).map(|i| pex_node(&net, i)).collect();
+    let mut nodes: Vec<TestNode> = (1..=5).map(|i| pex_node(&net, i)).collect();
     for node in &nodes[1..] {
         node.router.add_peer(nodes[0].address()).await.unwrap();
     }
@@ -89,13 +89,13 @@ async fn a_growing_network_linked_through_one_node_learns_every_node() {
 
 /// A node that speaks PEX by hand, connected to a victim running PEX.
 struct Hostile {
-    node: Node,
+    node: TestNode,
     pex: Channel<PexMessage>,
 }
 
-async fn hostile_pair(net: &MemoryNetwork) -> (Node, Hostile) {
+async fn hostile_pair(net: &MemoryNetwork) -> (TestNode, Hostile) {
     let mut victim = pex_node(net, 1);
-    let (mut node, pex) = NodeBuilder::new(key(2)).start_declaring(net, |b| {
+    let (mut node, pex) = TestNodeBuilder::new(key(2)).start_declaring_on(net, |b| {
         b.channel::<PexMessage>(pex_channel_descriptor()).unwrap()
     });
     node.router.add_peer(victim.address()).await.unwrap();
@@ -120,11 +120,11 @@ impl Hostile {
     }
 }
 
-fn memory_url(n: u8) -> String {
+fn memory_url(n: u64) -> String {
     PeerAddress::memory(key(n).node_id()).to_string()
 }
 
-async fn knows(node: &Node, n: u8) -> bool {
+async fn knows(node: &TestNode, n: u64) -> bool {
     node.router
         .known_peers()
         .await
@@ -173,7 +173,7 @@ async fn a_response_with_too_many_addresses_is_an_error_and_nothing_is_added() {
     let net = MemoryNetwork::new();
     let (mut victim, hostile) = hostile_pair(&net).await;
     hostile.await_request().await;
-    let urls = (10..=(10 + MAX_ADDRESSES as u8)).map(memory_url);
+    let urls = (10..=(10 + MAX_ADDRESSES as u64)).map(memory_url);
     hostile.send(victim.id(), PexMessage::response(urls)).await;
     victim.router.stats_when(|s| s.peer_errors >= 1).await;
     require_down(&mut victim.updates, hostile.node.id()).await;

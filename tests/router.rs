@@ -21,7 +21,7 @@ use prost::Message;
 async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
     let (_net, mut nodes) = network(8);
     connect_all(&mut nodes).await;
-    let ids: Vec<_> = nodes.iter().map(Node::id).collect();
+    let ids: Vec<_> = nodes.iter().map(TestNode::id).collect();
     let (first, rest) = nodes.split_first().unwrap();
 
     let echoes: Vec<_> = rest.iter().map(spawn_echo).collect();
@@ -62,7 +62,7 @@ async fn fatal_peer_error_gives_down_then_up_by_redial() {
     let (_net, mut a, b) = connected_pair().await;
     a.tx.report(PeerError::fatal(
         b.id(),
-        PeerErrorKind::reactor(CHANNEL, "bad behaviour"),
+        PeerErrorKind::reactor(TEXT_CHANNEL, "bad behaviour"),
     ))
     .await
     .unwrap();
@@ -76,7 +76,7 @@ async fn minor_peer_error_lowers_score_without_disconnecting() {
     let (_net, mut a, b) = connected_pair().await;
     a.tx.report(PeerError::minor(
         b.id(),
-        PeerErrorKind::reactor(CHANNEL, "slightly off"),
+        PeerErrorKind::reactor(TEXT_CHANNEL, "slightly off"),
     ))
     .await
     .unwrap();
@@ -88,9 +88,9 @@ async fn minor_peer_error_lowers_score_without_disconnecting() {
 #[tokio::test(start_paused = true)]
 async fn builder_channel_rejects_duplicates_and_every_transport_announces_the_channels() {
     let net = MemoryNetwork::new();
-    let (node, ()) = NodeBuilder::new(key(1)).start_declaring(&net, |b| {
-        let again = b.channel::<Text>(ChannelDescriptor::new(CHANNEL, "dup"));
-        assert_eq!(again.err(), Some(ChannelError::Duplicate(CHANNEL)));
+    let (node, ()) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |b| {
+        let again = b.channel::<Text>(ChannelDescriptor::new(TEXT_CHANNEL, "dup"));
+        assert_eq!(again.err(), Some(ChannelError::Duplicate(TEXT_CHANNEL)));
         b.channel::<Number>(ChannelDescriptor::new(ChannelId(9), "n"))
             .unwrap();
         let bad =
@@ -105,7 +105,7 @@ async fn builder_channel_rejects_duplicates_and_every_transport_announces_the_ch
     });
     let infos = node.router.node_infos();
     assert_eq!(infos.len(), 1);
-    let mut want = vec![CHANNEL.0, 9];
+    let mut want = vec![TEXT_CHANNEL.0, 9];
     want.extend(11..=24);
     assert_eq!(infos[0].channels, want);
     assert_eq!(infos[0].listen_addr, node.address().to_string());
@@ -167,12 +167,13 @@ async fn sends_to_unknown_self_and_departed_peers_are_dropped_and_counted() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_without_the_channel_is_never_sent_to() {
     let net = MemoryNetwork::new();
-    let (mut a, (other_tx, _other_rx)) = NodeBuilder::new(key(1)).start_declaring(&net, |b| {
-        b.channel::<Text>(ChannelDescriptor::new(ChannelId(7), "only-a"))
-            .unwrap()
-            .split()
-    });
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let (mut a, (other_tx, _other_rx)) =
+        TestNodeBuilder::new(key(1)).start_declaring_on(&net, |b| {
+            b.channel::<Text>(ChannelDescriptor::new(ChannelId(7), "only-a"))
+                .unwrap()
+                .split()
+        });
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut a, &mut b).await;
     other_tx
         .send(Envelope {
@@ -190,13 +191,13 @@ async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
     // Same channel id on b, but as another message type: a's bytes for
     // `Number` (fixed64 on field 1) do not decode as `Text` (string).
     let net = MemoryNetwork::new();
-    let (mut a, raw_tx) = NodeBuilder::new(key(1)).start_declaring(&net, |r| {
+    let (mut a, raw_tx) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |r| {
         r.channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
             .unwrap()
             .split()
             .0
     });
-    let (mut b, (_bt, b_rx)) = NodeBuilder::new(key(2)).start_declaring(&net, |r| {
+    let (mut b, (_bt, b_rx)) = TestNodeBuilder::new(key(2)).start_declaring_on(&net, |r| {
         r.channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
             .unwrap()
             .split()
@@ -249,12 +250,12 @@ async fn raw_handshake(
 #[tokio::test(start_paused = true)]
 async fn accept_side_refusals_close_the_connection_without_up() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
     let peer = key(5);
     let good = {
-        let mut i = NodeInfo::new(peer.node_id(), NETWORK, "p");
+        let mut i = NodeInfo::new(peer.node_id(), TEST_NETWORK, "p");
         i.listen_addr = format!("memory:{}", peer.node_id());
-        i.channels = vec![CHANNEL.0];
+        i.channels = vec![TEXT_CHANNEL.0];
         i
     };
     let mut cases: Vec<(&str, NodeInfo)> = Vec::new();
@@ -284,17 +285,17 @@ async fn accept_side_refusals_close_the_connection_without_up() {
     assert!(a.updates.try_recv().is_err(), "no Up for refused peers");
     assert_eq!(a.router.stats().handshake_failures, 5);
     // Still serving: a good peer connects.
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut b, &mut a).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn dialing_a_peer_whose_key_does_not_match_the_address_fails() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
-    // Node 2's transport authenticates with node 3's key.
+    let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
+    // TestNode 2's transport authenticates with node 3's key.
     let impostor = Arc::new(net.transport_claiming(&key(2), key(3).public_key()));
-    let _b = NodeBuilder::new(key(2)).start_with(impostor);
+    let _b = TestNodeBuilder::new(key(2)).start_on_transport(impostor);
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
         .await
@@ -307,10 +308,10 @@ async fn dialing_a_peer_whose_key_does_not_match_the_address_fails() {
 #[tokio::test(start_paused = true)]
 async fn other_network_peer_is_refused_and_marked_inactive() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
-    let mut builder = NodeBuilder::new(key(2));
+    let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
+    let mut builder = TestNodeBuilder::new(key(2));
     builder.network = "another".into();
-    let _b = builder.start(&net);
+    let _b = builder.start_on(&net);
     a.router
         .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
         .await
@@ -362,14 +363,14 @@ async fn simultaneous_dial_ends_with_exactly_one_connection() {
 #[tokio::test(start_paused = true)]
 async fn restarted_peer_takes_over_its_stale_connection() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut b, &mut a).await;
     // b "crashes": its router is gone, but a never saw the connection close.
     std::mem::forget(b.router);
     // Let the old connection age past the takeover window.
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-    let mut b2 = NodeBuilder::new(key(2)).start(&net);
+    let mut b2 = TestNodeBuilder::new(key(2)).start_on(&net);
     b2.router.add_peer(a.address()).await.unwrap();
     require_up(&mut b2.updates, a.id()).await;
     b2.tx
@@ -385,18 +386,18 @@ async fn restarted_peer_takes_over_its_stale_connection() {
 #[tokio::test(start_paused = true)]
 async fn slow_peer_does_not_delay_broadcast_to_others() {
     let net = MemoryNetwork::new();
-    let mut builder = NodeBuilder::new(key(1));
-    builder.descriptor = ChannelDescriptor::new(CHANNEL, "blocks").with_send_capacity(2);
-    let mut a = builder.start(&net);
-    let mut fast = NodeBuilder::new(key(2)).start(&net);
-    let mut slow = NodeBuilder::new(key(3)).start(&net);
+    let mut builder = TestNodeBuilder::new(key(1));
+    builder.descriptor = ChannelDescriptor::new(TEXT_CHANNEL, "blocks").with_send_capacity(2);
+    let mut a = builder.start_on(&net);
+    let mut fast = TestNodeBuilder::new(key(2)).start_on(&net);
+    let mut slow = TestNodeBuilder::new(key(3)).start_on(&net);
     connect(&mut a, &mut fast).await;
     connect(&mut a, &mut slow).await;
     // `slow` never reads. Broadcast until a broadcast is stuck on its full
     // queue; `fast` must get every message, including the stuck one.
     let mut n = 0;
     loop {
-        let message = text(&format!("m{n}"));
+        let message = text(format!("m{n}"));
         let broadcast = a.tx.broadcast(message.clone());
         tokio::pin!(broadcast);
         let stuck = tokio::select! {
@@ -418,20 +419,20 @@ async fn slow_peer_does_not_delay_broadcast_to_others() {
 #[tokio::test(start_paused = true)]
 async fn drop_oldest_channel_never_waits_on_a_stalled_peer() {
     let net = MemoryNetwork::new();
-    let mut builder = NodeBuilder::new(key(1));
-    builder.descriptor = ChannelDescriptor::new(CHANNEL, "votes")
+    let mut builder = TestNodeBuilder::new(key(1));
+    builder.descriptor = ChannelDescriptor::new(TEXT_CHANNEL, "votes")
         .with_send_capacity(4)
         .with_full_policy(FullPolicy::DropOldest);
-    let mut a = builder.start(&net);
-    let mut fast = NodeBuilder::new(key(2)).start(&net);
-    let mut slow = NodeBuilder::new(key(3)).start(&net);
+    let mut a = builder.start_on(&net);
+    let mut fast = TestNodeBuilder::new(key(2)).start_on(&net);
+    let mut slow = TestNodeBuilder::new(key(3)).start_on(&net);
     connect(&mut a, &mut fast).await;
     connect(&mut a, &mut slow).await;
     for n in 0..2000 {
-        a.tx.broadcast(text(&format!("m{n}"))).await.unwrap();
+        a.tx.broadcast(text(format!("m{n}"))).await.unwrap();
         assert_eq!(
             require_receive(&fast.rx).await.message,
-            text(&format!("m{n}"))
+            text(format!("m{n}"))
         );
     }
     assert!(
@@ -443,14 +444,14 @@ async fn drop_oldest_channel_never_waits_on_a_stalled_peer() {
 #[tokio::test(start_paused = true)]
 async fn eviction_closes_the_connection_and_gives_down() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1));
+    let mut a = TestNodeBuilder::new(key(1));
     a.pm.disconnect_cooldown = std::time::Duration::from_secs(3600);
-    let mut a = a.start(&net);
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let mut a = a.start_on(&net);
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut a, &mut b).await;
     a.tx.report(PeerError::fatal(
         b.id(),
-        PeerErrorKind::reactor(CHANNEL, "evict me"),
+        PeerErrorKind::reactor(TEXT_CHANNEL, "evict me"),
     ))
     .await
     .unwrap();
@@ -461,7 +462,7 @@ async fn eviction_closes_the_connection_and_gives_down() {
 #[tokio::test(start_paused = true)]
 async fn hanging_handshakes_do_not_delay_other_peers() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
+    let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
     // Three connections that never send a NodeInfo.
     let mut hung = Vec::new();
     for n in 10..13 {
@@ -472,7 +473,7 @@ async fn hanging_handshakes_do_not_delay_other_peers() {
                 .unwrap(),
         );
     }
-    let mut b = NodeBuilder::new(key(2)).start(&net);
+    let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut b, &mut a).await;
     // Dials proceed too while a dial to a silent peer hangs.
     let silent = net.transport(&key(20));
@@ -480,7 +481,7 @@ async fn hanging_handshakes_do_not_delay_other_peers() {
         .add_peer(p2p_router::PeerAddress::memory(key(20).node_id()))
         .await
         .unwrap();
-    let mut c = NodeBuilder::new(key(3)).start(&net);
+    let mut c = TestNodeBuilder::new(key(3)).start_on(&net);
     connect(&mut a, &mut c).await;
     drop(silent);
     drop(hung);
@@ -512,7 +513,7 @@ async fn peer_updates_carry_the_shared_channels() {
     match require_update(&mut nodes[0].updates).await {
         PeerUpdate::Up { peer, channels } => {
             assert_eq!(peer, b_id);
-            assert_eq!(channels, vec![CHANNEL]);
+            assert_eq!(channels, vec![TEXT_CHANNEL]);
         }
         other => panic!("expected Up, got {other:?}"),
     }
@@ -521,15 +522,15 @@ async fn peer_updates_carry_the_shared_channels() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_claiming_our_own_key_is_refused_as_self() {
     let net = MemoryNetwork::new();
-    let a = NodeBuilder::new(key(1)).start(&net);
+    let a = TestNodeBuilder::new(key(1)).start_on(&net);
     let mirror = net.transport_claiming(&key(50), key(1).public_key());
     let conn = mirror
         .dial_memory(&p2p_router::Endpoint::memory(a.id()))
         .await
         .unwrap();
-    let mut info = NodeInfo::new(a.id(), NETWORK, "mirror");
+    let mut info = NodeInfo::new(a.id(), TEST_NETWORK, "mirror");
     info.listen_addr = format!("memory:{}", a.id());
-    info.channels = vec![CHANNEL.0];
+    info.channels = vec![TEXT_CHANNEL.0];
     conn.send_raw_handshake(Bytes::from(info.encode_to_vec()))
         .await
         .unwrap();
@@ -545,14 +546,14 @@ async fn a_peer_claiming_our_own_key_is_refused_as_self() {
 #[tokio::test(start_paused = true)]
 async fn oversized_inbound_message_is_a_peer_error_and_not_delivered() {
     let net = MemoryNetwork::new();
-    let mut a = NodeBuilder::new(key(1)).start(&net);
-    let mut small = NodeBuilder::new(key(2));
-    small.descriptor = ChannelDescriptor::new(CHANNEL, "small").with_max_message_size(100);
-    let mut b = small.start(&net);
+    let mut a = TestNodeBuilder::new(key(1)).start_on(&net);
+    let mut small = TestNodeBuilder::new(key(2));
+    small.descriptor = ChannelDescriptor::new(TEXT_CHANNEL, "small").with_max_message_size(100);
+    let mut b = small.start_on(&net);
     connect(&mut a, &mut b).await;
     a.tx.send(Envelope {
         peer: b.id(),
-        message: text(&"x".repeat(500)),
+        message: text("x".repeat(500)),
     })
     .await
     .unwrap();
@@ -571,11 +572,11 @@ async fn oversized_inbound_message_is_a_peer_error_and_not_delivered() {
 #[tokio::test(start_paused = true)]
 async fn inbound_connections_over_max_inbound_are_refused_and_freed_slots_are_reused() {
     let net = MemoryNetwork::new();
-    let mut hub = NodeBuilder::new(key(1));
+    let mut hub = TestNodeBuilder::new(key(1));
     hub.router.max_inbound = 1;
-    let mut hub = hub.start(&net);
-    let mut a = NodeBuilder::new(key(2)).start(&net);
-    let mut b = NodeBuilder::new(key(3)).start(&net);
+    let mut hub = hub.start_on(&net);
+    let mut a = TestNodeBuilder::new(key(2)).start_on(&net);
+    let mut b = TestNodeBuilder::new(key(3)).start_on(&net);
 
     connect(&mut a, &mut hub).await;
     // The one inbound slot is taken: b's connection is refused at accept.
@@ -594,16 +595,16 @@ async fn inbound_connections_over_max_inbound_are_refused_and_freed_slots_are_re
 async fn an_upgrade_candidate_that_connects_inbound_while_dialed_is_admitted() {
     let net = MemoryNetwork::new();
     let (b_key, c_key) = (key(2), key(3));
-    let mut builder = NodeBuilder::new(key(1));
+    let mut builder = TestNodeBuilder::new(key(1));
     builder.pm.max_connected = 1;
     builder.pm.max_connected_upgrade = 2;
     builder
         .pm
         .peer_scores
         .insert(b_key.node_id(), p2p_router::PeerScore(10));
-    let mut a = builder.start(&net);
-    let b = NodeBuilder::new(b_key).start(&net);
-    let mut c = NodeBuilder::new(c_key).start(&net);
+    let mut a = builder.start_on(&net);
+    let b = TestNodeBuilder::new(b_key).start_on(&net);
+    let mut c = TestNodeBuilder::new(c_key).start_on(&net);
     connect(&mut c, &mut a).await;
     // a dials b as an upgrade over c while b dials a.
     let (x, y) = tokio::join!(

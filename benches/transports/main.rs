@@ -31,7 +31,7 @@ use std::time::Duration;
 use nodes::Kind;
 use raw::Raw;
 use report::{Figure, Results};
-use scenarios::{percentile, sort, Sample};
+use scenarios::{Latencies, Sample};
 
 const SCENARIOS: [&str; 8] = [
     "bulk",
@@ -357,17 +357,15 @@ fn put(r: &mut Results, scenario: &str, transport: &str, values: Vec<f64>, unit:
 
 fn put_latency(r: &mut Results, scenario: &str, transport: &str, samples: &[Sample], cdf: bool) {
     for (label, q) in [("p50", 0.5), ("p99", 0.99)] {
-        let per_rep: Vec<f64> = samples
-            .iter()
-            .map(|s| percentile(&sort(s.latencies_us.clone()), q))
-            .collect();
+        let per_rep: Vec<f64> = samples.iter().map(|s| s.latencies.quantile_us(q)).collect();
         put(r, &format!("{scenario}_{label}"), transport, per_rep, "us");
     }
     if cdf {
-        let all: Vec<f64> = samples
-            .iter()
-            .flat_map(|s| s.latencies_us.iter().copied())
-            .collect();
+        let mut merged = Latencies::default();
+        for s in samples {
+            merged.merge(&s.latencies);
+        }
+        let all = merged.cdf_us();
         r.latencies
             .entry(scenario.to_string())
             .or_default()

@@ -90,18 +90,12 @@ impl Node {
     }
 }
 
-pub fn key(seed: u64) -> NodeKey {
-    let mut bytes = [7u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    NodeKey::from_seed(bytes)
-}
+pub use p2p_router::test_utils::key;
 
 /// Options for benchmark nodes: every peer comes from 127.0.0.1, and
 /// thousands of them may connect.
 fn router_options(peers: usize) -> RouterOptions {
-    let mut o = RouterOptions::default();
-    o.max_inbound = peers + 16;
-    o.max_connections_per_ip = peers + 16;
+    let mut o = p2p_router::test_utils::loopback_options(peers);
     o.max_attempts_per_ip = 4 * peers + 1024;
     o.max_inbound_handshakes = 256;
     o.dial_concurrency = 64;

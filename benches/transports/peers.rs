@@ -176,7 +176,7 @@ pub async fn fanout(kind: Kind, count: usize) -> Sample {
     child.stop().await;
     hub.router.shutdown().await;
     Sample {
-        latencies_us: latencies,
+        latencies: crate::scenarios::Latencies::from_us(&latencies),
         ..Sample::default()
     }
 }

@@ -463,7 +463,7 @@ pub async fn rtt(raw: Raw, rounds: usize) -> Sample {
         }
     }
     Sample {
-        latencies_us: latencies,
+        latencies: crate::scenarios::Latencies::from_us(&latencies),
         ..Sample::default()
     }
 }
@@ -492,7 +492,7 @@ pub async fn handshake(raw: Raw, count: usize) -> Sample {
         }
     }
     Sample {
-        latencies_us: latencies,
+        latencies: crate::scenarios::Latencies::from_us(&latencies),
         ..Sample::default()
     }
 }

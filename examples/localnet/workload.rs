@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use p2p_router::Channel;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -42,44 +43,47 @@ pub struct Block {
     pub data: Bytes,
 }
 
-/// Delivery latencies: all of them for the summary, and the latest
-/// window for the live view.
-#[derive(Debug, Default)]
+/// Delivery latencies (µs): all of them for the summary, and the latest
+/// window for the live view. HDR histograms: bounded memory however long
+/// the run, 3 significant digits.
+#[derive(Debug)]
 pub struct Latencies {
-    all: Vec<u32>,
-    window: Vec<u32>,
+    all: Histogram<u64>,
+    window: Histogram<u64>,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        let new = || Histogram::new(3).expect("3 significant digits is valid");
+        Self {
+            all: new(),
+            window: new(),
+        }
+    }
 }
 
 impl Latencies {
     fn record(&mut self, us: u64) {
-        let us = us.min(u32::MAX as u64) as u32;
-        self.all.push(us);
-        self.window.push(us);
+        self.all.saturating_record(us);
+        self.window.saturating_record(us);
     }
 
     /// Percentiles (µs) of the window since the last call, then clears it.
     pub fn take_window(&mut self, quantiles: &[f64]) -> Vec<u32> {
-        let out = percentiles(&mut self.window, quantiles);
-        self.window.clear();
+        let out = percentiles(&self.window, quantiles);
+        self.window.reset();
         out
     }
 
     pub fn overall(&mut self, quantiles: &[f64]) -> Vec<u32> {
-        percentiles(&mut self.all, quantiles)
+        percentiles(&self.all, quantiles)
     }
 }
 
-fn percentiles(samples: &mut [u32], quantiles: &[f64]) -> Vec<u32> {
-    if samples.is_empty() {
-        return vec![0; quantiles.len()];
-    }
-    samples.sort_unstable();
+fn percentiles(h: &Histogram<u64>, quantiles: &[f64]) -> Vec<u32> {
     quantiles
         .iter()
-        .map(|q| {
-            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-            samples[i]
-        })
+        .map(|&q| h.value_at_quantile(q).min(u64::from(u32::MAX)) as u32)
         .collect()
 }
 

@@ -8,6 +8,8 @@
 
 mod connection;
 mod network;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 
 pub use connection::MemoryConnection;
 pub use network::{MemoryNetwork, MemoryOptions, MemoryTransport};

@@ -18,7 +18,7 @@ const CERTIFICATE_REQUIRED: u64 = 0x100 + 116;
 const DECRYPT_ERROR: u64 = 0x100 + 51;
 const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
 
-fn listener(n: u8) -> (Arc<QuicTransport>, p2p_router::NodeKey) {
+fn listener(n: u64) -> (Arc<QuicTransport>, p2p_router::NodeKey) {
     let k = key(n);
     (
         Arc::new(QuicTransport::bind(&node(&k), quic_config("127.0.0.1:0")).unwrap()),

@@ -15,7 +15,7 @@ use p2p_router::{conformance, ChannelDescriptor, Connection, Envelope, NodeInfo,
 use p2p_transport_quic::QuicTransport;
 
 async fn recv_text(node: &mut QuicNode) -> Envelope<Text> {
-    within("chat message", node.chat_rx.recv()).await.unwrap()
+    within("chat message", node.rx.recv()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,29 +53,28 @@ async fn three_routers_by_localhost_and_ipv6_literal() {
     }
 
     // Unicast.
-    a.chat
-        .send(Envelope {
-            peer: b.id(),
-            message: text("to b"),
-        })
-        .await
-        .unwrap();
+    a.tx.send(Envelope {
+        peer: b.id(),
+        message: text("to b"),
+    })
+    .await
+    .unwrap();
     let got = recv_text(&mut b).await;
     assert_eq!((got.peer, got.message), (a.id(), text("to b")));
 
     // Broadcast reaches every peer once.
-    c.chat.broadcast(text("from c")).await.unwrap();
+    c.tx.broadcast(text("from c")).await.unwrap();
     for node in [&mut a, &mut b] {
         let got = recv_text(node).await;
         assert_eq!((got.peer, got.message.text.as_str()), (c.id(), "from c"));
     }
 
     // Peer updates: C leaves, both others see it Down.
-    c.router.shutdown().await;
+    c.node.router.shutdown().await;
     require_down(&mut a.updates, key(3).node_id()).await;
     require_down(&mut b.updates, key(3).node_id()).await;
-    a.router.shutdown().await;
-    b.router.shutdown().await;
+    a.node.router.shutdown().await;
+    b.node.router.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,21 +100,19 @@ async fn a_stalled_channel_never_blocks_the_other_and_loses_nothing() {
         }
     });
     for n in 0..50 {
-        a.chat
-            .send(Envelope {
-                peer: b.id(),
-                message: text(format!("a{n}")),
-            })
-            .await
-            .unwrap();
+        a.tx.send(Envelope {
+            peer: b.id(),
+            message: text(format!("a{n}")),
+        })
+        .await
+        .unwrap();
         assert_eq!(recv_text(&mut b).await.message, text(format!("a{n}")));
-        b.chat
-            .send(Envelope {
-                peer: a.id(),
-                message: text(format!("b{n}")),
-            })
-            .await
-            .unwrap();
+        b.tx.send(Envelope {
+            peer: a.id(),
+            message: text(format!("b{n}")),
+        })
+        .await
+        .unwrap();
         assert_eq!(recv_text(&mut a).await.message, text(format!("b{n}")));
     }
     assert!(
@@ -177,13 +174,12 @@ async fn sixteen_mebibytes_arrive_intact_and_one_byte_more_is_refused() {
     // B refused the stream and queued STOP_SENDING before anything it
     // sends next; once A has B's next message, A knows the stream is
     // stopped, and its next bulk message goes out on a new stream.
-    b.chat
-        .send(Envelope {
-            peer: a.id(),
-            message: text("after the refusal"),
-        })
-        .await
-        .unwrap();
+    b.tx.send(Envelope {
+        peer: a.id(),
+        message: text("after the refusal"),
+    })
+    .await
+    .unwrap();
     assert_eq!(recv_text(&mut a).await.message, text("after the refusal"));
     a.bulk
         .send(Envelope {
@@ -222,15 +218,14 @@ async fn a_restarted_peer_on_a_new_port_replaces_its_stale_connection() {
     require_up(&mut a.updates, b_id).await;
 
     // Traffic continues both ways over the new connection.
-    a.chat
-        .send(Envelope {
-            peer: b_id,
-            message: text("hello again"),
-        })
-        .await
-        .unwrap();
+    a.tx.send(Envelope {
+        peer: b_id,
+        message: text("hello again"),
+    })
+    .await
+    .unwrap();
     assert_eq!(recv_text(&mut b2).await.message, text("hello again"));
-    b2.chat
+    b2.tx
         .send(Envelope {
             peer: a.id(),
             message: text("from b2"),
@@ -250,7 +245,7 @@ async fn closing_a_router_is_seen_as_down_by_its_peers() {
     connect(&mut b, &mut a, to_a).await;
     connect(&mut b, &mut c, to_c).await;
     let started = std::time::Instant::now();
-    b.router.shutdown().await;
+    b.node.router.shutdown().await;
     require_down(&mut a.updates, key(11).node_id()).await;
     require_down(&mut c.updates, key(11).node_id()).await;
     // A close frame, not the idle timeout, told them.
@@ -308,7 +303,7 @@ async fn a_peer_dropped_for_misbehaving_is_told_so_in_the_close_code() {
 
     // A reactor judges the peer's behaviour fatal: the router drops it
     // with the PeerError code (docs/PROTOCOL.md), not a plain close.
-    node.chat
+    node.tx
         .report(p2p_router::PeerError::fatal(
             peer_key.node_id(),
             p2p_router::PeerErrorKind::reactor(CHAT, "bad votes"),

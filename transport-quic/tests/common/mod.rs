@@ -2,7 +2,13 @@
 //! and hand-built TLS clients for hostile-peer cases. Everything waits on
 //! events; time bounds only turn a hang into a failure.
 
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    unused_imports,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used
+)]
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -11,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_router::conformance;
+pub use p2p_router::test_utils::{self, key, text, TestNode, TestNodeBuilder, Text};
 use p2p_router::{
     ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
     PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
@@ -26,23 +33,9 @@ pub const BULK: ChannelId = ChannelId(2);
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
-pub struct Text {
-    #[prost(string, tag = "1")]
-    pub text: String,
-}
-
-#[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct Blob {
     #[prost(bytes = "vec", tag = "1")]
     pub data: Vec<u8>,
-}
-
-pub fn text(s: impl Into<String>) -> Text {
-    Text { text: s.into() }
-}
-
-pub fn key(n: u8) -> NodeKey {
-    NodeKey::from_seed([n; 32])
 }
 
 /// The node with `key` on the tests' network.
@@ -52,9 +45,7 @@ pub fn node(key: &NodeKey) -> LocalNode {
 
 /// Awaits `f`, failing the test if it takes longer than [`PATIENCE`].
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(PATIENCE, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    test_utils::within(PATIENCE, what, f).await
 }
 
 pub fn quic_config(listen: &str) -> QuicConfig {
@@ -63,37 +54,28 @@ pub fn quic_config(listen: &str) -> QuicConfig {
     config
 }
 
-pub fn pm_options() -> PeerManagerOptions {
-    let mut o = PeerManagerOptions::default();
-    o.min_retry_time = Duration::from_millis(50);
-    o.max_retry_time = Duration::from_millis(500);
-    o.max_retry_time_persistent = Duration::from_millis(500);
-    o.retry_time_jitter = Duration::ZERO;
-    o.disconnect_cooldown = Duration::from_millis(50);
-    o
-}
-
+/// A test node on loopback QUIC with a second, bulk channel.
 pub struct QuicNode {
-    pub key: NodeKey,
-    pub router: Router,
-    pub chat: ChannelSender<Text>,
-    pub chat_rx: ChannelReceiver<Text>,
+    pub node: TestNode,
     pub bulk: ChannelSender<Blob>,
     pub bulk_rx: ChannelReceiver<Blob>,
-    pub updates: broadcast::Receiver<PeerUpdate>,
     pub addrs: Vec<SocketAddr>,
 }
 
+impl std::ops::Deref for QuicNode {
+    type Target = TestNode;
+    fn deref(&self) -> &TestNode {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for QuicNode {
+    fn deref_mut(&mut self) -> &mut TestNode {
+        &mut self.node
+    }
+}
+
 impl QuicNode {
-    pub fn id(&self) -> NodeId {
-        self.key.node_id()
-    }
-
-    /// `quic://<id>@<ip>:<port>` of the first listen address.
-    pub fn address(&self) -> PeerAddress {
-        self.address_at(0)
-    }
-
     pub fn address_at(&self, i: usize) -> PeerAddress {
         format!("quic://{}@{}", self.id(), self.addrs[i])
             .parse()
@@ -110,24 +92,19 @@ impl QuicNode {
 }
 
 pub struct NodeBuilder {
-    pub key: NodeKey,
-    pub network: String,
+    pub test: TestNodeBuilder,
     pub quic: QuicConfig,
-    pub pm: PeerManagerOptions,
-    pub router: RouterOptions,
-    pub chat: ChannelDescriptor,
     pub bulk: ChannelDescriptor,
 }
 
 impl NodeBuilder {
     pub fn new(key: NodeKey) -> Self {
+        let mut test = TestNodeBuilder::new(key);
+        test.network = NETWORK.into();
+        test.descriptor = ChannelDescriptor::new(CHAT, "chat").with_priority(10);
         Self {
-            key,
-            network: NETWORK.into(),
+            test,
             quic: quic_config("127.0.0.1:0"),
-            pm: pm_options(),
-            router: RouterOptions::default(),
-            chat: ChannelDescriptor::new(CHAT, "chat").with_priority(10),
             bulk: ChannelDescriptor::new(BULK, "bulk")
                 .with_max_message_size(32 << 20)
                 .with_priority(1),
@@ -140,83 +117,45 @@ impl NodeBuilder {
     }
 
     pub fn start(self) -> QuicNode {
-        let local = LocalNode::new(self.key.clone(), self.network);
+        let local = LocalNode::new(self.test.key.clone(), self.test.network.clone());
         let transport = Arc::new(QuicTransport::bind(&local, self.quic).unwrap());
         let addrs = transport.local_addrs();
-        let mut builder = Router::builder(local);
-        builder
-            .transport(transport)
-            .options(self.router)
-            .peer_manager(self.pm)
-            .rng_seed(1)
-            .moniker("quic-node");
-        let (chat, chat_rx) = builder.channel::<Text>(self.chat).unwrap().split();
-        let (bulk, bulk_rx) = builder.channel::<Blob>(self.bulk).unwrap().split();
-        let router = builder.spawn().unwrap();
-        let updates = router.subscribe_peer_updates();
+        let address = format!("quic://{}@{}", local.node_id(), addrs[0])
+            .parse()
+            .unwrap();
+        let bulk = self.bulk;
+        let (node, (bulk, bulk_rx)) = self.test.start_declaring(transport, address, |b| {
+            b.channel::<Blob>(bulk).unwrap().split()
+        });
         QuicNode {
-            key: self.key,
-            router,
-            chat,
-            chat_rx,
+            node,
             bulk,
             bulk_rx,
-            updates,
             addrs,
         }
     }
 }
 
 pub async fn require_up(updates: &mut broadcast::Receiver<PeerUpdate>, peer: NodeId) {
-    within("peer up", async {
-        loop {
-            if let PeerUpdate::Up { peer: p, .. } = updates.recv().await.unwrap() {
-                if p == peer {
-                    return;
-                }
-            }
-        }
-    })
-    .await
+    within("peer up", test_utils::require_up(updates, peer)).await
 }
 
 pub async fn require_down(updates: &mut broadcast::Receiver<PeerUpdate>, peer: NodeId) {
-    within("peer down", async {
-        loop {
-            if let PeerUpdate::Down { peer: p } = updates.recv().await.unwrap() {
-                if p == peer {
-                    return;
-                }
-            }
-        }
-    })
-    .await
+    within("peer down", test_utils::require_down(updates, peer)).await
 }
 
 /// Tracks Up/Down events until exactly `want` are up.
 pub async fn wait_until_up(updates: &mut broadcast::Receiver<PeerUpdate>, want: &BTreeSet<NodeId>) {
-    within("peers up", async {
-        let mut up = BTreeSet::new();
-        while &up != want {
-            match updates.recv().await.unwrap() {
-                PeerUpdate::Up { peer, .. } => {
-                    up.insert(peer);
-                }
-                PeerUpdate::Down { peer } => {
-                    up.remove(&peer);
-                }
-                _ => {}
-            }
-        }
-    })
-    .await
+    within("peers up", test_utils::wait_until_up(updates, want)).await
 }
 
 /// `a` dials `b` at `address`; both see each other Up.
 pub async fn connect(a: &mut QuicNode, b: &mut QuicNode, address: PeerAddress) {
-    a.router.add_peer(address).await.unwrap();
-    require_up(&mut a.updates, b.id()).await;
-    require_up(&mut b.updates, a.id()).await;
+    within(
+        "connect",
+        test_utils::connect_at(&mut a.node, &mut b.node, address),
+    )
+    .await
 }
 
 /// Waits until `cond` holds on the router's counters.
