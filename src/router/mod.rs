@@ -41,6 +41,7 @@ mod ip_limit;
 mod options;
 mod peer_error;
 mod peer_task;
+mod peers;
 mod queue;
 mod shared;
 mod stats;
