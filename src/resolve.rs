@@ -60,6 +60,18 @@ impl Endpoint {
         }
     }
 
+    /// The socket address a transport speaking `protocol` dials: refused
+    /// as [`DialError::UnsupportedProtocol`] when the endpoint is of another
+    /// protocol or not an IP endpoint.
+    pub fn dial_addr(&self, protocol: Protocol) -> Result<SocketAddr, crate::transport::DialError> {
+        match self.address {
+            EndpointAddress::Ip(addr) if self.protocol == protocol => Ok(addr),
+            _ => Err(crate::transport::DialError::UnsupportedProtocol(
+                self.protocol,
+            )),
+        }
+    }
+
     /// The peer address reaching `node_id` at this endpoint, e.g. what a
     /// listener advertises.
     pub fn peer_address(&self, node_id: NodeId) -> PeerAddress {

@@ -9,8 +9,7 @@ use p2p_router::transport::listener::{
 };
 use p2p_router::transport::{AcceptBackoff, AcceptFailure, BoxFuture};
 use p2p_router::{
-    AcceptError, BindError, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey,
-    Protocol, Transport,
+    AcceptError, BindError, Connection, DialError, Endpoint, NodeId, NodeKey, Protocol, Transport,
 };
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
@@ -234,12 +233,7 @@ impl Transport for MconnTransport {
         endpoint: &'a Endpoint,
     ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
         Box::pin(async move {
-            if endpoint.protocol != Protocol::Mconn {
-                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
-            }
-            let EndpointAddress::Ip(address) = endpoint.address else {
-                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
-            };
+            let address = endpoint.dial_addr(Protocol::Mconn)?;
             let conn = self.dial_mconn(peer, address).await?;
             Ok(Box::new(conn) as Box<dyn Connection>)
         })

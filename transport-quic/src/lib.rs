@@ -53,6 +53,8 @@ mod framing;
 mod signer;
 mod socket;
 mod streams;
+#[cfg(feature = "test-utils")]
+pub mod test_utils;
 mod tls;
 mod transport;
 

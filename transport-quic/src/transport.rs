@@ -10,8 +10,8 @@ use p2p_router::transport::listener::{
 };
 use p2p_router::transport::{AcceptFailure, AuthFailure, BoxFuture, IncompatibleKind};
 use p2p_router::{
-    AcceptError, BindError, Connection, DialError, Endpoint, EndpointAddress, LocalNode, NodeId,
-    NodeKey, Protocol, Transport,
+    AcceptError, BindError, Connection, DialError, Endpoint, LocalNode, NodeId, NodeKey, Protocol,
+    Transport,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
@@ -444,12 +444,7 @@ impl Transport for QuicTransport {
         endpoint: &'a Endpoint,
     ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
         Box::pin(async move {
-            if endpoint.protocol != Protocol::Quic {
-                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
-            }
-            let EndpointAddress::Ip(address) = endpoint.address else {
-                return Err(DialError::UnsupportedProtocol(endpoint.protocol));
-            };
+            let address = endpoint.dial_addr(Protocol::Quic)?;
             let conn = self.inner.dial(peer, address).await?;
             Ok(Box::new(conn) as Box<dyn Connection>)
         })

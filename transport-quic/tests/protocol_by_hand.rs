@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{key, within, AcceptAnyServer};
+use common::{key, within, AcceptAnyCert};
 use p2p_router::{ChannelId, LocalNode, NodeInfo, NodeKey, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 use prost::Message;
@@ -95,7 +95,7 @@ async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
         .with_client_auth_cert(
             vec![cert],
             rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8).into(),

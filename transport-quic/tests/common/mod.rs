@@ -22,6 +22,7 @@ use p2p_router::{
     ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
     PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
 };
+pub use p2p_transport_quic::test_utils::AcceptAnyCert;
 use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
 use tokio::sync::broadcast;
 
@@ -227,46 +228,6 @@ pub async fn hostile_pair(listener: &QuicTransport, listener_key: &NodeKey) -> H
     }
 }
 
-/// A rustls server-certificate verifier that accepts anything, for raw
-/// clients probing the listener's checks.
-#[derive(Debug)]
-pub struct AcceptAnyServer(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The client certificate a raw client presents.
 pub enum ClientCert {
     None,
@@ -333,7 +294,7 @@ pub async fn raw_client(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider.clone())));
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider.clone())));
     let mut tls = match cert {
         ClientCert::None => builder.with_no_client_auth(),
         ClientCert::Node(key) => builder
