@@ -9,6 +9,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use crate::tls::tls13_signatures;
+
 /// Accepts any certificate on either side, but checks the TLS 1.3
 /// handshake signature made with it, so a connection still proves
 /// possession of the certificate's key. For hand-built clients (attackers,
@@ -23,40 +25,6 @@ impl AcceptAnyCert {
     }
 }
 
-/// The signature checks both sides share.
-macro_rules! any_cert_signatures {
-    () => {
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            Err(rustls::Error::PeerIncompatible(
-                rustls::PeerIncompatible::Tls12NotOffered,
-            ))
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    };
-}
-
 impl ServerCertVerifier for AcceptAnyCert {
     fn verify_server_cert(
         &self,
@@ -69,7 +37,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         Ok(ServerCertVerified::assertion())
     }
 
-    any_cert_signatures!();
+    tls13_signatures!(
+        verify: |this, m, c, d| {
+            rustls::crypto::verify_tls13_signature(m, c, d, &this.0.signature_verification_algorithms)
+        },
+        schemes: |this| this.0.signature_verification_algorithms.supported_schemes()
+    );
 }
 
 impl ClientCertVerifier for AcceptAnyCert {
@@ -86,5 +59,10 @@ impl ClientCertVerifier for AcceptAnyCert {
         Ok(ClientCertVerified::assertion())
     }
 
-    any_cert_signatures!();
+    tls13_signatures!(
+        verify: |this, m, c, d| {
+            rustls::crypto::verify_tls13_signature(m, c, d, &this.0.signature_verification_algorithms)
+        },
+        schemes: |this| this.0.signature_verification_algorithms.supported_schemes()
+    );
 }

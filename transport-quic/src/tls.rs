@@ -205,15 +205,17 @@ fn verify_ed25519(
     key.verify_strict(message, &signature).map_err(|_| bad())
 }
 
-/// The signature checks both verifiers share: TLS 1.3 only (1.2 is never
-/// negotiated, the configs allow 1.3 alone) and ed25519 only.
-macro_rules! ed25519_tls13_signatures {
-    () => {
+/// The signature methods every verifier here shares: TLS 1.2 refused (the
+/// configs allow 1.3 alone, so it is never negotiated), a TLS 1.3
+/// signature checked by `$verify`, the schemes `$schemes` offered. Our
+/// own verifiers accept ed25519 alone; `test_utils` passes the provider's.
+macro_rules! tls13_signatures {
+    (verify: $verify:expr, schemes: $schemes:expr) => {
         fn verify_tls12_signature(
             &self,
-            _message: &[u8],
-            _cert: &CertificateDer<'_>,
-            _dss: &DigitallySignedStruct,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
             Err(rustls::Error::PeerIncompatible(
                 rustls::PeerIncompatible::Tls12NotOffered,
@@ -226,14 +228,18 @@ macro_rules! ed25519_tls13_signatures {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_signature(message, cert, dss)
+            let verify: fn(&Self, &[u8], &CertificateDer<'_>, &DigitallySignedStruct) -> _ =
+                $verify;
+            verify(self, message, cert, dss)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            vec![SignatureScheme::ED25519]
+            let schemes: fn(&Self) -> Vec<SignatureScheme> = $schemes;
+            schemes(self)
         }
     };
 }
+pub(crate) use tls13_signatures;
 
 /// The dialer's verifier: the server's certificate must prove the node id
 /// named in the server name (see [`server_name`]).
@@ -274,7 +280,10 @@ impl ServerCertVerifier for ServerVerifier {
         }
     }
 
-    ed25519_tls13_signatures!();
+    tls13_signatures!(
+        verify: |_, m, c, d| verify_signature(m, c, d),
+        schemes: |_| vec![SignatureScheme::ED25519]
+    );
 }
 
 /// The listener's verifier: any single self-signed ed25519 certificate; the
@@ -297,7 +306,10 @@ impl ClientCertVerifier for ClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    ed25519_tls13_signatures!();
+    tls13_signatures!(
+        verify: |_, m, c, d| verify_signature(m, c, d),
+        schemes: |_| vec![SignatureScheme::ED25519]
+    );
 }
 
 /// Builds the rustls client (dialer) configuration, with the slot where
