@@ -51,8 +51,8 @@ impl PeerManager {
         entry.last_connected = Some(now);
         entry.inactive = false;
         self.dirty.insert(peer);
-        self.ranked = None;
         self.connected.insert(peer, Direction::Inbound);
+        self.reindex(peer);
         if let Some(victim) = victim {
             self.mark_for_eviction(victim);
         }
@@ -81,7 +81,7 @@ impl PeerManager {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.last_disconnected = Some(now);
             }
-            self.ranked = None;
+            self.reindex(peer);
         }
         if was_ready {
             self.updates.push_back(PeerUpdate::Down { peer });
@@ -92,9 +92,8 @@ impl PeerManager {
     /// pick for a candidate of any higher score: the lowest-ranked usable
     /// connected peer.
     pub(super) fn lowest_victim_score(&self) -> Option<PeerScore> {
-        let ranked = self.ranked.clone().unwrap_or_else(|| self.rank_snapshot());
-        ranked
-            .iter()
+        self.index
+            .connected()
             .rev()
             .find(|id| self.usable_victim(id))
             .map(|id| self.score_of(id))
@@ -115,8 +114,7 @@ impl PeerManager {
     /// The lowest-ranked connected peer scored below `score` that is not
     /// already on its way out or reserved for another upgrade.
     pub(super) fn upgrade_victim(&self, score: PeerScore) -> Option<NodeId> {
-        let ranked = self.ranked.clone().unwrap_or_else(|| self.rank_snapshot());
-        for id in ranked.iter().rev() {
+        for id in self.index.connected().rev() {
             if self.score_of(id) >= score {
                 return None;
             }

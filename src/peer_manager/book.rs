@@ -25,7 +25,10 @@ impl PeerManager {
             return Ok(false);
         }
         self.peer_entry(id);
-        if !self.insert_address(address.clone()) {
+        let added = self.insert_address(address.clone());
+        // A peer new to the book is placed even without a usable address.
+        self.reindex(id);
+        if !added {
             return Ok(false);
         }
         self.prune();
@@ -45,8 +48,8 @@ impl PeerManager {
             out.push(address.clone());
         }
         let mut ranked: Vec<(PeerScore, NodeId)> = self
+            .index
             .ranked()
-            .iter()
             .map(|id| (self.score_of(id), *id))
             .collect();
         // Shuffle within equal scores so that nodes asking the same peer
@@ -94,6 +97,7 @@ impl PeerManager {
         };
         p.inactive = true;
         self.dirty.insert(peer);
+        self.reindex(peer);
         true
     }
 
@@ -102,13 +106,13 @@ impl PeerManager {
     pub fn adjust_score(&mut self, peer: NodeId, delta: i16) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.earned = p.earned.saturating_add(i64::from(delta));
-            self.ranked = None;
+            self.reindex(peer);
         }
     }
 
     pub(super) fn peer_entry(&mut self, id: NodeId) -> &mut Peer {
+        // The caller reindexes once it has filled the entry in.
         if !self.peers.contains_key(&id) {
-            self.ranked = None;
             self.dirty.insert(id);
             self.removed.remove(&id);
         }
@@ -146,7 +150,7 @@ impl PeerManager {
             jitter: Duration::ZERO,
         });
         self.dirty.insert(id);
-        self.ranked = None;
+        self.reindex(id);
         true
     }
 
@@ -157,21 +161,24 @@ impl PeerManager {
         if max == 0 || self.peers.len() <= max {
             return;
         }
-        let ranked = self.ranked();
-        for id in ranked.iter().rev() {
-            if self.peers.len() <= max {
-                break;
-            }
-            if self.connected.contains_key(id)
-                || self.dialing.contains(id)
-                || self.persistent.contains(id)
-            {
-                continue;
-            }
-            self.peers.remove(id);
-            self.dirty.remove(id);
-            self.removed.insert(*id);
+        let excess = self.peers.len() - max;
+        let doomed: Vec<NodeId> = self
+            .index
+            .ranked()
+            .rev()
+            .filter(|id| {
+                !self.connected.contains_key(id)
+                    && !self.dialing.contains(id)
+                    && !self.persistent.contains(id)
+            })
+            .take(excess)
+            .copied()
+            .collect();
+        for id in doomed {
+            self.peers.remove(&id);
+            self.dirty.remove(&id);
+            self.removed.insert(id);
+            self.reindex(id);
         }
-        self.ranked = None;
     }
 }

@@ -15,31 +15,41 @@ impl PeerManager {
     /// lower-scored peer can be replaced). The peer is then `Dialing` until
     /// [`dialed`](Self::dialed) or [`dial_failed`](Self::dial_failed).
     pub fn dial_next(&mut self, now: SystemTime) -> Option<PeerAddress> {
-        let ranked = self.ranked();
+        self.index.promote(now);
         let room = self.dial_room();
-        for id in ranked.iter() {
+        let mut chosen = None;
+        // Peers due now, best first: usually the first one is dialed.
+        for id in self.index.ready() {
             if room.none_further(self, id) {
                 break;
             }
             let Some((due, index)) = self.dial_time(now, id) else {
                 continue;
             };
+            // `now` may run behind an earlier promotion (a clock step back).
             if due > now || !room.allows(self, id) {
                 continue;
             }
-            if self.needs_upgrade(id) {
+            let victim = if self.needs_upgrade(id) {
                 let Some(victim) = self.upgrade_victim(self.score_of(id)) else {
                     continue;
                 };
-                self.upgrading.insert(victim, *id);
-            }
-            self.dialing.insert(*id);
-            return self
-                .peers
-                .get(id)
-                .map(|p| p.addresses[index].record.address.clone());
+                Some(victim)
+            } else {
+                None
+            };
+            chosen = Some((*id, index, victim));
+            break;
         }
-        None
+        let (id, index, victim) = chosen?;
+        if let Some(victim) = victim {
+            self.upgrading.insert(victim, id);
+        }
+        self.dialing.insert(id);
+        self.reindex(id);
+        self.peers
+            .get(&id)
+            .map(|p| p.addresses[index].record.address.clone())
     }
 
     /// Reports a failed dial of `address`: its retry delay grows and any
@@ -49,16 +59,17 @@ impl PeerManager {
         self.dialing.remove(&id);
         self.upgrading.retain(|_, candidate| *candidate != id);
         let jitter = self.draw_jitter();
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        if let Some(known) = peer.address_mut(address) {
+        if let Some(known) = self
+            .peers
+            .get_mut(&id)
+            .and_then(|peer| peer.address_mut(address))
+        {
             known.record.last_dial_failure = Some(now);
             known.record.dial_failures = known.record.dial_failures.saturating_add(1);
             known.jitter = jitter;
             self.dirty.insert(id);
-            self.ranked = None;
         }
+        self.reindex(id);
     }
 
     /// Reports a dial that ended without saying anything about the address
@@ -69,6 +80,7 @@ impl PeerManager {
         let id = address.node_id();
         self.dialing.remove(&id);
         self.upgrading.retain(|_, candidate| *candidate != id);
+        self.reindex(id);
     }
 
     /// Reports a successful dial and handshake of `address`; on `Ok` the peer
@@ -77,6 +89,8 @@ impl PeerManager {
     pub fn dialed(&mut self, now: SystemTime, address: &PeerAddress) -> Result<(), AdmitError> {
         let id = address.node_id();
         self.dialing.remove(&id);
+        // Placed again as not dialing, whatever the outcome below.
+        self.reindex(id);
         let reserved = self
             .upgrading
             .iter()
@@ -115,7 +129,6 @@ impl PeerManager {
         peer.last_connected = Some(now);
         peer.inactive = false;
         self.dirty.insert(id);
-        self.ranked = None;
         if let Some(victim) = reserved {
             if limited && self.is_full() {
                 // A peer scored even lower may have connected since the
@@ -125,6 +138,7 @@ impl PeerManager {
             }
         }
         self.connected.insert(id, Direction::Outbound);
+        self.reindex(id);
         self.prune();
         Ok(())
     }
@@ -137,16 +151,36 @@ impl PeerManager {
         if !self.evict.is_empty() || self.over_capacity() {
             return Some(now);
         }
-        let ranked = self.ranked();
+        self.index.promote(now);
         let room = self.dial_room();
-        ranked
-            .iter()
+        let due_now = self
+            .index
+            .ready()
             .take_while(|id| !room.none_further(self, id))
-            .filter_map(|id| {
-                let (due, _) = self.dial_time(now, id)?;
-                room.allows(self, id).then_some(due)
-            })
-            .min()
+            .any(|id| room.allows(self, id) && self.index.due(id).is_some_and(|d| d <= now));
+        if due_now {
+            return Some(now);
+        }
+        // After a clock step back some ready peers are not due yet; the
+        // ranking walk below covers them too.
+        let later = if room.full || !room.limited || self.index.promoted_beyond(now) {
+            // Only peers ranked above the cut can be dialed: walk the
+            // ranking down to it (few peers on a full node) rather than
+            // every waiting peer.
+            self.index
+                .ranked()
+                .take_while(|id| !room.none_further(self, id))
+                .filter(|id| room.allows(self, id))
+                .filter_map(|id| self.index.due(id))
+                .min()
+        } else {
+            // Every peer may be dialed: the soonest one is first in line.
+            self.index
+                .waiting()
+                .find(|(_, id)| room.allows(self, id))
+                .map(|(due, _)| due)
+        };
+        later.map(|due| due.max(now))
     }
 
     /// Whether a limited peer may be dialed at all (connection and
@@ -221,9 +255,9 @@ impl PeerManager {
 /// What the limits allow a dial right now; see `PeerManager::dial_room`.
 pub(super) struct DialRoom {
     /// Limited peers may be dialed.
-    limited: bool,
+    pub(super) limited: bool,
     /// The limited slots are full: a limited dial must be an upgrade.
-    full: bool,
+    pub(super) full: bool,
     /// The score an upgrade must beat, if any peer can be replaced.
     lowest_victim: Option<PeerScore>,
 }

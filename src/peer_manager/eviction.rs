@@ -15,20 +15,22 @@ impl PeerManager {
     /// `max_connected`. The peer stays connected until
     /// [`disconnected`](Self::disconnected).
     pub fn evict_next(&mut self) -> Option<NodeId> {
-        let ranked = self.ranked();
-        let lowest =
-            |pred: &dyn Fn(&NodeId) -> bool| ranked.iter().rev().find(|id| pred(id)).copied();
+        // Both walks are over connected peers only, lowest-ranked first.
         let chosen = if self.evict.is_empty() {
             if !self.over_capacity() {
                 return None;
             }
-            lowest(&|id| {
-                self.connected.contains_key(id)
-                    && !self.evicting.contains(id)
-                    && self.is_limited(id)
-            })
+            self.index
+                .connected()
+                .rev()
+                .find(|id| !self.evicting.contains(id) && self.is_limited(id))
+                .copied()
         } else {
-            lowest(&|id| self.evict.contains(id))
+            self.index
+                .connected()
+                .rev()
+                .find(|id| self.evict.contains(id))
+                .copied()
         };
         let chosen = chosen?;
         self.evict.remove(&chosen);

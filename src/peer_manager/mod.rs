@@ -5,14 +5,13 @@ mod admission;
 mod book;
 mod dial;
 mod eviction;
+mod index;
 mod options;
 mod peer;
 mod persist;
 mod score;
 
-use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -153,9 +152,9 @@ pub struct PeerManager {
     /// `dial_failed`, `disconnected`, `inactivate`, `adjust_score`; pruned
     /// by `prune`.
     peers: HashMap<NodeId, Peer>,
-    /// Peer ids by rank, best first; `None` when anything that affects the
-    /// ranking changed. Rebuilt lazily by `ranked`.
-    ranked: Option<Arc<[NodeId]>>,
+    /// Ordered views of `peers` (by rank, by due time, connected), kept in
+    /// step by `reindex` after every change to a peer.
+    index: index::PeerIndex,
     /// Dials in progress. `dial_next` inserts; `dialed`, `dial_failed` remove.
     dialing: HashSet<NodeId>,
     /// Upgrade reservations, victim → candidate being dialed. `dial_next`
@@ -231,7 +230,7 @@ impl PeerManager {
             store: None,
             rng: StdRng::seed_from_u64(rng_seed),
             peers: HashMap::new(),
-            ranked: None,
+            index: index::PeerIndex::default(),
             dialing: HashSet::new(),
             upgrading: HashMap::new(),
             connected: HashMap::new(),
@@ -259,6 +258,10 @@ impl PeerManager {
             peer.inactive = false;
             manager.insert_address(address);
         }
+        let ids: Vec<NodeId> = manager.peers.keys().copied().collect();
+        for id in ids {
+            manager.reindex(id);
+        }
         manager.prune();
         Ok(manager)
     }
@@ -282,13 +285,13 @@ impl PeerManager {
 
     /// Every known peer, best-ranked first.
     pub fn peers(&mut self) -> Vec<NodeId> {
-        self.ranked().to_vec()
+        self.index.ranked().copied().collect()
     }
 
     /// Every known peer with its score, best-ranked first.
     pub fn scores(&mut self) -> Vec<(NodeId, PeerScore)> {
-        self.ranked()
-            .iter()
+        self.index
+            .ranked()
             .map(|id| (*id, self.score_of(id)))
             .collect()
     }
@@ -347,15 +350,6 @@ impl PeerManager {
 
     // ----- Internals ---------------------------------------------------------------
 
-    fn ranked(&mut self) -> Arc<[NodeId]> {
-        if let Some(ranked) = &self.ranked {
-            return ranked.clone();
-        }
-        let ranked = self.rank_snapshot();
-        self.ranked = Some(ranked.clone());
-        ranked
-    }
-
     fn score_of(&self, id: &NodeId) -> PeerScore {
         let (earned, failures) = self
             .peers
@@ -367,24 +361,6 @@ impl PeerManager {
             earned,
             failures,
         )
-    }
-
-    /// The ranking, computed afresh: score, then most recently connected,
-    /// then id. `ranked` caches it; `&self` callers use it directly.
-    fn rank_snapshot(&self) -> Arc<[NodeId]> {
-        let mut ids: Vec<_> = self
-            .peers
-            .values()
-            .map(|p| {
-                (
-                    Reverse(self.score_of(&p.id)),
-                    Reverse(p.last_connected),
-                    p.id,
-                )
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|(_, _, id)| id).collect()
     }
 }
 

@@ -87,6 +87,7 @@ proptest! {
                 Event::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
                 Event::AdjustScore(n, d) => m.adjust_score(id(n), d),
             }
+            m.check_index();
             prop_assert!(m.limited_occupied() <= max, "connected + dialing <= max + upgrade");
             prop_assert!(!m.connected.contains_key(&id(0)), "never connected to self");
             prop_assert!(!m.peers.contains_key(&id(0)), "self never stored");
@@ -135,12 +136,22 @@ proptest! {
                 Event::Advance(ms) => now += Duration::from_millis(u64::from(ms)),
                 _ => {}
             }
-            if let Some(w) = m.next_wakeup(now) {
-                // Jump to the wakeup: something must then be actionable.
-                let acted = m.evict_next().is_some() || m.dial_next(w).is_some();
-                prop_assert!(acted, "wakeup at {:?} led to no action", w);
-                now = w;
+            m.check_index();
+            match m.next_wakeup(now) {
+                Some(w) => {
+                    // Jump to the wakeup: something must then be actionable.
+                    let acted = m.evict_next().is_some() || m.dial_next(w).is_some();
+                    prop_assert!(acted, "wakeup at {:?} led to no action", w);
+                    now = w;
+                }
+                None => {
+                    // No wakeup: nothing becomes dialable however long we
+                    // wait (the probe may run the index ahead of `now`).
+                    let later = now + Duration::from_secs(86_400);
+                    prop_assert!(m.dial_next(later).is_none(), "a due dial was missed");
+                }
             }
+            m.check_index();
         }
     }
 }
