@@ -5,12 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Read;
 
 use std::time::Duration;
 
 use p2p_router::NodeKey;
-use p2p_transport_mconn::{MconnConfig, MconnTransport};
 
 /// User plus system CPU time of this process, from /proc (Linux), read
 /// through a handle opened beforehand (no descriptor is left to open one).
@@ -38,12 +39,7 @@ async fn the_accept_loop_backs_off_on_emfile_and_recovers() {
         return;
     }
     let key = NodeKey::from_seed([7; 32]);
-    let transport = MconnTransport::bind(
-        &key,
-        MconnConfig::fast().listen_on("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let transport = common::fast_listener(&key).await;
     let address = transport.local_addrs()[0];
 
     let stat_file = std::fs::File::open("/proc/self/stat").unwrap();

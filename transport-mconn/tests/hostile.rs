@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -217,12 +219,7 @@ async fn a_peer_that_sends_anything_instead_of_pongs_is_kept() {
 #[tokio::test]
 async fn an_oversized_node_info_fails_the_handshake() {
     let key = NodeKey::from_seed([0x35; 32]);
-    let transport = MconnTransport::bind(
-        &key,
-        MconnConfig::fast().listen_on("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let transport = common::fast_listener(&key).await;
     let addr = transport.local_addrs()[0];
     // Claims 20,000 bytes; the limit is 10,240.
     let _done = tendermint_peer(addr, [0x36; 32], |conn| {

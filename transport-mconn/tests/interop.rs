@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -155,12 +157,7 @@ fn check(theirs: &NodeInfo, ours_seen: &tm::DefaultNodeInfo, our_key: &NodeKey) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_listener_accepts_tendermint_rs() {
     let key = NodeKey::from_seed([0x11; 32]);
-    let transport = MconnTransport::bind(
-        &key,
-        MconnConfig::fast().listen_on("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .unwrap();
+    let transport = common::fast_listener(&key).await;
     let addr = transport.local_addrs()[0];
     let theirs = tokio::task::spawn_blocking(move || {
         let stream = TcpStream::connect(addr).unwrap();

@@ -239,6 +239,7 @@ macro_rules! tls13_signatures {
         }
     };
 }
+#[cfg(feature = "test-utils")]
 pub(crate) use tls13_signatures;
 
 /// The dialer's verifier: the server's certificate must prove the node id
