@@ -108,6 +108,22 @@ impl TestNode {
     pub fn address(&self) -> PeerAddress {
         self.address.clone()
     }
+
+    /// Sends `message` as a [`Text`] to `peer`, failing the test if the
+    /// router refuses it.
+    pub async fn send_text(&self, peer: NodeId, message: impl Into<String>) {
+        let envelope = Envelope {
+            peer,
+            message: text(message),
+        };
+        self.tx.send(envelope).await.expect("send");
+    }
+
+    /// Reports `error` about a peer on the node's channel, failing the test
+    /// if the router refuses it.
+    pub async fn report(&self, error: crate::PeerError) {
+        self.tx.report(error).await.expect("report");
+    }
 }
 
 /// How a [`TestNode`] is started; every field has a test default.

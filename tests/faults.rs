@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use p2p_router::{ChannelDescriptor, ChannelId, Envelope, Faults, FullPolicy};
+use p2p_router::{ChannelDescriptor, ChannelId, Faults, FullPolicy};
 use p2p_transport_memory::MemoryNetwork;
 
 const WAIT: ChannelId = ChannelId(0x41);
@@ -43,12 +43,7 @@ fn node(
 /// leaked route or queue would block here forever.
 async fn exchange(a: &TestNode, b: &TestNode, count: usize) {
     for i in 0..count {
-        a.tx.send(Envelope {
-            peer: b.id(),
-            message: text(i.to_string()),
-        })
-        .await
-        .unwrap();
+        a.send_text(b.id(), i.to_string()).await;
     }
     for i in 0..count {
         assert_eq!(require_receive(&b.rx).await.message, text(i.to_string()));

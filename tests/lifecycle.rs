@@ -71,12 +71,7 @@ async fn a_restarted_node_with_an_extra_channel_uses_it_with_both_peers() {
 #[tokio::test(start_paused = true)]
 async fn after_shutdown_receivers_drain_then_end_and_sends_fail() {
     let (_net, a, b) = connected_pair().await;
-    a.tx.send(Envelope {
-        peer: b.id(),
-        message: text("last"),
-    })
-    .await
-    .unwrap();
+    a.send_text(b.id(), "last").await;
     // Let it reach b's receive buffer, then stop b.
     settle().await;
     assert_eq!(b.router.channel_stats()[0].received_messages, 1);
@@ -217,12 +212,7 @@ async fn a_peers_up_is_published_before_its_first_message_is_delivered() {
         // the message arrives.
         a.router.add_peer(b.address()).await.unwrap();
         require_up(&mut a.updates, b.id()).await;
-        a.tx.send(Envelope {
-            peer: b.id(),
-            message: text("first"),
-        })
-        .await
-        .unwrap();
+        a.send_text(b.id(), "first").await;
         let got = b.rx.recv().await.unwrap();
         assert_eq!(got.peer, a.id());
         match b_updates.try_recv() {
@@ -271,12 +261,7 @@ async fn failed_store_writes_are_retried_off_the_actor_and_nothing_is_lost() {
     let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut a, &mut b).await;
     // The router serves while its writes fail.
-    a.tx.send(Envelope {
-        peer: b.id(),
-        message: text("still working"),
-    })
-    .await
-    .unwrap();
+    a.send_text(b.id(), "still working").await;
     assert_eq!(require_receive(&b.rx).await.message, text("still working"));
     // The retries run on the paused clock until a write succeeds.
     settle().await;

@@ -46,18 +46,8 @@ async fn counters_follow_traffic_and_are_exported_for_prometheus() {
     }
     // Two drops with reasons: to a stranger and to ourselves.
     let stranger = NodeKey::from_seed([99; 32]).node_id();
-    a.tx.send(Envelope {
-        peer: stranger,
-        message: text("x"),
-    })
-    .await
-    .unwrap();
-    a.tx.send(Envelope {
-        peer: a.id(),
-        message: text("x"),
-    })
-    .await
-    .unwrap();
+    a.send_text(stranger, "x").await;
+    a.send_text(a.id(), "x").await;
 
     let stats = a.router.channel_stats();
     let test = stats.iter().find(|c| c.id == TEXT_CHANNEL).unwrap();

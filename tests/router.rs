@@ -60,12 +60,11 @@ async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
 #[tokio::test(start_paused = true)]
 async fn fatal_peer_error_gives_down_then_up_by_redial() {
     let (_net, mut a, b) = connected_pair().await;
-    a.tx.report(PeerError::fatal(
+    a.report(PeerError::fatal(
         b.id(),
         PeerErrorKind::reactor(TEXT_CHANNEL, "bad behaviour"),
     ))
-    .await
-    .unwrap();
+    .await;
     require_down(&mut a.updates, b.id()).await;
     require_up(&mut a.updates, b.id()).await;
     assert_eq!(a.router.stats().peer_errors, 1);
@@ -74,12 +73,11 @@ async fn fatal_peer_error_gives_down_then_up_by_redial() {
 #[tokio::test(start_paused = true)]
 async fn minor_peer_error_lowers_score_without_disconnecting() {
     let (_net, mut a, b) = connected_pair().await;
-    a.tx.report(PeerError::minor(
+    a.report(PeerError::minor(
         b.id(),
         PeerErrorKind::reactor(TEXT_CHANNEL, "slightly off"),
     ))
-    .await
-    .unwrap();
+    .await;
     settle().await;
     assert!(a.updates.try_recv().is_err(), "no Down");
     assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
@@ -117,28 +115,13 @@ async fn sends_to_unknown_self_and_departed_peers_are_dropped_and_counted() {
     connect_all(&mut nodes).await;
     let a = &nodes[0];
     let stranger = key(99).node_id();
-    a.tx.send(Envelope {
-        peer: stranger,
-        message: text("?"),
-    })
-    .await
-    .unwrap();
-    a.tx.send(Envelope {
-        peer: a.id(),
-        message: text("me"),
-    })
-    .await
-    .unwrap();
+    a.send_text(stranger, "?").await;
+    a.send_text(a.id(), "me").await;
     let stats = a.router.stats();
     assert_eq!((stats.dropped_unknown_peer, stats.dropped_self), (1, 1));
 
     // Received envelopes carry the sender.
-    a.tx.send(Envelope {
-        peer: nodes[1].id(),
-        message: text("x"),
-    })
-    .await
-    .unwrap();
+    a.send_text(nodes[1].id(), "x").await;
     let env = require_receive(&nodes[1].rx).await;
     assert_eq!(env.peer, a.id());
 
@@ -214,12 +197,7 @@ async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
     assert_eq!(b.router.stats().decode_failures, 1);
     assert!(b_rx.try_recv().is_none());
     // The connection survives a minor error.
-    a.tx.send(Envelope {
-        peer: b.id(),
-        message: text("fine"),
-    })
-    .await
-    .unwrap();
+    a.send_text(b.id(), "fine").await;
     assert_eq!(require_receive(&b.rx).await.message, text("fine"));
 }
 
@@ -373,13 +351,7 @@ async fn restarted_peer_takes_over_its_stale_connection() {
     let mut b2 = TestNodeBuilder::new(key(2)).start_on(&net);
     b2.router.add_peer(a.address()).await.unwrap();
     require_up(&mut b2.updates, a.id()).await;
-    b2.tx
-        .send(Envelope {
-            peer: a.id(),
-            message: text("back"),
-        })
-        .await
-        .unwrap();
+    b2.send_text(a.id(), "back").await;
     assert_eq!(require_receive(&a.rx).await.message, text("back"));
 }
 
@@ -449,12 +421,11 @@ async fn eviction_closes_the_connection_and_gives_down() {
     let mut a = a.start_on(&net);
     let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut a, &mut b).await;
-    a.tx.report(PeerError::fatal(
+    a.report(PeerError::fatal(
         b.id(),
         PeerErrorKind::reactor(TEXT_CHANNEL, "evict me"),
     ))
-    .await
-    .unwrap();
+    .await;
     require_down(&mut a.updates, b.id()).await;
     require_down(&mut b.updates, a.id()).await;
 }
@@ -551,18 +522,8 @@ async fn oversized_inbound_message_is_a_peer_error_and_not_delivered() {
     small.descriptor = ChannelDescriptor::new(TEXT_CHANNEL, "small").with_max_message_size(100);
     let mut b = small.start_on(&net);
     connect(&mut a, &mut b).await;
-    a.tx.send(Envelope {
-        peer: b.id(),
-        message: text("x".repeat(500)),
-    })
-    .await
-    .unwrap();
-    a.tx.send(Envelope {
-        peer: b.id(),
-        message: text("small"),
-    })
-    .await
-    .unwrap();
+    a.send_text(b.id(), "x".repeat(500)).await;
+    a.send_text(b.id(), "small").await;
     assert_eq!(require_receive(&b.rx).await.message, text("small"));
     settle().await;
     let stats = b.router.stats();

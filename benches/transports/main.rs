@@ -240,24 +240,25 @@ async fn run(o: &Options) -> Results {
         "no rate limits, flush after every batch".into(),
     );
     let d = o.duration();
-    if o.wants("bulk") {
+    // Throughput: 64 KiB messages (bulk) and 64-byte ones (small).
+    for (scenario, small, unit) in [("bulk", false, "MB/s"), ("small", true, "msg/s")] {
+        if !o.wants(scenario) {
+            continue;
+        }
         for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
-            let v = reps(|| scenarios::bulk(kind, d)).await;
-            put(&mut r, "bulk", kind.name(), v, "MB/s");
+            let v = reps(|| async move {
+                if small {
+                    scenarios::small(kind, d).await
+                } else {
+                    scenarios::bulk(kind, d).await
+                }
+            })
+            .await;
+            put(&mut r, scenario, kind.name(), v, unit);
         }
         for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
-            let v = reps(|| raw::throughput(raw, false, d)).await;
-            put(&mut r, "bulk", raw.name(), v, "MB/s");
-        }
-    }
-    if o.wants("small") {
-        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
-            let v = reps(|| scenarios::small(kind, d)).await;
-            put(&mut r, "small", kind.name(), v, "msg/s");
-        }
-        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
-            let v = reps(|| raw::throughput(raw, true, d)).await;
-            put(&mut r, "small", raw.name(), v, "msg/s");
+            let v = reps(|| raw::throughput(raw, small, d)).await;
+            put(&mut r, scenario, raw.name(), v, unit);
         }
     }
     if o.wants("rtt") {

@@ -126,11 +126,7 @@ pub fn idle_hub_process(args: &[String]) {
     };
     let kind = Kind::parse(kind).expect("kind");
     let count: usize = count.parse().expect("count");
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = process_runtime();
     runtime.block_on(async move {
         let mut hub = hub(kind, count).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -191,11 +187,7 @@ pub fn peer_process(args: &[String]) {
     let count: usize = count.parse().expect("count");
     let hub: PeerAddress = hub.parse().expect("hub address");
     let fanout = mode == "fanout";
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = process_runtime();
     runtime.block_on(async move {
         let memory = MemoryNetwork::new();
         let mut nodes = Vec::with_capacity(count);
@@ -244,4 +236,14 @@ pub fn peer_process(args: &[String]) {
         }
     });
     let _ = Command::new("true").status();
+}
+
+/// The runtime of a helper process, with the file limit raised for its
+/// many sockets.
+fn process_runtime() -> tokio::runtime::Runtime {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

@@ -119,32 +119,39 @@ async fn violation(bytes: Vec<u8>) -> ProtocolViolation {
     }
 }
 
+/// Each malformed packet stream closes the connection with its own
+/// violation.
 #[tokio::test]
-async fn an_oversized_packet_is_refused_before_it_is_read() {
-    // A length prefix of 1 MiB: far over one 1024-byte chunk.
-    let reason = violation(vec![0x80, 0x80, 0x40]).await;
-    assert_eq!(reason, ProtocolViolation::PacketLength);
-}
-
-#[tokio::test]
-async fn an_unknown_channel_closes_the_connection() {
-    let reason = violation(msg(0x55, true, vec![1])).await;
-    assert_eq!(reason, ProtocolViolation::UnknownChannel(0x55));
-    let reason = violation(msg(-1, true, vec![1])).await;
-    assert_eq!(reason, ProtocolViolation::UnknownChannel(-1));
-}
-
-#[tokio::test]
-async fn an_undecodable_packet_closes_the_connection() {
-    let reason = violation(vec![0x02, 0xff, 0xff]).await;
-    assert_eq!(reason, ProtocolViolation::UndecodablePacket);
-}
-
-#[tokio::test]
-async fn a_packet_of_unknown_type_closes_the_connection() {
-    // An empty Packet: no kind set.
-    let reason = violation(vec![0x00]).await;
-    assert_eq!(reason, ProtocolViolation::UnknownPacketType);
+async fn malformed_packets_close_the_connection_with_their_reason() {
+    let cases: [(&str, Vec<u8>, ProtocolViolation); 5] = [
+        // A length prefix of 1 MiB, far over one 1024-byte chunk: refused
+        // before it is read.
+        (
+            "oversized",
+            vec![0x80, 0x80, 0x40],
+            ProtocolViolation::PacketLength,
+        ),
+        (
+            "unknown channel",
+            msg(0x55, true, vec![1]),
+            ProtocolViolation::UnknownChannel(0x55),
+        ),
+        (
+            "negative channel",
+            msg(-1, true, vec![1]),
+            ProtocolViolation::UnknownChannel(-1),
+        ),
+        (
+            "undecodable",
+            vec![0x02, 0xff, 0xff],
+            ProtocolViolation::UndecodablePacket,
+        ),
+        // An empty Packet: no kind set.
+        ("no kind", vec![0x00], ProtocolViolation::UnknownPacketType),
+    ];
+    for (what, bytes, want) in cases {
+        assert_eq!(violation(bytes).await, want, "{what}");
+    }
 }
 
 #[tokio::test]

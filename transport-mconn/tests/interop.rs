@@ -189,11 +189,7 @@ async fn our_dialer_connects_to_tendermint_rs() {
     let transport = MconnTransport::bind(&key, MconnConfig::fast())
         .await
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let theirs = tokio::task::spawn_blocking(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let sk = ed25519_consensus::SigningKey::from(their_seed());
+    let (addr, theirs) = tendermint_listener(|stream, sk| {
         let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
         tendermint_side(conn)
     });
@@ -220,11 +216,7 @@ async fn dialing_tendermint_rs_under_another_id_fails() {
     let transport = MconnTransport::bind(&key, MconnConfig::fast())
         .await
         .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let theirs = tokio::task::spawn_blocking(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let sk = ed25519_consensus::SigningKey::from(their_seed());
+    let (addr, theirs) = tendermint_listener(|stream, sk| {
         // The handshake itself succeeds on their side.
         SecretConnection::new(stream, sk, Version::V0_34).is_ok()
     });
@@ -235,4 +227,18 @@ async fn dialing_tendermint_rs_under_another_id_fails() {
         Err(p2p_router::DialError::WrongPeer { expected, actual }) if expected == wrong && actual == their_id()
     ));
     assert!(theirs.await.unwrap());
+}
+
+/// A tendermint-rs listener on a loopback port, with their key, running
+/// `side` on the first connection on a blocking thread.
+fn tendermint_listener<T: Send + 'static>(
+    side: impl FnOnce(TcpStream, ed25519_consensus::SigningKey) -> T + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let theirs = tokio::task::spawn_blocking(move || {
+        let (stream, _) = listener.accept().unwrap();
+        side(stream, ed25519_consensus::SigningKey::from(their_seed()))
+    });
+    (addr, theirs)
 }
