@@ -69,33 +69,47 @@ fn addresses(c: &mut Criterion) {
     });
 }
 
+/// The id of benchmark peer `i`.
+fn peer_id(i: u32) -> p2p_router::NodeId {
+    let mut seed = [1u8; 32];
+    seed[..4].copy_from_slice(&i.to_le_bytes());
+    NodeKey::from_seed(seed).node_id()
+}
+
+/// A distinct private address of benchmark peer `i`.
+fn peer_address(i: u32) -> PeerAddress {
+    format!(
+        "quic://{}@10.{}.{}.{}:26656",
+        peer_id(i),
+        i >> 16,
+        (i >> 8) & 255,
+        i & 255
+    )
+    .parse()
+    .unwrap()
+}
+
+/// A peer manager that knows 10,000 peers and connects up to
+/// `max_connected` (0: no limit).
+fn knowing_10k(max_connected: usize) -> PeerManager {
+    let mut options = PeerManagerOptions::default();
+    options.max_peers = 20_000;
+    options.max_connected = max_connected;
+    let mut pm = PeerManager::new(
+        NodeKey::from_seed([0; 32]).node_id(),
+        options,
+        MemoryPeerStore::new(),
+        1,
+    )
+    .unwrap();
+    for i in 0..10_000u32 {
+        pm.add(peer_address(i)).unwrap();
+    }
+    pm
+}
+
 fn dial_next(c: &mut Criterion) {
-    let setup = || {
-        let mut options = PeerManagerOptions::default();
-        options.max_peers = 20_000;
-        let mut pm = PeerManager::new(
-            NodeKey::from_seed([0; 32]).node_id(),
-            options,
-            MemoryPeerStore::new(),
-            1,
-        )
-        .unwrap();
-        for i in 0..10_000u32 {
-            let mut seed = [1u8; 32];
-            seed[..4].copy_from_slice(&i.to_le_bytes());
-            let id = NodeKey::from_seed(seed).node_id();
-            let a: PeerAddress = format!(
-                "quic://{id}@10.{}.{}.{}:26656",
-                i >> 16,
-                (i >> 8) & 255,
-                i & 255
-            )
-            .parse()
-            .unwrap();
-            pm.add(a).unwrap();
-        }
-        pm
-    };
+    let setup = || knowing_10k(PeerManagerOptions::default().max_connected);
     c.bench_function("peer_manager/dial_next_10k", |b| {
         b.iter_batched_ref(
             setup,
@@ -116,39 +130,11 @@ fn dial_next(c: &mut Criterion) {
 /// peers: the event itself (a peer leaves and another connects), then what
 /// the actor asks every loop turn (due dials, evictions, the next wakeup).
 fn actor_turn(c: &mut Criterion) {
-    let id = |i: u32| {
-        let mut seed = [1u8; 32];
-        seed[..4].copy_from_slice(&i.to_le_bytes());
-        NodeKey::from_seed(seed).node_id()
-    };
-    let address = |i: u32| -> PeerAddress {
-        format!(
-            "quic://{}@10.{}.{}.{}:26656",
-            id(i),
-            i >> 16,
-            (i >> 8) & 255,
-            i & 255
-        )
-        .parse()
-        .unwrap()
-    };
     let setup = || {
-        let mut options = PeerManagerOptions::default();
-        options.max_peers = 20_000;
-        options.max_connected = 200;
-        let mut pm = PeerManager::new(
-            NodeKey::from_seed([0; 32]).node_id(),
-            options,
-            MemoryPeerStore::new(),
-            1,
-        )
-        .unwrap();
+        let mut pm = knowing_10k(200);
         let now = SystemTime::now();
-        for i in 0..10_000u32 {
-            pm.add(address(i)).unwrap();
-        }
         for i in 0..200u32 {
-            pm.dialed(now, &address(i)).unwrap();
+            pm.dialed(now, &peer_address(i)).unwrap();
         }
         (pm, 0u32)
     };
@@ -158,8 +144,8 @@ fn actor_turn(c: &mut Criterion) {
             |(pm, turn)| {
                 let now = SystemTime::now();
                 let leaving = *turn % 200;
-                pm.disconnected(now, id(leaving));
-                pm.accepted(now, id(leaving)).unwrap();
+                pm.disconnected(now, peer_id(leaving));
+                pm.accepted(now, peer_id(leaving)).unwrap();
                 *turn += 1;
                 while let Some(a) = pm.dial_next(now) {
                     pm.dial_failed(now, &a);

@@ -46,6 +46,23 @@ async fn still_serving(listener: &QuicTransport, listener_key: &p2p_router::Node
     assert_eq!(accepted.peer_key(), k.public_key());
 }
 
+/// A raw client with `cert` and `alpn` against a new listener of key
+/// `n`: it must be refused. Returns the listener and the client's error.
+async fn refused_raw_client(
+    n: u64,
+    cert: ClientCert,
+    alpn: &[u8],
+) -> (
+    Arc<QuicTransport>,
+    p2p_router::NodeKey,
+    quinn::ConnectionError,
+) {
+    let (l, lk) = listener(n);
+    let addr = l.local_addrs()[0];
+    let got = within("raw client", raw_client(addr, cert, alpn)).await;
+    (l, lk, got.expect_err("refused"))
+}
+
 fn transport_close_code(e: &quinn::ConnectionError) -> Option<u64> {
     match e {
         quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
@@ -87,14 +104,7 @@ async fn a_peer_of_another_network_is_refused_in_the_tls_handshake() {
 
 #[tokio::test]
 async fn a_raw_client_without_a_certificate_is_refused() {
-    let (l, lk) = listener(125);
-    let addr = l.local_addrs()[0];
-    let got = within(
-        "raw client",
-        raw_client(addr, ClientCert::None, &alpn_for(NETWORK)),
-    )
-    .await;
-    let error = got.expect_err("refused");
+    let (l, lk, error) = refused_raw_client(125, ClientCert::None, &alpn_for(NETWORK)).await;
     assert_eq!(
         transport_close_code(&error),
         Some(CERTIFICATE_REQUIRED),
@@ -105,14 +115,11 @@ async fn a_raw_client_without_a_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_raw_client_showing_a_key_it_does_not_hold_is_refused() {
-    let (l, lk) = listener(128);
-    let addr = l.local_addrs()[0];
     let cert = ClientCert::Impostor {
         shown: Box::new(key(129)),
         signer: Box::new(key(130)),
     };
-    let got = within("raw client", raw_client(addr, cert, &alpn_for(NETWORK))).await;
-    let error = got.expect_err("refused");
+    let (l, lk, error) = refused_raw_client(128, cert, &alpn_for(NETWORK)).await;
     assert_eq!(
         transport_close_code(&error),
         Some(DECRYPT_ERROR),
@@ -123,14 +130,7 @@ async fn a_raw_client_showing_a_key_it_does_not_hold_is_refused() {
 
 #[tokio::test]
 async fn a_raw_client_with_a_non_ed25519_certificate_is_refused() {
-    let (l, lk) = listener(126);
-    let addr = l.local_addrs()[0];
-    let got = within(
-        "raw client",
-        raw_client(addr, ClientCert::Ecdsa, &alpn_for(NETWORK)),
-    )
-    .await;
-    let error = got.expect_err("refused");
+    let (l, lk, error) = refused_raw_client(126, ClientCert::Ecdsa, &alpn_for(NETWORK)).await;
     // The listener only offers ed25519 for client signatures, so the client
     // cannot even use its certificate: either way the alert is a TLS one.
     let code = transport_close_code(&error).unwrap_or(0);
@@ -140,14 +140,7 @@ async fn a_raw_client_with_a_non_ed25519_certificate_is_refused() {
 
 #[tokio::test]
 async fn a_raw_client_with_another_alpn_is_refused() {
-    let (l, lk) = listener(127);
-    let addr = l.local_addrs()[0];
-    let got = within(
-        "raw client",
-        raw_client(addr, ClientCert::Node(Box::new(key(128))), b"h3"),
-    )
-    .await;
-    let error = got.expect_err("refused");
+    let (l, lk, error) = refused_raw_client(127, ClientCert::Node(Box::new(key(128))), b"h3").await;
     assert_eq!(
         transport_close_code(&error),
         Some(NO_APPLICATION_PROTOCOL),
