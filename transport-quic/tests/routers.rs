@@ -53,12 +53,7 @@ async fn three_routers_by_localhost_and_ipv6_literal() {
     }
 
     // Unicast.
-    a.tx.send(Envelope {
-        peer: b.id(),
-        message: text("to b"),
-    })
-    .await
-    .unwrap();
+    a.send_text(b.id(), "to b").await;
     let got = recv_text(&mut b).await;
     assert_eq!((got.peer, got.message), (a.id(), text("to b")));
 
@@ -100,19 +95,9 @@ async fn a_stalled_channel_never_blocks_the_other_and_loses_nothing() {
         }
     });
     for n in 0..50 {
-        a.tx.send(Envelope {
-            peer: b.id(),
-            message: text(format!("a{n}")),
-        })
-        .await
-        .unwrap();
+        a.send_text(b.id(), format!("a{n}")).await;
         assert_eq!(recv_text(&mut b).await.message, text(format!("a{n}")));
-        b.tx.send(Envelope {
-            peer: a.id(),
-            message: text(format!("b{n}")),
-        })
-        .await
-        .unwrap();
+        b.send_text(a.id(), format!("b{n}")).await;
         assert_eq!(recv_text(&mut a).await.message, text(format!("b{n}")));
     }
     assert!(
@@ -174,12 +159,7 @@ async fn sixteen_mebibytes_arrive_intact_and_one_byte_more_is_refused() {
     // B refused the stream and queued STOP_SENDING before anything it
     // sends next; once A has B's next message, A knows the stream is
     // stopped, and its next bulk message goes out on a new stream.
-    b.tx.send(Envelope {
-        peer: a.id(),
-        message: text("after the refusal"),
-    })
-    .await
-    .unwrap();
+    b.send_text(a.id(), "after the refusal").await;
     assert_eq!(recv_text(&mut a).await.message, text("after the refusal"));
     a.bulk
         .send(Envelope {
@@ -218,20 +198,9 @@ async fn a_restarted_peer_on_a_new_port_replaces_its_stale_connection() {
     require_up(&mut a.updates, b_id).await;
 
     // Traffic continues both ways over the new connection.
-    a.tx.send(Envelope {
-        peer: b_id,
-        message: text("hello again"),
-    })
-    .await
-    .unwrap();
+    a.send_text(b_id, "hello again").await;
     assert_eq!(recv_text(&mut b2).await.message, text("hello again"));
-    b2.tx
-        .send(Envelope {
-            peer: a.id(),
-            message: text("from b2"),
-        })
-        .await
-        .unwrap();
+    b2.send_text(a.id(), "from b2").await;
     assert_eq!(recv_text(&mut a).await.message, text("from b2"));
     assert_eq!(a.router.connected_peers().await.unwrap(), vec![b_id]);
 }
