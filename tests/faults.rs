@@ -52,9 +52,7 @@ async fn exchange(a: &TestNode, b: &TestNode, count: usize) {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_peer_task_is_cleaned_up_and_the_peer_redialed() {
-    let net = MemoryNetwork::new();
-    let (mut b, _) = node(&net, 2, None, |_| ());
-    let (mut a, _) = node(&net, 1, Some(&b), |f| f.panic_peer_tasks(1));
+    let (_net, mut a, mut b) = pair(|f| f.panic_peer_tasks(1), |_| ());
     // Up, then the task panics: Down, and the redial brings it back.
     require_up(&mut a.updates, b.id()).await;
     require_down(&mut a.updates, b.id()).await;
@@ -66,9 +64,7 @@ async fn a_panicking_peer_task_is_cleaned_up_and_the_peer_redialed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_dial_task_counts_as_a_failed_dial_and_is_retried() {
-    let net = MemoryNetwork::new();
-    let (mut b, _) = node(&net, 2, None, |_| ());
-    let (mut a, _) = node(&net, 1, Some(&b), |f| f.panic_dials(2));
+    let (_net, mut a, mut b) = pair(|f| f.panic_dials(2), |_| ());
     require_up(&mut a.updates, b.id()).await;
     require_up(&mut b.updates, a.id()).await;
     exchange(&a, &b, 10).await;
@@ -76,10 +72,20 @@ async fn a_panicking_dial_task_counts_as_a_failed_dial_and_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_inbound_handshake_frees_its_slot_and_the_dialer_retries() {
-    let net = MemoryNetwork::new();
-    let (mut b, _) = node(&net, 2, None, |f| f.panic_handshakes(2));
-    let (mut a, _) = node(&net, 1, Some(&b), |_| ());
+    let (_net, mut a, mut b) = pair(|_| (), |f| f.panic_handshakes(2));
     require_up(&mut a.updates, b.id()).await;
     require_up(&mut b.updates, a.id()).await;
     exchange(&a, &b, 10).await;
+}
+
+/// Node 2, then node 1 with node 2 as its persistent peer; each armed with
+/// its own faults before it starts.
+fn pair(
+    arm_a: impl FnOnce(&Faults),
+    arm_b: impl FnOnce(&Faults),
+) -> (MemoryNetwork, TestNode, TestNode) {
+    let net = MemoryNetwork::new();
+    let (b, _) = node(&net, 2, None, arm_b);
+    let (a, _) = node(&net, 1, Some(&b), arm_a);
+    (net, a, b)
 }

@@ -12,7 +12,7 @@ use common::*;
 use p2p_router::transport::{Admission, RefusalReason};
 use p2p_router::{
     ChannelDescriptor, ChannelError, ChannelId, Connection, Envelope, FullPolicy, NodeInfo,
-    PeerError, PeerErrorKind, PeerUpdate,
+    PeerError, PeerErrorKind, PeerUpdate, Severity,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;
@@ -59,12 +59,7 @@ async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
 
 #[tokio::test(start_paused = true)]
 async fn fatal_peer_error_gives_down_then_up_by_redial() {
-    let (_net, mut a, b) = connected_pair().await;
-    a.report(PeerError::fatal(
-        b.id(),
-        PeerErrorKind::reactor(TEXT_CHANNEL, "bad behaviour"),
-    ))
-    .await;
+    let (_net, mut a, b) = pair_after_report(Severity::Fatal).await;
     require_down(&mut a.updates, b.id()).await;
     require_up(&mut a.updates, b.id()).await;
     assert_eq!(a.router.stats().peer_errors, 1);
@@ -72,12 +67,7 @@ async fn fatal_peer_error_gives_down_then_up_by_redial() {
 
 #[tokio::test(start_paused = true)]
 async fn minor_peer_error_lowers_score_without_disconnecting() {
-    let (_net, mut a, b) = connected_pair().await;
-    a.report(PeerError::minor(
-        b.id(),
-        PeerErrorKind::reactor(TEXT_CHANNEL, "slightly off"),
-    ))
-    .await;
+    let (_net, mut a, b) = pair_after_report(Severity::Minor).await;
     settle().await;
     assert!(a.updates.try_recv().is_err(), "no Down");
     assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
@@ -587,4 +577,13 @@ async fn an_upgrade_candidate_that_connects_inbound_while_dialed_is_admitted() {
     assert_eq!(a.router.connected_peers().await.unwrap(), vec![b.id()]);
     // b was never refused as Full.
     assert_eq!(b.router.stats().handshake_failures, 0);
+}
+
+/// A connected pair in which A has reported B for a reactor error of
+/// `severity`.
+async fn pair_after_report(severity: Severity) -> (MemoryNetwork, TestNode, TestNode) {
+    let (net, a, b) = connected_pair().await;
+    let kind = PeerErrorKind::reactor(TEXT_CHANNEL, "misbehaved");
+    a.report(PeerError::new(b.id(), severity, kind)).await;
+    (net, a, b)
 }
