@@ -215,6 +215,31 @@ impl TestNodeBuilder {
     }
 }
 
+/// Sends `message` to `peer` on `tx`, failing the test if the router
+/// refuses it.
+pub async fn send_to<M: prost::Message>(
+    tx: &impl AsRef<ChannelSender<M>>,
+    peer: NodeId,
+    message: M,
+) {
+    let envelope = Envelope { peer, message };
+    tx.as_ref().send(envelope).await.expect("send");
+}
+
+impl TestNode {
+    /// The peers the router has connected, as a set.
+    pub async fn connected_set(&self) -> BTreeSet<NodeId> {
+        let peers = self.router.connected_peers().await.expect("router runs");
+        peers.into_iter().collect()
+    }
+
+    /// The peers the router knows of, as a set.
+    pub async fn known_set(&self) -> BTreeSet<NodeId> {
+        let peers = self.router.known_peers().await.expect("router runs");
+        peers.into_iter().collect()
+    }
+}
+
 /// `a` dials `b` at `b.address` and both see each other up.
 pub async fn connect(a: &mut TestNode, b: &mut TestNode) {
     connect_at(a, b, b.address()).await

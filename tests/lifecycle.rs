@@ -35,13 +35,7 @@ async fn a_restarted_node_with_an_extra_channel_uses_it_with_both_peers() {
     connect(&mut a, &mut b).await;
     connect(&mut c, &mut a).await;
     connect(&mut c, &mut b).await;
-    a_extra
-        .send(Envelope {
-            peer: c.id(),
-            message: text("not yet"),
-        })
-        .await
-        .unwrap();
+    send_to(&a_extra, c.id(), text("not yet")).await;
     assert_eq!(a.router.stats().dropped_no_channel, 1);
 
     // c restarts with the extra channel and dials both again.
@@ -54,12 +48,7 @@ async fn a_restarted_node_with_an_extra_channel_uses_it_with_both_peers() {
     connect(&mut c, &mut a).await;
     connect(&mut c, &mut b).await;
     for (from, name) in [(&a_extra, "a"), (&b_extra, "b")] {
-        from.send(Envelope {
-            peer: c_id,
-            message: text(name),
-        })
-        .await
-        .unwrap();
+        send_to(&from, c_id, text(name)).await;
         let got = c_extra.recv().await.unwrap();
         assert_eq!(got.message, text(name));
     }

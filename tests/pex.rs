@@ -21,13 +21,7 @@ fn pex_node(net: &MemoryNetwork, n: u64) -> TestNode {
 async fn knows_all(node: &TestNode, want: &BTreeSet<NodeId>) {
     let n = want.len() as u64;
     node.router.stats_when(|s| s.known_peers >= n).await;
-    let known: BTreeSet<NodeId> = node
-        .router
-        .known_peers()
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let known = node.known_set().await;
     assert_eq!(&known, want, "node {}", node.id());
 }
 

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::*;
 use p2p_router::transport::{Admission, RefusalReason};
 use p2p_router::{
-    ChannelDescriptor, ChannelError, ChannelId, Connection, Envelope, FullPolicy, NodeInfo,
-    PeerError, PeerErrorKind, PeerUpdate, Severity,
+    ChannelDescriptor, ChannelError, ChannelId, Connection, FullPolicy, NodeInfo, PeerError,
+    PeerErrorKind, PeerUpdate, Severity,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;
@@ -26,14 +26,7 @@ async fn eight_nodes_unicast_is_echoed_and_broadcast_arrives_once() {
 
     let echoes: Vec<_> = rest.iter().map(spawn_echo).collect();
     for id in &ids[1..] {
-        first
-            .tx
-            .send(Envelope {
-                peer: *id,
-                message: text("hi"),
-            })
-            .await
-            .unwrap();
+        send_to(&first.tx, *id, text("hi")).await;
     }
     let mut from = BTreeSet::new();
     for _ in 1..ids.len() {
@@ -121,14 +114,7 @@ async fn sends_to_unknown_self_and_departed_peers_are_dropped_and_counted() {
     let c_id = c.id();
     c.router.shutdown().await;
     require_down(&mut nodes[0].updates, c_id).await;
-    nodes[0]
-        .tx
-        .send(Envelope {
-            peer: c_id,
-            message: text("gone"),
-        })
-        .await
-        .unwrap();
+    send_to(&nodes[0].tx, c_id, text("gone")).await;
     assert_eq!(nodes[0].router.stats().dropped_unknown_peer, 2);
     nodes[0].tx.broadcast(text("still here")).await.unwrap();
     assert_eq!(
@@ -148,13 +134,7 @@ async fn a_peer_without_the_channel_is_never_sent_to() {
         });
     let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut a, &mut b).await;
-    other_tx
-        .send(Envelope {
-            peer: b.id(),
-            message: text("nope"),
-        })
-        .await
-        .unwrap();
+    send_to(&other_tx, b.id(), text("nope")).await;
     other_tx.broadcast(text("nope")).await.unwrap();
     assert_eq!(a.router.stats().dropped_no_channel, 1);
 }
@@ -176,13 +156,7 @@ async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
             .split()
     });
     connect(&mut a, &mut b).await;
-    raw_tx
-        .send(Envelope {
-            peer: b.id(),
-            message: Number { value: 7 },
-        })
-        .await
-        .unwrap();
+    send_to(&raw_tx, b.id(), Number { value: 7 }).await;
     settle().await;
     assert_eq!(b.router.stats().decode_failures, 1);
     assert!(b_rx.try_recv().is_none());
@@ -307,22 +281,8 @@ async fn simultaneous_dial_ends_with_exactly_one_connection() {
         assert_eq!(nodes[0].router.connected_peers().await.unwrap(), vec![b_id]);
         assert_eq!(nodes[1].router.connected_peers().await.unwrap(), vec![a_id]);
         // The surviving connection carries traffic both ways.
-        nodes[0]
-            .tx
-            .send(Envelope {
-                peer: b_id,
-                message: text("x"),
-            })
-            .await
-            .unwrap();
-        nodes[1]
-            .tx
-            .send(Envelope {
-                peer: a_id,
-                message: text("y"),
-            })
-            .await
-            .unwrap();
+        send_to(&nodes[0].tx, b_id, text("x")).await;
+        send_to(&nodes[1].tx, a_id, text("y")).await;
         assert_eq!(require_receive(&nodes[1].rx).await.message, text("x"));
         assert_eq!(require_receive(&nodes[0].rx).await.message, text("y"));
     }

@@ -271,6 +271,19 @@ pub struct Channel<M> {
     receiver: ChannelReceiver<M>,
 }
 
+/// Lets code that sends take either a [`Channel`] or its sender half.
+impl<M> AsRef<ChannelSender<M>> for Channel<M> {
+    fn as_ref(&self) -> &ChannelSender<M> {
+        &self.sender
+    }
+}
+
+impl<M> AsRef<ChannelSender<M>> for ChannelSender<M> {
+    fn as_ref(&self) -> &ChannelSender<M> {
+        self
+    }
+}
+
 impl<M> Clone for Channel<M> {
     fn clone(&self) -> Self {
         Self {

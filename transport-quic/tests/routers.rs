@@ -38,13 +38,7 @@ async fn three_routers_by_localhost_and_ipv6_literal() {
     require_up(&mut b.updates, c.id()).await;
 
     for node in [&a, &b, &c] {
-        let peers: BTreeSet<_> = node
-            .router
-            .connected_peers()
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+        let peers = node.connected_set().await;
         let want: BTreeSet<_> = [a.id(), b.id(), c.id()]
             .into_iter()
             .filter(|id| *id != node.id())
@@ -86,12 +80,7 @@ async fn a_stalled_channel_never_blocks_the_other_and_loses_nothing() {
         for n in 0..COUNT {
             let mut data = vec![0u8; 1024];
             data[..8].copy_from_slice(&(n as u64).to_be_bytes());
-            bulk.send(Envelope {
-                peer: b_id,
-                message: Blob { data },
-            })
-            .await
-            .unwrap();
+            send_to(&bulk, b_id, Blob { data }).await;
         }
     });
     for n in 0..50 {
@@ -137,37 +126,19 @@ async fn sixteen_mebibytes_arrive_intact_and_one_byte_more_is_refused() {
     let n = big.data.len();
     big.data[n - 1] = 0xcd;
     assert_eq!(prost::Message::encoded_len(&big), MAX);
-    a.bulk
-        .send(Envelope {
-            peer: b.id(),
-            message: big.clone(),
-        })
-        .await
-        .unwrap();
+    send_to(&a.bulk, b.id(), big.clone()).await;
     let got = within("16 MiB", b.bulk_rx.recv()).await.unwrap();
     assert!(got.message == big, "16 MiB message corrupted");
 
     let over = blob_encoding_to(MAX + 1);
-    a.bulk
-        .send(Envelope {
-            peer: b.id(),
-            message: over,
-        })
-        .await
-        .unwrap();
+    send_to(&a.bulk, b.id(), over).await;
     wait_for_stats(&b.router, "oversized refused", |s| s.stream_errors >= 1).await;
     // B refused the stream and queued STOP_SENDING before anything it
     // sends next; once A has B's next message, A knows the stream is
     // stopped, and its next bulk message goes out on a new stream.
     b.send_text(a.id(), "after the refusal").await;
     assert_eq!(recv_text(&mut a).await.message, text("after the refusal"));
-    a.bulk
-        .send(Envelope {
-            peer: b.id(),
-            message: Blob { data: vec![1] },
-        })
-        .await
-        .unwrap();
+    send_to(&a.bulk, b.id(), Blob { data: vec![1] }).await;
     let got = within("recovery", b.bulk_rx.recv()).await.unwrap();
     assert_eq!(got.message.data.len(), 1);
     assert_eq!(b.router.connected_peers().await.unwrap(), vec![a.id()]);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_router::conformance;
-pub use p2p_router::test_utils::{self, key, text, TestNode, TestNodeBuilder, Text};
+pub use p2p_router::test_utils::{self, key, send_to, text, TestNode, TestNodeBuilder, Text};
 use p2p_router::{
     ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
     PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
