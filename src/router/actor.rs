@@ -23,7 +23,7 @@ use super::peer_task::PeerExit;
 use super::peers::Active;
 use super::shared::Shared;
 use super::store_writer::StoreWriter;
-use super::tasks::{Joined, Owned};
+use super::tasks::{Ended, Joined, Owned};
 use super::{Command, RouterOptions};
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
@@ -166,13 +166,12 @@ impl Actor {
     }
 
     pub(super) fn on_reactor_task(&mut self, done: Joined<()>) {
-        match done {
-            Ok((id, ())) => {
-                let name = self.reactor_names.take(id).unwrap_or("?");
-                tracing::debug!(reactor = name, "reactor finished");
+        match self.reactor_names.ended(done) {
+            Ended::Returned(name, ()) => {
+                tracing::debug!(reactor = name.unwrap_or("?"), "reactor finished");
             }
-            Err(error) => {
-                let name = self.reactor_names.take(error.id()).unwrap_or("?");
+            Ended::Failed(name, error) => {
+                let name = name.unwrap_or("?");
                 tracing::error!(reactor = name, %error, "reactor failed");
                 if error.is_panic() && self.reactor_panic.is_none() {
                     self.reactor_panic = Some(error.into_panic());

@@ -11,7 +11,7 @@ use super::actor::Actor;
 use super::handshake::{check_peer_info, HandshakeError};
 use super::shared::Shared;
 use super::stats::DialFailureKind;
-use super::tasks::Joined;
+use super::tasks::{Ended, Joined};
 use super::RouterOptions;
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
@@ -51,15 +51,10 @@ pub(super) enum DialFailure {
 
 impl Actor {
     pub(super) fn on_dial_task(&mut self, done: Joined<DialOutcome>) {
-        match done {
-            Ok((id, outcome)) => {
-                self.dialing.take(id);
-                self.on_dialed(outcome);
-            }
-            Err(error) => {
-                let Some(address) = self.dialing.take(error.id()) else {
-                    return;
-                };
+        match self.dialing.ended(done) {
+            Ended::Returned(_, outcome) => self.on_dialed(outcome),
+            Ended::Failed(None, _) => {}
+            Ended::Failed(Some(address), error) => {
                 tracing::error!(%address, %error, "dial task failed");
                 self.shared
                     .connections

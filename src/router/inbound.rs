@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::actor::Actor;
 use super::dial::Handshaken;
 use super::handshake::{check_peer_info, HandshakeError};
-use super::tasks::Joined;
+use super::tasks::{Ended, Joined};
 use super::Command;
 use crate::identity::NodeId;
 use crate::peer_manager::{AdmitError, Direction};
@@ -26,13 +26,10 @@ pub(super) struct InboundOutcome {
 
 impl Actor {
     pub(super) fn on_handshake_task(&mut self, done: Joined<InboundOutcome>) {
-        match done {
-            Ok((id, outcome)) => {
-                self.handshake_ips.take(id);
-                self.on_inbound(outcome);
-            }
-            Err(error) => {
-                let ip = self.handshake_ips.take(error.id()).flatten();
+        match self.handshake_ips.ended(done) {
+            Ended::Returned(_, outcome) => self.on_inbound(outcome),
+            Ended::Failed(ip, error) => {
+                let ip = ip.flatten();
                 tracing::error!(?ip, %error, "inbound handshake task failed");
                 self.shared
                     .stats

@@ -16,7 +16,7 @@ use super::handshake::new_connection_wins;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
 use super::queue::{ReadySet, SendQueue};
 use super::shared::PeerRoute;
-use super::tasks::Joined;
+use super::tasks::{Ended, Joined};
 use crate::address::Protocol;
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
@@ -47,15 +47,10 @@ impl Active {
 
 impl Actor {
     pub(super) fn on_peer_task(&mut self, done: Joined<PeerExit>) {
-        match done {
-            Ok((id, exit)) => {
-                self.peer_tasks.take(id);
-                self.on_peer_exit(exit);
-            }
-            Err(error) => {
-                let Some((peer, conn_id)) = self.peer_tasks.take(error.id()) else {
-                    return;
-                };
+        match self.peer_tasks.ended(done) {
+            Ended::Returned(_, exit) => self.on_peer_exit(exit),
+            Ended::Failed(None, _) => {}
+            Ended::Failed(Some((peer, conn_id)), error) => {
                 tracing::error!(%peer, %error, "peer task failed");
                 // The connection was owned by the task; close it here.
                 if let Some(route) = self.shared.route(&peer).filter(|r| r.conn_id == conn_id) {

@@ -256,13 +256,21 @@ mod tests {
         assert_eq!(pop(&q), Some(b(3)));
     }
 
-    #[tokio::test]
-    async fn wait_blocks_until_room_then_queues() {
+    /// A full `Wait` queue of one (holding `b(1)`) and a task blocked
+    /// pushing `b(2)` into it.
+    async fn full_with_a_waiting_pusher(
+    ) -> (std::sync::Arc<SendQueue>, tokio::task::JoinHandle<Pushed>) {
         let q = std::sync::Arc::new(SendQueue::new(1, FullPolicy::Wait));
         q.push(b(1)).await;
         let q2 = q.clone();
         let pusher = tokio::spawn(async move { q2.push(b(2)).await });
         tokio::task::yield_now().await;
+        (q, pusher)
+    }
+
+    #[tokio::test]
+    async fn wait_blocks_until_room_then_queues() {
+        let (q, pusher) = full_with_a_waiting_pusher().await;
         assert!(!pusher.is_finished());
         assert_eq!(pop(&q), Some(b(1)));
         assert_eq!(pusher.await.unwrap(), Pushed::Queued);
@@ -284,11 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_wakes_waiters_on_both_sides() {
-        let q = std::sync::Arc::new(SendQueue::new(1, FullPolicy::Wait));
-        q.push(b(1)).await;
-        let q2 = q.clone();
-        let pusher = tokio::spawn(async move { q2.push(b(2)).await });
-        tokio::task::yield_now().await;
+        let (q, pusher) = full_with_a_waiting_pusher().await;
         q.close();
         assert_eq!(pusher.await.unwrap(), Pushed::Closed);
         assert_eq!(pop(&q), None);

@@ -37,6 +37,21 @@ impl<T> Owned<T> {
     pub(super) fn take(&mut self, id: task::Id) -> Option<T> {
         self.by_task.remove(&id)
     }
+
+    /// How the task behind `done` ended, with what it owned (taken out).
+    pub(super) fn ended<R>(&mut self, done: Joined<R>) -> Ended<T, R> {
+        match done {
+            Ok((id, output)) => Ended::Returned(self.take(id), output),
+            Err(error) => Ended::Failed(self.take(error.id()), error),
+        }
+    }
+}
+
+/// A finished task: what it owned (if it was registered) and its output,
+/// or why it has none (a panic or a cancellation).
+pub(super) enum Ended<T, R> {
+    Returned(Option<T>, R),
+    Failed(Option<T>, JoinError),
 }
 
 /// The task id of a finished task and its output, or why it has none.
