@@ -238,10 +238,7 @@ async fn dialing_a_peer_whose_key_does_not_match_the_address_fails() {
     // TestNode 2's transport authenticates with node 3's key.
     let impostor = Arc::new(net.transport_claiming(&key(2), key(3).public_key()));
     let _b = TestNodeBuilder::new(key(2)).start_on_transport(impostor);
-    a.router
-        .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
-        .await
-        .unwrap();
+    dial_memory(&a, 2).await;
     settle().await;
     assert!(a.updates.try_recv().is_err());
     assert!(a.router.stats().handshake_failures >= 1);
@@ -254,10 +251,7 @@ async fn other_network_peer_is_refused_and_marked_inactive() {
     let mut builder = TestNodeBuilder::new(key(2));
     builder.network = "another".into();
     let _b = builder.start_on(&net);
-    a.router
-        .add_peer(p2p_router::PeerAddress::memory(key(2).node_id()))
-        .await
-        .unwrap();
+    dial_memory(&a, 2).await;
     settle().await;
     assert!(a.updates.try_recv().is_err());
     // Inactive: adding its address again is a no-op.
@@ -398,10 +392,7 @@ async fn hanging_handshakes_do_not_delay_other_peers() {
     connect(&mut b, &mut a).await;
     // Dials proceed too while a dial to a silent peer hangs.
     let silent = net.transport(&key(20));
-    a.router
-        .add_peer(p2p_router::PeerAddress::memory(key(20).node_id()))
-        .await
-        .unwrap();
+    dial_memory(&a, 20).await;
     let mut c = TestNodeBuilder::new(key(3)).start_on(&net);
     connect(&mut a, &mut c).await;
     drop(silent);

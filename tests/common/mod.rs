@@ -17,6 +17,12 @@ pub struct Number {
     pub value: u64,
 }
 
+/// Tells `node` to dial test node `n` on the memory network.
+pub async fn dial_memory(node: &TestNode, n: u64) {
+    let address = p2p_router::PeerAddress::memory(key(n).node_id());
+    node.router.add_peer(address).await.expect("add_peer");
+}
+
 /// Two nodes, the first having dialed the second, both seeing Up.
 pub async fn connected_pair() -> (MemoryNetwork, TestNode, TestNode) {
     let net = MemoryNetwork::new();

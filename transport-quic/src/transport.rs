@@ -322,22 +322,13 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
         None => {}
     }
     match &error {
-        quinn::ConnectionError::ConnectionClosed(close)
-            if close.error_code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
-        {
-            DialError::Incompatible(IncompatibleKind::Alpn)
-        }
-        quinn::ConnectionError::ConnectionClosed(close) if is_crypto(close.error_code) => {
-            // A crypto error code carries the TLS alert (RFC 9001 §4.8).
-            let alert = (u64::from(close.error_code) & 0xff) as u8;
-            DialError::Authentication(AuthFailure::TlsAlert(alert))
-        }
-        // The listener refused before any TLS work (over its limits).
-        quinn::ConnectionError::ConnectionClosed(close)
-            if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
-        {
-            DialError::Refused
-        }
+        quinn::ConnectionError::ConnectionClosed(close) => match tls_alert(close.error_code) {
+            Some(NO_APPLICATION_PROTOCOL) => DialError::Incompatible(IncompatibleKind::Alpn),
+            Some(alert) => DialError::Authentication(AuthFailure::TlsAlert(alert)),
+            // CONNECTION_REFUSED: the listener refused before any TLS work
+            // (over its limits); any other code: it will not talk.
+            None => DialError::Refused,
+        },
         quinn::ConnectionError::TimedOut => DialError::Timeout,
         quinn::ConnectionError::LocallyClosed => DialError::Closed,
         quinn::ConnectionError::TransportError(_) => DialError::Authentication(AuthFailure::Tls),
@@ -351,18 +342,11 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
 fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
     match error {
         quinn::ConnectionError::TimedOut => AcceptFailure::Timeout,
-        quinn::ConnectionError::TransportError(e)
-            if e.code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
-        {
-            AcceptFailure::Incompatible(IncompatibleKind::Alpn)
-        }
-        quinn::ConnectionError::TransportError(e) if is_crypto(e.code) => {
-            let alert = (u64::from(e.code) & 0xff) as u8;
-            AcceptFailure::Authentication(AuthFailure::TlsAlert(alert))
-        }
-        quinn::ConnectionError::TransportError(_) => {
-            AcceptFailure::Authentication(AuthFailure::Tls)
-        }
+        quinn::ConnectionError::TransportError(e) => match tls_alert(e.code) {
+            Some(NO_APPLICATION_PROTOCOL) => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
+            Some(alert) => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
+            None => AcceptFailure::Authentication(AuthFailure::Tls),
+        },
         _ => AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted),
     }
 }
@@ -370,8 +354,13 @@ fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
 /// TLS alert `no_application_protocol` (RFC 7301).
 const NO_APPLICATION_PROTOCOL: u8 = 120;
 
-fn is_crypto(code: quinn::TransportErrorCode) -> bool {
-    (0x100..0x200).contains(&u64::from(code))
+/// The TLS alert a crypto error code carries (RFC 9001 §4.8), if it is
+/// one.
+fn tls_alert(code: quinn::TransportErrorCode) -> Option<u8> {
+    let code = u64::from(code);
+    (0x100..0x200)
+        .contains(&code)
+        .then_some((code & 0xff) as u8)
 }
 
 async fn accept_loop(
