@@ -346,10 +346,17 @@ mod tests {
         assert_eq!(multibyte.parse::<NodeId>(), Err(NodeIdError::Length(39)));
     }
 
-    #[test]
-    fn key_file_round_trip_with_private_mode() {
+    /// A key file path in a fresh temporary directory (kept alive by the
+    /// returned guard).
+    fn key_path() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node_key.json");
+        (dir, path)
+    }
+
+    #[test]
+    fn key_file_round_trip_with_private_mode() {
+        let (_dir, path) = key_path();
         let key = NodeKey::generate();
         key.save(&path).unwrap();
         let loaded = NodeKey::load(&path).unwrap();
@@ -364,8 +371,7 @@ mod tests {
 
     #[test]
     fn load_or_generate_creates_once_then_reuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("node_key.json");
+        let (_dir, path) = key_path();
         let first = NodeKey::load_or_generate(&path).unwrap();
         let second = NodeKey::load_or_generate(&path).unwrap();
         assert_eq!(first.node_id(), second.node_id());
@@ -373,8 +379,7 @@ mod tests {
 
     #[test]
     fn corrupt_key_files_are_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.json");
+        let (dir, path) = key_path();
         let key = NodeKey::generate();
         key.save(&path).unwrap();
         let good = fs::read_to_string(&path).unwrap();

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use p2p_router::transport::Admission;
 use p2p_router::{ChannelId, Connection, NodeId, NodeInfo, NodeKey, Transport};
-use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use prost::Message;
 use tendermint_p2p::secret_connection::{SecretConnection, Version};
 use tendermint_proto::v0_34::p2p::{self as tm, packet::Sum};
@@ -186,9 +185,7 @@ async fn our_listener_accepts_tendermint_rs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_dialer_connects_to_tendermint_rs() {
     let key = NodeKey::from_seed([0x12; 32]);
-    let transport = MconnTransport::bind(&key, MconnConfig::fast())
-        .await
-        .unwrap();
+    let transport = common::fast_dialer(&key).await;
     let (addr, theirs) = tendermint_listener(|stream, sk| {
         let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
         tendermint_side(conn)
@@ -213,9 +210,7 @@ async fn our_dialer_connects_to_tendermint_rs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dialing_tendermint_rs_under_another_id_fails() {
     let key = NodeKey::from_seed([0x13; 32]);
-    let transport = MconnTransport::bind(&key, MconnConfig::fast())
-        .await
-        .unwrap();
+    let transport = common::fast_dialer(&key).await;
     let (addr, theirs) = tendermint_listener(|stream, sk| {
         // The handshake itself succeeds on their side.
         SecretConnection::new(stream, sk, Version::V0_34).is_ok()

@@ -14,7 +14,7 @@ use p2p_router::{
     MAX_NODE_INFO_SIZE,
 };
 use prost::Message;
-use quinn::{ReadExactError, RecvStream, SendStream, VarInt};
+use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit};
 use tokio_util::task::AbortOnDropHandle;
 
@@ -169,6 +169,11 @@ impl QuicConnection {
     }
 }
 
+/// A control-stream half, which exists only once the handshake opened it.
+fn after_handshake<T>(half: Option<&mut T>) -> Result<&mut T, ConnectionError> {
+    half.ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))
+}
+
 /// Reads one varint-length-delimited frame of at most `max` bytes.
 async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, ConnectionError> {
     wire::read_delimited(recv, max).await.map_err(|e| match e {
@@ -200,10 +205,7 @@ impl Connection for QuicConnection {
     fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
         Box::pin(async move {
             let mut control = self.control.lock().await;
-            let send = control
-                .send
-                .as_mut()
-                .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))?;
+            let send = after_handshake(control.send.as_mut())?;
             send.write_all(&[admission.to_byte()])
                 .await
                 .map_err(|_| ConnectionError::Closed)?;
@@ -215,18 +217,17 @@ impl Connection for QuicConnection {
     fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
         Box::pin(async move {
             let mut control = self.control.lock().await;
-            let recv = control
-                .recv
-                .as_mut()
-                .ok_or(ConnectionError::Usage(UsageError::BeforeHandshake))?;
-            let mut byte = [0u8];
-            recv.read_exact(&mut byte).await.map_err(|e| match e {
-                ReadExactError::FinishedEarly(_) => {
-                    ConnectionError::Malformed(MalformedKind::Truncated)
-                }
-                ReadExactError::ReadError(_) => ConnectionError::Closed,
-            })?;
-            Ok(Admission::from_byte(byte[0]))
+            let recv = after_handshake(control.recv.as_mut())?;
+            let byte =
+                tokio::io::AsyncReadExt::read_u8(recv)
+                    .await
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::UnexpectedEof => {
+                            ConnectionError::Malformed(MalformedKind::Truncated)
+                        }
+                        _ => ConnectionError::Closed,
+                    })?;
+            Ok(Admission::from_byte(byte))
         })
     }
 

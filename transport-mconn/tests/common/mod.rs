@@ -15,3 +15,11 @@ pub async fn fast_listener(key: &NodeKey) -> MconnTransport {
     .await
     .unwrap()
 }
+
+/// A transport with `key` that only dials, without rate limits or flush
+/// delay.
+pub async fn fast_dialer(key: &NodeKey) -> MconnTransport {
+    MconnTransport::bind(key, MconnConfig::fast())
+        .await
+        .unwrap()
+}
