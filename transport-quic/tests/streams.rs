@@ -20,12 +20,13 @@ const DUPLICATE_STREAM: u32 = 0x03;
 const OVERSIZED: u32 = 0x04;
 const MALFORMED: u32 = 0x05;
 
-fn listener() -> (QuicTransport, p2p_router::NodeKey) {
+/// A listener and a hand-built peer connected to it (the listener must be
+/// kept for as long as the connection is used).
+async fn hostile() -> (QuicTransport, Hostile) {
     let k = key(110);
-    (
-        QuicTransport::bind(&node(&k), quic_config("127.0.0.1:0")).unwrap(),
-        k,
-    )
+    let l = QuicTransport::bind(&node(&k), quic_config("127.0.0.1:0")).unwrap();
+    let h = hostile_pair(&l, &k).await;
+    (l, h)
 }
 
 /// Opens a raw channel stream: header (channel, generation), then `body`.
@@ -67,8 +68,7 @@ async fn others_still_flow(h: &Hostile, channel: ChannelId) {
 
 #[tokio::test]
 async fn garbage_resets_only_that_stream() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     let s = raw_stream(&h, 1, 0, &[0xff; 24]).await;
     let got = within("recv", h.accepted.recv(ChannelId(1), 1024)).await;
     assert!(matches!(got, Err(ConnectionError::Malformed(_))), "{got:?}");
@@ -77,14 +77,12 @@ async fn garbage_resets_only_that_stream() {
     others_still_flow(&h, ChannelId(2)).await;
     // The channel itself carries on with a newer stream.
     let _s = raw_stream(&h, 1, 1, &frame(b"fresh")).await;
-    let got = within("recv", h.accepted.recv(ChannelId(1), 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"fresh"));
+    assert_eq!(recv(&h, 1).await, Bytes::from_static(b"fresh"), "recv");
 }
 
 #[tokio::test]
 async fn oversized_length_prefix_is_refused_before_any_body_arrives() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     // 2^40 as a varint and not one byte of body: the refusal cannot have
     // waited for (or allocated) the body.
     let s = raw_stream(&h, 1, 0, &[0x80, 0x80, 0x80, 0x80, 0x80, 0x20]).await;
@@ -102,8 +100,7 @@ async fn oversized_length_prefix_is_refused_before_any_body_arrives() {
 
 #[tokio::test]
 async fn unknown_channel_is_reset_and_reported() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     // Channel 9 is in neither NodeInfo.
     let s = raw_stream(&h, 9, 0, &frame(b"x")).await;
     let error = within("stream error", h.accepted.next_stream_error()).await;
@@ -114,8 +111,7 @@ async fn unknown_channel_is_reset_and_reported() {
 
 #[tokio::test]
 async fn truncated_frame_followed_by_fin_is_an_error() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     let mut s = raw_stream(&h, 3, 0, &[100, 1, 2, 3, 4, 5]).await;
     s.finish().unwrap();
     let got = within("recv", h.accepted.recv(ChannelId(3), 1024)).await;
@@ -125,11 +121,9 @@ async fn truncated_frame_followed_by_fin_is_an_error() {
 
 #[tokio::test]
 async fn second_stream_for_a_channel_is_reset_and_the_first_keeps_working() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     let mut first = raw_stream(&h, 4, 0, &frame(b"one")).await;
-    let got = within("recv", h.accepted.recv(ChannelId(4), 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"one"));
+    assert_eq!(recv(&h, 4).await, Bytes::from_static(b"one"), "recv");
     let second = raw_stream(&h, 4, 0, &frame(b"two")).await;
     let error = within("stream error", h.accepted.next_stream_error()).await;
     assert_eq!(
@@ -138,14 +132,12 @@ async fn second_stream_for_a_channel_is_reset_and_the_first_keeps_working() {
     );
     assert_eq!(stopped_with(&second).await, DUPLICATE_STREAM);
     first.write_all(&frame(b"three")).await.unwrap();
-    let got = within("recv", h.accepted.recv(ChannelId(4), 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"three"));
+    assert_eq!(recv(&h, 4).await, Bytes::from_static(b"three"), "recv");
 }
 
 #[tokio::test]
 async fn a_cancelled_send_resets_its_stream_and_never_delivers_a_cut_frame() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     let ch = ChannelId(2);
     // Larger than every window and buffer between the two, with nobody
     // reading: this send cannot complete, so cancelling it always cuts the
@@ -164,8 +156,7 @@ async fn a_cancelled_send_resets_its_stream_and_never_delivers_a_cut_frame() {
 
 #[tokio::test]
 async fn a_flood_of_bad_streams_closes_the_connection() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     let mut refused = 0;
     for _ in 0..100 {
         // Stream credit only returns as each bad stream is refused.
@@ -192,8 +183,7 @@ async fn a_flood_of_bad_streams_closes_the_connection() {
 
 #[tokio::test]
 async fn stream_limit_is_sized_from_the_channel_count() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     // Four shared channels: at most 8 streams may be open at once. Open 8
     // that never send a header, then a ninth must wait for credit.
     let mut held = Vec::new();
@@ -223,33 +213,21 @@ fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
 
 #[tokio::test]
 async fn a_channel_is_reported_started_once_when_its_first_stream_arrives() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     // Nothing sent yet: no channel has started, so the router reads none.
     assert_eq!(ready_now(h.accepted.next_started_channel()), None);
 
-    h.conn
-        .send(ChannelId(2), Bytes::from_static(b"first"))
-        .await
-        .unwrap();
+    send(&h, 2, b"first").await;
     let started = within("start", h.accepted.next_started_channel()).await;
     assert_eq!(started, Some(ChannelId(2)));
-    let got = within("first", h.accepted.recv(ChannelId(2), 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"first"));
+    assert_eq!(recv(&h, 2).await, Bytes::from_static(b"first"), "first");
 
     // More on the same stream, and a newer generation of it after a
     // cancelled send: the channel does not start again.
-    h.conn
-        .send(ChannelId(2), Bytes::from_static(b"second"))
-        .await
-        .unwrap();
+    send(&h, 2, b"second").await;
     let _newer = raw_stream(&h, 2, 7, &frame(b"newer")).await;
-    let got = within("second", h.accepted.recv(ChannelId(2), 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"second"));
-    h.conn
-        .send(ChannelId(4), Bytes::from_static(b"other"))
-        .await
-        .unwrap();
+    assert_eq!(recv(&h, 2).await, Bytes::from_static(b"second"), "second");
+    send(&h, 4, b"other").await;
     let started = within("other start", h.accepted.next_started_channel()).await;
     assert_eq!(started, Some(ChannelId(4)));
     assert_eq!(ready_now(h.accepted.next_started_channel()), None);
@@ -257,8 +235,7 @@ async fn a_channel_is_reported_started_once_when_its_first_stream_arrives() {
 
 #[tokio::test]
 async fn a_batch_ends_before_a_bad_frame_which_the_next_receive_reports() {
-    let (l, k) = listener();
-    let h = hostile_pair(&l, &k).await;
+    let (_l, h) = hostile().await;
     // Two good frames, then a length prefix over the limit.
     let mut body = frame(b"one");
     body.extend_from_slice(&frame(b"two"));
@@ -292,4 +269,16 @@ async fn a_batch_ends_before_a_bad_frame_which_the_next_receive_reports() {
     );
     assert_eq!(got.len(), 2);
     assert_eq!(stopped_with(&stream).await, OVERSIZED);
+}
+
+/// The honest side of `h` sends `body` on `channel`.
+async fn send(h: &Hostile, channel: u8, body: &'static [u8]) {
+    let message = Bytes::from_static(body);
+    h.conn.send(ChannelId(channel), message).await.unwrap();
+}
+
+/// The next message the listener's side of `h` receives on `channel`.
+async fn recv(h: &Hostile, channel: u8) -> Bytes {
+    let got = within("a message", h.accepted.recv(ChannelId(channel), 1024)).await;
+    got.unwrap()
 }
