@@ -113,24 +113,33 @@ mod tests {
         r
     }
 
-    #[test]
-    fn write_load_remove_round_trip() {
+    /// A store path in a fresh temporary directory (kept by the guard).
+    fn store_path() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("peers.redb");
+        (dir, path)
+    }
+
+    /// What a store opened afresh at `path` loads.
+    fn reopen(path: &Path) -> LoadedPeers {
+        RedbPeerStore::open(path).unwrap().load().unwrap()
+    }
+
+    #[test]
+    fn write_load_remove_round_trip() {
+        let (_dir, path) = store_path();
         let mut store = RedbPeerStore::open(&path).unwrap();
         store.write(&[record(1), record(2)], &[]).unwrap();
         store.write(&[], &[record(1).node_id]).unwrap();
         drop(store);
-        let mut store = RedbPeerStore::open(&path).unwrap();
-        let loaded = store.load().unwrap();
+        let loaded = reopen(&path);
         assert_eq!(loaded.peers, vec![record(2)]);
         assert_eq!(loaded.corrupt, 0);
     }
 
     #[test]
     fn a_redb_2_file_is_refused_with_its_path_and_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("peers.redb");
+        let (_dir, path) = store_path();
         // What this crate wrote before it moved to redb 4.
         drop(redb2::Database::create(&path).unwrap());
         match RedbPeerStore::open(&path) {
@@ -145,8 +154,7 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_skipped_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("peers.redb");
+        let (_dir, path) = store_path();
         let mut store = RedbPeerStore::open(&path).unwrap();
         store.write(&[record(1)], &[]).unwrap();
         drop(store);
@@ -162,16 +170,14 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let mut store = RedbPeerStore::open(&path).unwrap();
-        let loaded = store.load().unwrap();
+        let loaded = reopen(&path);
         assert_eq!(loaded.peers, vec![record(1)]);
         assert_eq!(loaded.corrupt, 2);
     }
 
     #[test]
     fn a_garbage_file_fails_to_open_with_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("peers.redb");
+        let (_dir, path) = store_path();
         std::fs::write(&path, b"this is not a database").unwrap();
         assert!(matches!(
             RedbPeerStore::open(&path),
@@ -209,8 +215,7 @@ mod tests {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("peers.redb");
+        let (_dir, path) = store_path();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -240,8 +245,7 @@ mod tests {
         child.wait().unwrap();
         let committed = committed.expect("the writer committed batches");
 
-        let mut store = RedbPeerStore::open(&path).unwrap();
-        let loaded = store.load().unwrap();
+        let loaded = reopen(&path);
         assert_eq!(loaded.corrupt, 0);
         assert_eq!(loaded.peers.len(), 20);
         // Every record comes from the same batch: transactions are atomic.
