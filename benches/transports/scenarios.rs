@@ -7,6 +7,7 @@ use p2p_router::Envelope;
 use p2p_transport_memory::MemoryNetwork;
 
 use crate::nodes::{self, now_ns, pair, Kind, Payload};
+pub use p2p_bench::Latencies;
 
 /// One repetition's outcome.
 #[derive(Debug, Clone, Default)]
@@ -17,54 +18,6 @@ pub struct Sample {
     pub latencies: Latencies,
     /// A secondary figure (bulk MB/s during `hol`).
     pub side: Option<f64>,
-}
-
-/// Latencies in an HDR histogram of nanoseconds (3 significant digits):
-/// bounded memory whatever the count, and mergeable across repetitions.
-#[derive(Debug, Clone)]
-pub struct Latencies(hdrhistogram::Histogram<u64>);
-
-impl Default for Latencies {
-    fn default() -> Self {
-        Self(hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"))
-    }
-}
-
-impl Latencies {
-    /// A histogram of latencies given in µs.
-    pub fn from_us(us: &[f64]) -> Self {
-        let mut out = Self::default();
-        for &v in us {
-            out.0.saturating_record((v * 1e3).max(0.0) as u64);
-        }
-        out
-    }
-
-    /// The latency (µs) at quantile `q`; NaN when nothing was recorded.
-    pub fn quantile_us(&self, q: f64) -> f64 {
-        if self.0.is_empty() {
-            return f64::NAN;
-        }
-        self.0.value_at_quantile(q) as f64 / 1e3
-    }
-
-    /// Adds `other`'s counts.
-    pub fn merge(&mut self, other: &Self) {
-        self.0
-            .add(&other.0)
-            .expect("auto-resizing histograms always merge");
-    }
-
-    /// The CDF as 1,001 ascending values (µs) at quantiles 0, 0.001, … 1:
-    /// what the JSON and the plots keep instead of every sample.
-    pub fn cdf_us(&self) -> Vec<f64> {
-        if self.0.is_empty() {
-            return Vec::new();
-        }
-        (0..=1000)
-            .map(|i| self.quantile_us(f64::from(i) / 1000.0))
-            .collect()
-    }
 }
 
 /// Sends `data` to `to` on `tx` as fast as the router takes it, until

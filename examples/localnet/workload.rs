@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use p2p_router::Channel;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -43,49 +42,7 @@ pub struct Block {
     pub data: Bytes,
 }
 
-/// Delivery latencies (µs): all of them for the summary, and the latest
-/// window for the live view. HDR histograms: bounded memory however long
-/// the run, 3 significant digits.
-#[derive(Debug)]
-pub struct Latencies {
-    all: Histogram<u64>,
-    window: Histogram<u64>,
-}
-
-impl Default for Latencies {
-    fn default() -> Self {
-        let new = || Histogram::new(3).expect("3 significant digits is valid");
-        Self {
-            all: new(),
-            window: new(),
-        }
-    }
-}
-
-impl Latencies {
-    fn record(&mut self, us: u64) {
-        self.all.saturating_record(us);
-        self.window.saturating_record(us);
-    }
-
-    /// Percentiles (µs) of the window since the last call, then clears it.
-    pub fn take_window(&mut self, quantiles: &[f64]) -> Vec<u32> {
-        let out = percentiles(&self.window, quantiles);
-        self.window.reset();
-        out
-    }
-
-    pub fn overall(&mut self, quantiles: &[f64]) -> Vec<u32> {
-        percentiles(&self.all, quantiles)
-    }
-}
-
-fn percentiles(h: &Histogram<u64>, quantiles: &[f64]) -> Vec<u32> {
-    quantiles
-        .iter()
-        .map(|&q| h.value_at_quantile(q).min(u64::from(u32::MAX)) as u32)
-        .collect()
-}
+pub use p2p_examples::Latencies;
 
 /// One channel's totals over all nodes.
 #[derive(Debug, Default)]
