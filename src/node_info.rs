@@ -6,7 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::address::{parse_port, split_host_port, ParseAddressError};
+use std::net::IpAddr;
+
+use crate::address::{parse_port, split_host_port, Host, ParseAddressError, PeerAddress, Protocol};
 use crate::channel::ChannelId;
 use crate::identity::{NodeId, NodeIdError};
 
@@ -245,6 +247,34 @@ impl NodeInfo {
         Ok(())
     }
 
+    /// Where the peer says it can be dialed over `protocol`, as an address
+    /// for the address book: `None` when its `listen_addr` is not dialable
+    /// (port 0, unparsable, or a memory address of another node). An
+    /// unspecified IP (`0.0.0.0`, `::`: "every interface") is replaced by
+    /// `remote`, the address the connection came from.
+    pub fn self_address(&self, protocol: Protocol, remote: Option<IpAddr>) -> Option<PeerAddress> {
+        let id = self.node_id.parse::<NodeId>().ok()?;
+        if let Some(memory) = self.listen_addr.strip_prefix("memory:") {
+            let listed = memory.parse::<NodeId>().ok()?;
+            return (protocol == Protocol::Memory && listed == id).then(|| PeerAddress::memory(id));
+        }
+        if protocol == Protocol::Memory {
+            return None;
+        }
+        let hostport = self
+            .listen_addr
+            .split_once("://")
+            .map_or(self.listen_addr.as_str(), |(_, rest)| rest);
+        let (host, port) = split_host_port(hostport).ok()?;
+        let port = parse_port(port?).ok()?;
+        let host = match host {
+            Host::Ipv4(ip) if ip.is_unspecified() => Host::from(remote?),
+            Host::Ipv6(ip) if ip.is_unspecified() => Host::from(remote?),
+            host => host,
+        };
+        Some(PeerAddress::new(protocol, id, host, port))
+    }
+
     /// Checks that a peer with `other` can talk to us: same block protocol,
     /// same network, at least one common channel.
     pub fn compatible_with(&self, other: &NodeInfo) -> Result<(), IncompatibleError> {
@@ -445,5 +475,43 @@ mod tests {
             )
         );
         assert_eq!(NodeInfo::decode(&bytes[..]).unwrap(), i);
+    }
+
+    #[test]
+    fn self_address_is_the_dialable_listen_address_of_that_transport() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let key = crate::identity::NodeKey::from_seed([4; 32]);
+        let id = key.node_id();
+        let mut i = NodeInfo::new(id, "net", "m");
+        let remote = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)));
+        let at = |i: &NodeInfo, p| i.self_address(p, remote).map(|a| a.to_string());
+        i.listen_addr = "tcp://0.0.0.0:26656".into();
+        assert_eq!(
+            at(&i, Protocol::Mconn),
+            Some(format!("mconn://{id}@10.0.0.7:26656"))
+        );
+        i.listen_addr = "127.0.0.1:5000".into();
+        assert_eq!(
+            at(&i, Protocol::Quic),
+            Some(format!("quic://{id}@127.0.0.1:5000"))
+        );
+        i.listen_addr = "[::]:5000".into();
+        assert_eq!(
+            at(&i, Protocol::Quic),
+            Some(format!("quic://{id}@10.0.0.7:5000"))
+        );
+        assert_eq!(
+            i.self_address(Protocol::Quic, None),
+            None,
+            "unspecified, no remote"
+        );
+        i.listen_addr = "0.0.0.0:0".into();
+        assert_eq!(at(&i, Protocol::Quic), None, "port 0: dial only");
+        i.listen_addr = format!("memory:{id}");
+        assert_eq!(at(&i, Protocol::Memory), Some(format!("memory:{id}")));
+        assert_eq!(at(&i, Protocol::Quic), None);
+        let other = crate::identity::NodeKey::from_seed([5; 32]).node_id();
+        i.listen_addr = format!("memory:{other}");
+        assert_eq!(at(&i, Protocol::Memory), None, "another node's address");
     }
 }

@@ -60,6 +60,15 @@ pub enum Host {
     Ipv6(Ipv6Addr),
 }
 
+impl From<std::net::IpAddr> for Host {
+    fn from(ip: std::net::IpAddr) -> Self {
+        match ip {
+            std::net::IpAddr::V4(ip) => Host::Ipv4(ip),
+            std::net::IpAddr::V6(ip) => Host::Ipv6(ip),
+        }
+    }
+}
+
 impl Host {
     /// Parses a host as written in an address (IPv6 without brackets).
     pub fn parse(s: &str) -> Result<Self, ParseAddressError> {

@@ -135,6 +135,14 @@ impl Actor {
         match self.pm.accepted(now, peer) {
             Ok(()) => {
                 self.observe_handshake(outcome.started);
+                // Where the peer says it listens goes into the book, so
+                // that we can advertise it: otherwise a peer's address
+                // would travel only when that peer itself is asked.
+                let protocol = conn.remote_endpoint().protocol;
+                if let Some(address) = info.self_address(protocol, outcome.ip) {
+                    tracing::debug!(%peer, %address, "learned the inbound peer's listen address");
+                    let _ = self.pm.add(address);
+                }
                 self.start_peer(peer, conn, &info, Direction::Inbound, outcome.ip)
             }
             Err(error) => {
