@@ -57,3 +57,10 @@ async fn thirty_two_nodes_from_one_seed_reach_full_mesh() {
     let took = formed(&nodes, 31, Duration::from_secs(10)).await;
     println!("32 nodes: full mesh in {took:?} (virtual)");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_nodes_with_a_target_of_twenty_all_reach_it() {
+    let (_net, nodes) = seeded_network(100, 20).await;
+    let took = formed(&nodes, 20, Duration::from_secs(30)).await;
+    println!("100 nodes, target 20: formed in {took:?} (virtual)");
+}

@@ -27,24 +27,32 @@ impl PeerManager {
             .find(|(_, candidate)| **candidate == peer)
             .map(|(victim, _)| *victim);
         let mut victim = None;
+        let mut transient = false;
         if self.is_limited(&peer) && self.options.max_connected > 0 {
             let ceiling = self.options.max_connected + self.options.max_connected_upgrade;
             let occupied = self.limited_occupied() - usize::from(self.dialing.contains(&peer));
-            if occupied >= ceiling {
-                return Err(AdmitError::Full);
-            }
-            if self.is_full() {
-                let score = self.score_of(&peer);
+            let room = if occupied >= ceiling {
+                None
+            } else if self.is_full() {
                 // A peer scored even lower than the reserved victim is
                 // preferred, as in `dialed`.
-                victim = Some(
-                    self.upgrade_victim(score)
-                        .or(reserved)
-                        .ok_or(AdmitError::Full)?,
-                );
+                self.upgrade_victim(self.score_of(&peer))
+                    .or(reserved)
+                    .map(Some)
+            } else {
+                Some(None)
+            };
+            match room {
+                Some(v) => victim = v,
+                None if self.transient.len() < self.options.max_transient => transient = true,
+                None => return Err(AdmitError::Full),
             }
         }
-        if let Some(reserved) = reserved {
+        if transient {
+            // No slot and no upgrade reservation: the peer only visits.
+            self.transient
+                .insert(peer, now + self.options.transient_time);
+        } else if let Some(reserved) = reserved {
             self.upgrading.remove(&reserved);
         }
         let entry = self.peer_entry(peer);
@@ -73,6 +81,7 @@ impl PeerManager {
     /// cooldown.
     pub fn disconnected(&mut self, now: SystemTime, peer: NodeId) {
         let was_connected = self.connected.remove(&peer).is_some();
+        self.transient.remove(&peer);
         let was_ready = self.ready.remove(&peer);
         self.evict.remove(&peer);
         self.evicting.remove(&peer);
@@ -86,6 +95,8 @@ impl PeerManager {
         if was_ready {
             self.updates.push_back(PeerUpdate::Down { peer });
         }
+        // A departing visitor may leave the store above `max_peers`.
+        self.prune();
     }
 
     /// The score of the peer [`upgrade_victim`](Self::upgrade_victim) would
@@ -102,6 +113,7 @@ impl PeerManager {
     pub(super) fn usable_victim(&self, id: &NodeId) -> bool {
         self.connected.contains_key(id)
             && self.is_limited(id)
+            && !self.transient.contains_key(id)
             && !self.evict.contains(id)
             && !self.evicting.contains(id)
             && !self.upgrading.contains_key(id)
@@ -129,11 +141,37 @@ impl PeerManager {
         !self.options.unconditional_peers.contains(id)
     }
 
+    /// Limited peers holding a slot (transient visitors hold none).
     pub(super) fn limited_connected(&self) -> usize {
         self.connected
             .keys()
-            .filter(|id| self.is_limited(id))
+            .filter(|id| self.is_limited(id) && !self.transient.contains_key(id))
             .count()
+    }
+
+    /// Whether our dial of `id` counts against the limits: it does until
+    /// the peer holds a slot by a connection (a visit holds none).
+    fn dial_holds_a_slot(&self, id: &NodeId) -> bool {
+        self.is_limited(id) && (!self.connected.contains_key(id) || self.transient.contains_key(id))
+    }
+
+    /// Whether `peer` is connected as a transient visitor.
+    pub fn is_transient(&self, peer: NodeId) -> bool {
+        self.transient.contains_key(&peer)
+    }
+
+    /// Marks transient peers whose time is up for eviction; the driver then
+    /// takes them from [`evict_next`](Self::evict_next).
+    pub fn expire_transient(&mut self, now: SystemTime) {
+        let due: Vec<NodeId> = self
+            .transient
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in due {
+            self.mark_for_eviction(peer);
+        }
     }
 
     /// Limited peers connected or being dialed, each counted once.
@@ -141,7 +179,7 @@ impl PeerManager {
         let dialing_only = self
             .dialing
             .iter()
-            .filter(|id| !self.connected.contains_key(id) && self.is_limited(id))
+            .filter(|id| self.dial_holds_a_slot(id))
             .count();
         self.limited_connected() + dialing_only
     }
@@ -155,7 +193,7 @@ impl PeerManager {
         let dialing = self
             .dialing
             .iter()
-            .filter(|id| !self.connected.contains_key(id) && self.is_limited(id))
+            .filter(|id| self.dial_holds_a_slot(id))
             .count();
         outgoing + dialing
     }

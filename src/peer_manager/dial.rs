@@ -70,6 +70,9 @@ impl PeerManager {
             self.dirty.insert(id);
         }
         self.reindex(id);
+        // No longer pinned by its dial: the store may be above `max_peers`
+        // while visitors are connected.
+        self.prune();
     }
 
     /// Reports a dial that ended without saying anything about the address
@@ -81,12 +84,20 @@ impl PeerManager {
         self.dialing.remove(&id);
         self.upgrading.retain(|_, candidate| *candidate != id);
         self.reindex(id);
+        self.prune();
     }
 
     /// Reports a successful dial and handshake of `address`; on `Ok` the peer
     /// is connected. When this fills the last slot through an upgrade, a
     /// lower-scored peer is marked for eviction.
     pub fn dialed(&mut self, now: SystemTime, address: &PeerAddress) -> Result<(), AdmitError> {
+        let result = self.admit_dialed(now, address);
+        // Admitted or not, the peer is no longer pinned by its dial.
+        self.prune();
+        result
+    }
+
+    fn admit_dialed(&mut self, now: SystemTime, address: &PeerAddress) -> Result<(), AdmitError> {
         let id = address.node_id();
         self.dialing.remove(&id);
         // Placed again as not dialing, whatever the outcome below.
@@ -148,6 +159,20 @@ impl PeerManager {
     /// earliest future retry or cooldown end otherwise, `None` when only a
     /// new event can make progress.
     pub fn next_wakeup(&mut self, now: SystemTime) -> Option<SystemTime> {
+        // A transient visitor's time running out is a wakeup too.
+        let leave = self
+            .transient
+            .iter()
+            .filter(|(id, _)| !self.evicting.contains(id))
+            .map(|(_, until)| (*until).max(now))
+            .min();
+        match (self.next_dial_wakeup(now), leave) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn next_dial_wakeup(&mut self, now: SystemTime) -> Option<SystemTime> {
         if !self.evict.is_empty() || self.over_capacity() {
             return Some(now);
         }

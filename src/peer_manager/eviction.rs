@@ -42,7 +42,7 @@ impl PeerManager {
         let evicting = self
             .evicting
             .iter()
-            .filter(|id| self.is_limited(id))
+            .filter(|id| self.is_limited(id) && !self.transient.contains_key(id))
             .count();
         self.options.max_connected > 0
             && self.limited_connected().saturating_sub(evicting) > self.options.max_connected

@@ -164,6 +164,9 @@ pub struct PeerManager {
     /// Admitted connections. `dialed`, `accepted` insert; `disconnected`
     /// removes.
     connected: HashMap<NodeId, Direction>,
+    /// Peers admitted over the limits for peer exchange only, with the time
+    /// they must leave. `accepted` inserts; `disconnected` removes.
+    transient: HashMap<NodeId, std::time::SystemTime>,
     /// Connections reported ready. `ready` inserts; `disconnected` removes.
     ready: HashSet<NodeId>,
     /// Connected peers to evict. `errored`, `dialed`, `accepted` insert;
@@ -234,6 +237,7 @@ impl PeerManager {
             dialing: HashSet::new(),
             upgrading: HashMap::new(),
             connected: HashMap::new(),
+            transient: HashMap::new(),
             ready: HashSet::new(),
             evict: HashSet::new(),
             evicting: HashSet::new(),

@@ -58,6 +58,16 @@ pub struct PeerManagerOptions {
     /// How long after a disconnect the peer is not redialed (default 1 s).
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub disconnect_cooldown: Duration,
+    /// Inbound peers admitted while every slot is taken, for peer exchange
+    /// only (default 16): a full node still tells newcomers about the
+    /// network, as a seed would, instead of leaving them with no one to
+    /// ask. They hold no slot and leave after `transient_time`. 0 refuses
+    /// them at once.
+    pub max_transient: usize,
+    /// How long a transient peer stays (default 2 s): long enough for its
+    /// first peer-exchange request and our answer.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub transient_time: Duration,
 }
 
 impl Default for PeerManagerOptions {
@@ -77,6 +87,8 @@ impl Default for PeerManagerOptions {
             max_retry_time_persistent: Duration::from_secs(5 * 60),
             retry_time_jitter: Duration::from_secs(3),
             disconnect_cooldown: Duration::from_secs(1),
+            max_transient: 16,
+            transient_time: Duration::from_secs(2),
         }
     }
 }

@@ -140,6 +140,7 @@ proptest! {
             match m.next_wakeup(now) {
                 Some(w) => {
                     // Jump to the wakeup: something must then be actionable.
+                    m.expire_transient(w);
                     let acted = m.evict_next().is_some() || m.dial_next(w).is_some();
                     prop_assert!(acted, "wakeup at {:?} led to no action", w);
                     now = w;

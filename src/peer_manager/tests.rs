@@ -41,6 +41,9 @@ fn opts() -> PeerManagerOptions {
         min_retry_time: ms(100),
         max_retry_time: ms(1000),
         max_retry_time_persistent: ms(300),
+        // Refusals when full are tested as such; transient visitors have
+        // their own tests.
+        max_transient: 0,
         ..PeerManagerOptions::default()
     }
 }
@@ -1113,4 +1116,56 @@ fn next_wakeup_is_the_earliest_of_several_peers() {
     m.dial_failed(t(0), &addr(1)); // second report of the same dial: counted again
     m.dial_failed(t(30), &addr(2));
     assert_eq!(m.next_wakeup(t(40)), Some(t(130)));
+}
+
+#[test]
+fn a_full_node_admits_a_few_visitors_without_a_slot_and_evicts_them_in_time() {
+    let mut m = manager(PeerManagerOptions {
+        max_connected: 2,
+        max_connected_upgrade: 0,
+        max_transient: 1,
+        transient_time: ms(500),
+        ..opts()
+    });
+    connect_out(&mut m, 1);
+    connect_out(&mut m, 2);
+    assert!(m.is_full());
+    // A visitor: admitted, but holds no slot and is nobody's victim.
+    assert_eq!(m.accepted(t(0), id(3)), Ok(()));
+    assert!(m.is_transient(id(3)));
+    assert!(m.is_full());
+    assert_eq!(m.evict_next(), None, "not over capacity");
+    // Only one visitor at a time.
+    assert_eq!(m.accepted(t(0), id(4)), Err(AdmitError::Full));
+    // Its time up, it is evicted; then the next one may visit.
+    assert_eq!(m.next_wakeup(t(0)), Some(t(500)));
+    m.expire_transient(t(499));
+    assert_eq!(m.evict_next(), None);
+    m.expire_transient(t(500));
+    assert_eq!(m.evict_next(), Some(id(3)));
+    m.disconnected(t(500), id(3));
+    assert!(!m.is_transient(id(3)));
+    assert_eq!(m.accepted(t(600), id(4)), Ok(()));
+    assert!(m.is_transient(id(4)));
+}
+
+#[test]
+fn a_visitor_is_never_an_upgrade_victim() {
+    let mut m = manager(PeerManagerOptions {
+        max_connected: 1,
+        max_connected_upgrade: 1,
+        max_transient: 1,
+        peer_scores: [(id(5), PeerScore(50))].into_iter().collect(),
+        ..opts()
+    });
+    connect_out(&mut m, 1);
+    m.adjust_score(id(1), 10);
+    // Scored below peer 1: it can only visit.
+    m.adjust_score(id(3), -10);
+    assert_eq!(m.accepted(t(0), id(3)), Ok(()));
+    assert!(m.is_transient(id(3)));
+    // A better peer upgrades over peer 1, never over the visitor.
+    assert_eq!(m.accepted(t(0), id(5)), Ok(()));
+    assert!(!m.is_transient(id(5)));
+    assert_eq!(m.evict_next(), Some(id(1)));
 }

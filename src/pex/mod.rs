@@ -2,10 +2,11 @@
 //! peers for addresses and answers their requests with what the peer
 //! manager's `advertise` allows.
 //!
-//! The schedule adapts to what we learn: a new peer is asked at once (when
-//! no request is pending), answers full of news bring the next request
-//! sooner, stale answers push it out, and a nearly full store is refreshed
-//! only rarely. Peers are held to the same rules we keep: at most one
+//! The schedule follows what the node needs: every new peer is asked at
+//! once; while the node has fewer peers than its connection target it
+//! keeps asking at the fastest rate the rules allow; once it has them,
+//! stale answers push the next request out and a nearly full store is
+//! refreshed only rarely. Peers are held to the same rules we keep: at most one
 //! request per minimum interval, responses only when asked, at most
 //! [`MAX_ADDRESSES`] parsable addresses. Breaking a rule is a fatal
 //! [`PeerError`], and nothing from the offending message is kept.
@@ -241,11 +242,27 @@ impl Reactor {
         let received = addresses.len();
         let added = self.router.add_peers(addresses).await?;
         let stats = self.router.stats();
-        tracing::debug!(%peer, received, added, known = stats.known_peers, "PEX response");
+        // The peers we want: the connection target, or with no target
+        // every peer we know.
+        let target = match self.router.connection_target() {
+            0 => stats.known_peers,
+            n => n as u64,
+        };
+        let wanting = stats.connected_peers < target;
+        tracing::debug!(
+            %peer,
+            received,
+            added,
+            known = stats.known_peers,
+            connected = stats.connected_peers,
+            target,
+            "PEX response"
+        );
         self.state.learned(
             added,
             stats.known_peers as usize,
             self.router.peer_store_capacity(),
+            wanting,
             Instant::now(),
         );
         Ok(Ok(()))

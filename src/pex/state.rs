@@ -50,7 +50,14 @@ pub(crate) struct PexState {
     options: PexOptions,
     /// Peers up with the PEX channel.
     up: HashSet<NodeId>,
-    /// Up peers not waiting on our request, in asking order.
+    /// Up peers never asked yet: each is asked as soon as it comes up,
+    /// whatever else is pending (a new peer is the best news about the
+    /// network).
+    fresh: VecDeque<NodeId>,
+    /// When the oldest peer in `fresh` came up.
+    fresh_since: Instant,
+    /// Up peers asked before and not waiting on our request, in asking
+    /// order.
     available: VecDeque<NodeId>,
     /// Requests awaiting a response: peer → when sent.
     pending: HashMap<NodeId, Instant>,
@@ -70,6 +77,8 @@ impl PexState {
             interval: options.min_request_interval,
             options,
             up: HashSet::new(),
+            fresh: VecDeque::new(),
+            fresh_since: now,
             available: VecDeque::new(),
             pending: HashMap::new(),
             last_asked: HashMap::new(),
@@ -78,15 +87,13 @@ impl PexState {
         }
     }
 
-    /// A peer with the PEX channel came up. With nothing pending we ask at
-    /// once: a new peer is the best news about the network.
+    /// A peer with the PEX channel came up: it is asked at once.
     pub(crate) fn peer_up(&mut self, peer: NodeId, now: Instant) {
-        if !self.up.insert(peer) {
-            return;
-        }
-        self.available.push_back(peer);
-        if self.pending.is_empty() {
-            self.next_request = now;
+        if self.up.insert(peer) {
+            if self.fresh.is_empty() {
+                self.fresh_since = now;
+            }
+            self.fresh.push_back(peer);
         }
     }
 
@@ -94,6 +101,7 @@ impl PexState {
     pub(crate) fn peer_down(&mut self, peer: NodeId) {
         if self.up.remove(&peer) {
             self.available.retain(|p| *p != peer);
+            self.fresh.retain(|p| *p != peer);
             self.pending.remove(&peer);
             self.last_asked.remove(&peer);
         }
@@ -144,11 +152,23 @@ impl PexState {
     }
 
     /// A response brought `added` new addresses and the store now holds
-    /// `known` of `capacity`: pick the next interval. Often while responses
-    /// bring news relative to what we know, rarely as the store fills.
-    pub(crate) fn learned(&mut self, added: usize, known: usize, capacity: usize, now: Instant) {
+    /// `known` of `capacity`: pick the next interval. While the node has
+    /// fewer peers than it wants (`wanting`) it keeps asking at the fastest
+    /// rate the rules allow, whatever the answers brought; once it has
+    /// them, it asks less often as answers bring less news, and rarely as
+    /// the store fills.
+    pub(crate) fn learned(
+        &mut self,
+        added: usize,
+        known: usize,
+        capacity: usize,
+        wanting: bool,
+        now: Instant,
+    ) {
         let o = &self.options;
-        self.interval = if capacity > 0 && known * 100 >= capacity * 95 {
+        self.interval = if wanting {
+            o.min_request_interval
+        } else if capacity > 0 && known * 100 >= capacity * 95 {
             o.full_store_interval
         } else {
             // How stale the last answer was: 1 when everything in it was
@@ -166,6 +186,12 @@ impl PexState {
 
     /// The peer to ask now, if a request is due; it is then pending.
     pub(crate) fn poll_request(&mut self, now: Instant) -> Option<NodeId> {
+        if let Some(peer) = self.fresh.pop_front() {
+            self.pending.insert(peer, now);
+            self.last_asked.insert(peer, now);
+            self.next_request = self.next_request.max(now + self.interval);
+            return Some(peer);
+        }
         if now < self.next_request {
             return None;
         }
@@ -214,6 +240,10 @@ impl PexState {
 
     /// When something is next due: a request or a response timeout.
     pub(crate) fn next_deadline(&self) -> Instant {
+        if !self.fresh.is_empty() {
+            // A new peer waits for nothing.
+            return self.fresh_since;
+        }
         let timeout = self.options.response_timeout;
         self.pending
             .values()
@@ -246,19 +276,33 @@ mod tests {
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert_eq!(s.poll_request(now + Duration::from_secs(5)), None);
         s.on_response(id(1), 3).unwrap();
-        s.learned(3, 3, 100, now);
+        s.learned(3, 3, 100, false, now);
         let later = now + Duration::from_secs(5);
         assert_eq!(s.poll_request(later), Some(id(1)));
     }
 
     #[test]
-    fn a_peer_that_comes_up_while_a_request_is_pending_waits_its_turn() {
+    fn every_new_peer_is_asked_at_once_even_while_another_request_is_pending() {
         let (mut s, now) = state();
         s.peer_up(id(1), now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         s.peer_up(id(2), now);
-        assert!(s.next_deadline() > now);
-        assert_eq!(s.poll_request(now), None);
+        s.peer_up(id(3), now);
+        assert_eq!(s.poll_request(now), Some(id(2)));
+        assert_eq!(s.poll_request(now), Some(id(3)));
+        assert_eq!(s.poll_request(now), None, "each new peer once");
+    }
+
+    #[test]
+    fn a_node_below_its_target_keeps_the_fastest_rate_however_stale_the_answers() {
+        let (mut s, now) = state();
+        let min = PexOptions::default().min_request_interval;
+        s.peer_up(id(1), now);
+        s.learned(0, 900, 1000, true, now);
+        assert_eq!(s.interval, min);
+        // At its target, the same answer backs the schedule off.
+        s.learned(0, 900, 1000, false, now);
+        assert!(s.interval > min);
     }
 
     #[test]
@@ -268,7 +312,7 @@ mod tests {
         s.peer_up(id(1), now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         s.on_response(id(1), 0).unwrap();
-        s.learned(100, 100, 1000, now);
+        s.learned(100, 100, 1000, false, now);
         assert_eq!(s.poll_request(now + min), None);
         assert_eq!(s.poll_request(now + 2 * min), Some(id(1)));
     }
@@ -278,11 +322,11 @@ mod tests {
         let (mut s, now) = state();
         let o = PexOptions::default();
         s.peer_up(id(1), now);
-        s.learned(50, 50, 1000, now);
+        s.learned(50, 50, 1000, false, now);
         let fresh = s.interval;
-        s.learned(0, 50, 1000, now);
+        s.learned(0, 50, 1000, false, now);
         let stale = s.interval;
-        s.learned(0, 960, 1000, now);
+        s.learned(0, 960, 1000, false, now);
         assert!(fresh < stale, "{fresh:?} < {stale:?}");
         assert!(stale < o.full_store_interval);
         assert_eq!(s.interval, o.full_store_interval);
@@ -338,9 +382,14 @@ mod tests {
         s.peer_up(id(1), now);
         s.peer_up(id(2), now);
         assert_eq!(s.poll_request(now), Some(id(1)));
+        assert_eq!(s.poll_request(now), Some(id(2)));
         assert_eq!(s.next_deadline(), now + s.interval);
         assert!(s.expire(now + o.response_timeout / 2).is_empty());
-        assert_eq!(s.expire(now + o.response_timeout), vec![id(1)]);
+        let mut expired = s.expire(now + o.response_timeout);
+        expired.sort();
+        let mut both = vec![id(1), id(2)];
+        both.sort();
+        assert_eq!(expired, both);
         assert_eq!(s.on_response(id(1), 0), Err(PexViolation::Unsolicited));
         s.peer_down(id(1));
         s.peer_down(id(2));

@@ -209,6 +209,7 @@ impl Actor {
             self.dialing.insert(handle.id(), address);
             self.shared.connections.dial_started(protocol);
         }
+        self.pm.expire_transient(now);
         while let Some(peer) = self.pm.evict_next() {
             match self.active.get(&peer) {
                 Some(active) => {

@@ -145,6 +145,15 @@ impl RouterHandle {
             .unwrap_or_default()
     }
 
+    /// How many peers the node wants connected: the peer manager's
+    /// `max_connected` (0: no limit).
+    pub fn connection_target(&self) -> usize {
+        self.shared
+            .started()
+            .map(|s| s.connection_target)
+            .unwrap_or_default()
+    }
+
     /// The router's counters.
     pub fn stats(&self) -> RouterStats {
         self.shared.stats.snapshot()

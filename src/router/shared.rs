@@ -63,6 +63,8 @@ pub(crate) struct Started {
     pub(crate) node_infos: Vec<NodeInfo>,
     /// `PeerManagerOptions::max_peers`.
     pub(crate) store_capacity: usize,
+    /// The peer manager's `max_connected`.
+    pub(crate) connection_target: usize,
     pub(crate) updates: broadcast::Sender<PeerUpdate>,
     pub(crate) mailbox: mpsc::Sender<Command>,
 }
