@@ -54,16 +54,24 @@ pub async fn transport(
     })
 }
 
+/// The network every node is started into.
+pub struct Shape {
+    pub nodes: usize,
+    /// Most peers per node; 0: every other node.
+    pub max_connected: usize,
+    pub block_size: usize,
+}
+
 /// Starts node `index` with its data in `dir`; nodes other than 0 get node
 /// 0's address as their only seed.
 pub async fn start(
     index: usize,
-    nodes: usize,
+    shape: &Shape,
     kind: TransportKind,
     dir: &Path,
     seed: Option<PeerAddress>,
-    block_size: usize,
 ) -> Result<Node, Box<dyn std::error::Error>> {
+    let (nodes, block_size) = (shape.nodes, shape.block_size);
     let key = NodeKey::load_or_generate(dir.join("node_key.json"))?;
     let node = LocalNode::new(key, NETWORK);
     let transport = transport(kind, &node).await?;
@@ -76,7 +84,10 @@ pub async fn start(
 
     let mut pm = PeerManagerOptions::default();
     pm.self_address = Some(address.clone());
-    pm.max_connected = nodes + 4;
+    pm.max_connected = match shape.max_connected {
+        0 => nodes + 4,
+        m => m,
+    };
     pm.max_peers = pm.max_peers.max(2 * nodes);
     pm.min_retry_time = Duration::from_millis(100);
     pm.retry_time_jitter = Duration::from_millis(200);

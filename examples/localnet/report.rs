@@ -139,6 +139,8 @@ pub struct Summary {
     pub workload_s: f64,
     pub connections: u64,
     pub connections_expected: u64,
+    /// Peers each node must have (every other node, or the target).
+    pub target_peers: u64,
     pub fully_connected: bool,
     pub channels: Vec<ChannelSummary>,
     pub shutdown_s: f64,
@@ -165,10 +167,13 @@ impl Summary {
             "connections: {} of {}{}",
             self.connections,
             self.connections_expected,
-            if self.fully_connected {
-                " (every node to every other)"
-            } else {
-                " (INCOMPLETE)"
+            match (
+                self.fully_connected,
+                self.target_peers + 1 == self.nodes as u64
+            ) {
+                (true, true) => " (every node to every other)".to_owned(),
+                (true, false) => format!(" (every node has its {} peers)", self.target_peers),
+                (false, _) => " (INCOMPLETE)".to_owned(),
             },
         );
         println!();
