@@ -15,7 +15,7 @@ use super::handshake::{check_peer_info, HandshakeError};
 use super::tasks::{Ended, Joined};
 use super::Command;
 use crate::identity::NodeId;
-use crate::peer_manager::{AdmitError, Direction};
+use crate::peer_manager::{AdmitError, Direction, PeerStatus};
 use crate::transport::{AcceptError, Admission, CloseReason, Connection, RefusalReason, Transport};
 
 pub(super) struct InboundOutcome {
@@ -128,6 +128,15 @@ impl Actor {
             }
         };
         let now = self.clock.now();
+        // A simultaneous dial, settled before either connection is up:
+        // both nodes keep the one dialed by the larger id (as `make_room`
+        // decides later), so the larger refuses the other at once and no
+        // connection comes up only to be replaced.
+        if self.shared.self_id > peer && self.pm.status(peer) == PeerStatus::Dialing {
+            tracing::debug!(%peer, "simultaneous dial: keeping ours");
+            self.refuse(conn, RefusalReason::Duplicate, outcome.ip);
+            return;
+        }
         if !self.make_room(peer, Direction::Inbound) {
             self.refuse(conn, RefusalReason::Duplicate, outcome.ip);
             return;
