@@ -526,8 +526,11 @@ async fn an_upgrade_candidate_that_connects_inbound_while_dialed_is_admitted() {
             _ => {}
         }
     }
-    // b was not refused as Full on its way in.
-    assert_eq!(b.router.stats().handshake_failures, 0);
+    // b's own dial is refused only as the loser of the simultaneous dial
+    // (when a's id is the larger, a keeps its own), never as Full.
+    if b.id() > a.id() {
+        assert_eq!(b.router.stats().handshake_failures, 0);
+    }
     // Whatever churn follows (the two connections between a and b settle,
     // c redials a now that a knows its address), b ends up a's one peer.
     let want: std::collections::BTreeSet<_> = [b.id()].into();
