@@ -188,6 +188,12 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         .sum::<u64>()
         / 2;
     let fully = at_target(&nodes, target);
+    let per_node: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.router.stats().connected_peers)
+        .collect();
+    let fewest_peers = per_node.iter().copied().min().unwrap_or(0);
+    let most_peers = per_node.iter().copied().max().unwrap_or(0);
     let channels = vec![
         ChannelSummary::of("vote", &work.votes),
         ChannelSummary::of("block", &work.blocks),
@@ -214,6 +220,8 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         connections,
         connections_expected: (n * target as usize / 2) as u64,
         target_peers: target,
+        fewest_peers,
+        most_peers,
         fully_connected: fully && formed_at.is_some(),
         ok: fully && formed_at.is_some() && lost == 0 && delivered > 0 && clean && stopped,
         channels,

@@ -141,6 +141,9 @@ pub struct Summary {
     pub connections_expected: u64,
     /// Peers each node must have (every other node, or the target).
     pub target_peers: u64,
+    /// Peers of the node with the fewest, and with the most, at the end.
+    pub fewest_peers: u64,
+    pub most_peers: u64,
     pub fully_connected: bool,
     pub channels: Vec<ChannelSummary>,
     pub shutdown_s: f64,
@@ -173,7 +176,10 @@ impl Summary {
             ) {
                 (true, true) => " (every node to every other)".to_owned(),
                 (true, false) => format!(" (every node has its {} peers)", self.target_peers),
-                (false, _) => " (INCOMPLETE)".to_owned(),
+                (false, _) => format!(
+                    " (INCOMPLETE: {} to {} peers per node, target {})",
+                    self.fewest_peers, self.most_peers, self.target_peers
+                ),
             },
         );
         println!();

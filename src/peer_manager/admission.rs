@@ -8,6 +8,9 @@ use super::{AdmitError, Direction, PeerManager, PeerUpdate};
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
 
+/// A dialed connection the peer ends sooner than this was a visit.
+const SHORT_VISIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl PeerManager {
     /// Decides on an inbound connection from `peer` (after its handshake);
     /// on `Ok` the peer is connected. When full, a lower-scored peer is
@@ -80,8 +83,12 @@ impl PeerManager {
     /// peer was ready. The peer is not redialed within the disconnect
     /// cooldown.
     pub fn disconnected(&mut self, now: SystemTime, peer: NodeId) {
-        let was_connected = self.connected.remove(&peer).is_some();
+        let direction = self.connected.remove(&peer);
+        let was_connected = direction.is_some();
         self.transient.remove(&peer);
+        if direction == Some(Direction::Outbound) {
+            self.penalise_short_visit(now, peer);
+        }
         let was_ready = self.ready.remove(&peer);
         self.evict.remove(&peer);
         self.evicting.remove(&peer);
@@ -149,6 +156,32 @@ impl PeerManager {
             .count()
     }
 
+    /// A connection we dialed that the peer ended within [`SHORT_VISIT`]
+    /// (typically a full node letting us visit, see `max_transient`) counts
+    /// as a failed dial of that address: it is retried later and ranked
+    /// lower, so a node below its target turns to peers with room instead
+    /// of visiting the same full ones again and again.
+    fn penalise_short_visit(&mut self, now: SystemTime, peer: NodeId) {
+        let jitter = self.draw_jitter();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let short = p
+            .last_connected
+            .is_some_and(|since| now.duration_since(since).unwrap_or_default() < SHORT_VISIT);
+        let dialed = p
+            .addresses
+            .iter_mut()
+            .filter(|a| a.record.last_dial_success.is_some())
+            .max_by_key(|a| a.record.last_dial_success);
+        if let (true, Some(a)) = (short, dialed) {
+            a.record.last_dial_failure = Some(now);
+            a.record.dial_failures = a.record.dial_failures.saturating_add(1);
+            a.jitter = jitter;
+            self.dirty.insert(peer);
+        }
+    }
+
     /// Whether our dial of `id` counts against the limits: it does until
     /// the peer holds a slot by a connection (a visit holds none).
     fn dial_holds_a_slot(&self, id: &NodeId) -> bool {
@@ -158,6 +191,15 @@ impl PeerManager {
     /// Whether `peer` is connected as a transient visitor.
     pub fn is_transient(&self, peer: NodeId) -> bool {
         self.transient.contains_key(&peer)
+    }
+
+    /// A transient visitor was given addresses: it leaves shortly (after
+    /// 250 ms, time for the answer to reach it) rather than at the end of
+    /// `transient_time`, so the next newcomer gets its slot sooner.
+    pub fn visit_served(&mut self, now: SystemTime, peer: NodeId) {
+        if let Some(until) = self.transient.get_mut(&peer) {
+            *until = (*until).min(now + super::VISIT_GRACE);
+        }
     }
 
     /// Marks transient peers whose time is up for eviction; the driver then

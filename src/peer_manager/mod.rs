@@ -29,6 +29,9 @@ use crate::peer_store::{LoadedPeers, PeerStore, StoreError};
 /// grow one peer's entry without bound.
 pub const MAX_ADDRESSES_PER_PEER: usize = 16;
 
+/// How long a transient visitor stays once it was given addresses.
+pub(crate) const VISIT_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {

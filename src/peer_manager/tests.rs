@@ -1169,3 +1169,23 @@ fn a_visitor_is_never_an_upgrade_victim() {
     assert!(!m.is_transient(id(5)));
     assert_eq!(m.evict_next(), Some(id(1)));
 }
+
+#[test]
+fn a_served_visitor_leaves_after_a_short_grace() {
+    let mut m = manager(PeerManagerOptions {
+        max_connected: 1,
+        max_connected_upgrade: 0,
+        max_transient: 1,
+        transient_time: ms(2000),
+        ..opts()
+    });
+    connect_out(&mut m, 1);
+    assert_eq!(m.accepted(t(0), id(3)), Ok(()));
+    assert_eq!(m.next_wakeup(t(0)), Some(t(2000)));
+    m.visit_served(t(100), id(3));
+    assert_eq!(m.next_wakeup(t(100)), Some(t(350)));
+    // Serving a peer that holds a slot changes nothing.
+    m.visit_served(t(100), id(1));
+    m.expire_transient(t(350));
+    assert_eq!(m.evict_next(), Some(id(3)));
+}

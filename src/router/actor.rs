@@ -272,6 +272,8 @@ impl Actor {
             }
             Command::Advertise(peer, limit, reply) => {
                 let _ = reply.send(self.pm.advertise(peer, limit));
+                // A visitor has what it came for.
+                self.pm.visit_served(self.clock.now(), peer);
             }
             Command::Known(reply) => {
                 let _ = reply.send(self.pm.peers());
