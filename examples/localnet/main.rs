@@ -126,12 +126,12 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     work.receive(&nodes);
     let deadline = work.epoch + args.duration;
     let bar = live_bar();
-    let mut live = Live::new(n);
     // Formation is checked often, so its time is measured to a few ms; the
     // live view is drawn every half second.
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut last_render = Instant::now();
     let target = target_peers(n, args.max_connected);
+    let mut live = Live::new(n, target);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     let mut interrupted = false;

@@ -17,11 +17,15 @@ pub struct Live {
     last_blocks: u64,
     last_block_bytes: u64,
     last_per_node: Vec<(u64, u64)>,
+    /// Connections when every node has its target.
+    expected: u64,
 }
 
 impl Live {
-    pub fn new(nodes: usize) -> Self {
+    /// For `nodes` nodes that each want `target` peers.
+    pub fn new(nodes: usize, target: u64) -> Self {
         Self {
+            expected: nodes as u64 * target / 2,
             last_at: Duration::ZERO,
             last_votes: 0,
             last_vote_bytes: 0,
@@ -77,7 +81,7 @@ impl Live {
         table += &format!(
             "connections {}/{}\nchannel  msgs/s    MB/s   p50 µs   p99 µs\n",
             connected / 2,
-            n * (n - 1) / 2
+            self.expected
         );
         table += &format!(
             "vote     {vote_rate:>7.0} {vote_mb:>7.2} {:>8} {:>8}\nblock    {block_rate:>7.1} {block_mb:>7.2} {:>8} {:>8}",
@@ -87,7 +91,7 @@ impl Live {
             "{phase} {:.1}s: connections {}/{}, vote {vote_rate:.0} msg/s p50 {} µs p99 {} µs, block {block_rate:.1} msg/s {block_mb:.2} MB/s",
             at.as_secs_f64(),
             connected / 2,
-            n * (n - 1) / 2,
+            self.expected,
             vote_lat[0],
             vote_lat[1],
         );
