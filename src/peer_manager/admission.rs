@@ -156,14 +156,13 @@ impl PeerManager {
             .count()
     }
 
-    /// A connection we dialed that the peer ended within [`SHORT_VISIT`]
-    /// (typically a full node letting us visit, see `max_transient`) counts
-    /// as a failed dial of that address: it is retried later and ranked
-    /// lower, so a node below its target turns to peers with room instead
-    /// of visiting the same full ones again and again.
+    /// A connection we dialed that ended within [`SHORT_VISIT`] (mostly a
+    /// full node letting us visit, see `max_transient`; either side may
+    /// have closed it) counts as a failed dial of the address we dialed: it
+    /// is retried later and ranked lower, so a node below its target turns
+    /// to peers with room instead of visiting the same full ones again.
     fn penalise_short_visit(&mut self, now: SystemTime, peer: NodeId) {
-        let jitter = self.draw_jitter();
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.get(&peer) else {
             return;
         };
         let short = p
@@ -171,14 +170,12 @@ impl PeerManager {
             .is_some_and(|since| now.duration_since(since).unwrap_or_default() < SHORT_VISIT);
         let dialed = p
             .addresses
-            .iter_mut()
+            .iter()
             .filter(|a| a.record.last_dial_success.is_some())
-            .max_by_key(|a| a.record.last_dial_success);
-        if let (true, Some(a)) = (short, dialed) {
-            a.record.last_dial_failure = Some(now);
-            a.record.dial_failures = a.record.dial_failures.saturating_add(1);
-            a.jitter = jitter;
-            self.dirty.insert(peer);
+            .max_by_key(|a| a.record.last_dial_success)
+            .map(|a| a.record.address.clone());
+        if let (true, Some(address)) = (short, dialed) {
+            self.record_dial_failure(now, &address);
         }
     }
 

@@ -58,6 +58,17 @@ impl PeerManager {
         let id = address.node_id();
         self.dialing.remove(&id);
         self.upgrading.retain(|_, candidate| *candidate != id);
+        self.record_dial_failure(now, address);
+        self.reindex(id);
+        // No longer pinned by its dial: the store may be above `max_peers`
+        // while visitors are connected.
+        self.prune();
+    }
+
+    /// Counts a failure of `address` (retry delay, jitter, rank); the caller
+    /// reindexes the peer.
+    pub(super) fn record_dial_failure(&mut self, now: SystemTime, address: &PeerAddress) {
+        let id = address.node_id();
         let jitter = self.draw_jitter();
         if let Some(known) = self
             .peers
@@ -69,10 +80,6 @@ impl PeerManager {
             known.jitter = jitter;
             self.dirty.insert(id);
         }
-        self.reindex(id);
-        // No longer pinned by its dial: the store may be above `max_peers`
-        // while visitors are connected.
-        self.prune();
     }
 
     /// Reports a dial that ended without saying anything about the address

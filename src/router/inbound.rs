@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Actor;
 use super::dial::Handshaken;
-use super::handshake::{check_peer_info, HandshakeError};
+use super::handshake::{check_peer_info, new_connection_wins, HandshakeError};
 use super::tasks::{Ended, Joined};
 use super::Command;
 use crate::identity::NodeId;
@@ -128,11 +129,20 @@ impl Actor {
             }
         };
         let now = self.clock.now();
-        // A simultaneous dial, settled before either connection is up:
-        // both nodes keep the one dialed by the larger id (as `make_room`
-        // decides later), so the larger refuses the other at once and no
-        // connection comes up only to be replaced.
-        if self.shared.self_id > peer && self.pm.status(peer) == PeerStatus::Dialing {
+        // A simultaneous dial, settled before either connection is up: our
+        // dial in flight counts as a young outbound connection, and the
+        // rule `make_room` applies later decides now, so no connection
+        // comes up only to be replaced.
+        let ours_wins = self.pm.status(peer) == PeerStatus::Dialing
+            && !new_connection_wins(
+                self.shared.self_id,
+                peer,
+                Direction::Outbound,
+                Duration::ZERO,
+                Direction::Inbound,
+                self.options.takeover_after,
+            );
+        if ours_wins {
             tracing::debug!(%peer, "simultaneous dial: keeping ours");
             self.refuse(conn, RefusalReason::Duplicate, outcome.ip);
             return;
