@@ -20,17 +20,18 @@ where
     text.parse().map_err(D::Error::custom)
 }
 
-impl<'de> Deserialize<'de> for PeerAddress {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parsed(deserializer)
-    }
+/// `Deserialize` through `FromStr`, for types a config names by string.
+macro_rules! deserialize_parsed {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                parsed(deserializer)
+            }
+        }
+    )*};
 }
 
-impl<'de> Deserialize<'de> for NodeId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parsed(deserializer)
-    }
-}
+deserialize_parsed!(PeerAddress, NodeId);
 
 impl<'de> Deserialize<'de> for PeerScore {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -124,8 +124,8 @@ pub async fn transport(
             if listen {
                 c = c.listen_on(any);
             }
-            c.max_connections = 8192;
-            c.max_incoming_handshakes = 256;
+            c.listener.max_connections = 8192;
+            c.listener.max_incoming_handshakes = 256;
             let node = LocalNode::new(key.clone(), NETWORK);
             Arc::new(QuicTransport::bind(&node, c).expect("quic"))
         }
@@ -138,8 +138,8 @@ pub async fn transport(
             if listen {
                 c = c.listen_on(any);
             }
-            c.max_connections = 8192;
-            c.max_incoming_handshakes = 256;
+            c.listener.max_connections = 8192;
+            c.listener.max_incoming_handshakes = 256;
             Arc::new(MconnTransport::bind(key, c).await.expect("mconn"))
         }
         Kind::Memory => Arc::new(memory.transport(key)),

@@ -25,6 +25,9 @@
 //! [quic]
 //! stream_receive_window = 131072
 //!
+//! [quic.listener]                 # the same table exists under [mconn]
+//! max_connections = 1024
+//!
 //! [mconn]
 //! flush_throttle = "100ms"
 //! ```
@@ -272,8 +275,12 @@ mod tests {
             handshake_timeout = "20s"
             [quic]
             stream_receive_window = 65536
+            [quic.listener]
+            max_connections = 100
             [mconn]
             flush_throttle = "10ms"
+            [mconn.listener]
+            handshake_timeout = "20s"
             "#,
         )
         .expect("config");
@@ -287,6 +294,11 @@ mod tests {
             std::time::Duration::from_secs(20)
         );
         assert_eq!(file.quic.stream_receive_window, 65536);
+        assert_eq!(file.quic.listener.max_connections, 100);
+        assert_eq!(
+            file.mconn.listener.handshake_timeout,
+            std::time::Duration::from_secs(20)
+        );
         assert_eq!(
             file.mconn.flush_throttle,
             std::time::Duration::from_millis(10)

@@ -49,15 +49,67 @@ impl<C: Connection> AcceptQueue<C> {
     }
 }
 
-/// The limits and the backlog shared by a transport's accept loops.
-#[derive(Debug, Clone)]
-pub struct ListenerLimits {
-    /// Handshakes in progress at once, per listener.
-    pub max_handshakes: usize,
-    /// Live connections of the transport, both directions.
-    pub connections: Arc<Semaphore>,
-    /// Time a handshake may take.
+/// The listener settings QUIC and MConnection share: what an incoming
+/// connection must get past before any cryptographic work, and how long
+/// its handshake may take. A transport's config embeds it as `listener`
+/// (a `[listener]` table in TOML).
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// Time allowed for one connection's transport handshake (TLS, or TCP
+    /// connect plus SecretConnection), in either direction (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub handshake_timeout: Duration,
+    /// Incoming handshakes in progress at once; more connections are
+    /// refused before any cryptographic work (default 64).
+    pub max_incoming_handshakes: usize,
+    /// Live connections, both directions; incoming ones over the limit are
+    /// refused before any cryptographic work, dials fail (default 1024).
+    pub max_connections: usize,
+    /// Connections handshaken but not yet taken by `accept` (default 64).
+    pub accept_backlog: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_incoming_handshakes: 64,
+            max_connections: 1024,
+            accept_backlog: 64,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// Checks for values that cannot work (a transport's `validate` calls
+    /// it).
+    pub fn validate(&self) -> Result<(), ListenerConfigError> {
+        if self.max_incoming_handshakes == 0 {
+            return Err(ListenerConfigError::Zero("max_incoming_handshakes"));
+        }
+        if self.max_connections == 0 {
+            return Err(ListenerConfigError::Zero("max_connections"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ListenerConfigError::Zero("handshake_timeout"));
+        }
+        Ok(())
+    }
+}
+
+/// A [`ListenerConfig`] value that cannot work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenerConfigError {
+    /// The named limit is zero: nothing could ever connect.
+    #[error("listener.{0} must not be zero")]
+    Zero(&'static str),
 }
 
 /// The sending side of an [`AcceptQueue`], cloned into each accept loop.
@@ -103,7 +155,8 @@ pub fn accept_queue<C>(
 #[derive(Debug)]
 pub struct Listener<C> {
     queue: AcceptSender<C>,
-    limits: ListenerLimits,
+    connections: Arc<Semaphore>,
+    handshake_timeout: Duration,
     handshaking: Arc<Semaphore>,
     handshakes: JoinSet<()>,
 }
@@ -121,12 +174,19 @@ pub enum Refusal {
 }
 
 impl<C: Send + 'static> Listener<C> {
-    /// A listener handing its connections to `queue`.
-    pub fn new(queue: AcceptSender<C>, limits: ListenerLimits) -> Self {
+    /// A listener handing its connections to `queue`, admitting by
+    /// `config` (its handshake limit is per listener) and taking a permit
+    /// of `connections`, the transport's live connections, for each.
+    pub fn new(
+        queue: AcceptSender<C>,
+        config: &ListenerConfig,
+        connections: Arc<Semaphore>,
+    ) -> Self {
         Self {
-            handshaking: Arc::new(Semaphore::new(limits.max_handshakes)),
+            handshaking: Arc::new(Semaphore::new(config.max_incoming_handshakes)),
             queue,
-            limits,
+            connections,
+            handshake_timeout: config.handshake_timeout,
             handshakes: JoinSet::new(),
         }
     }
@@ -156,13 +216,12 @@ impl<C: Send + 'static> Listener<C> {
             .try_acquire_owned()
             .map_err(|_| refused(Refusal::Handshakes))?;
         let permit = self
-            .limits
             .connections
             .clone()
             .try_acquire_owned()
             .map_err(|_| refused(Refusal::Connections))?;
         let queue = self.queue.tx.clone();
-        let timeout = self.limits.handshake_timeout;
+        let timeout = self.handshake_timeout;
         let handshake = handshake(permit);
         self.handshakes.spawn(
             async move {
@@ -203,12 +262,17 @@ impl<C: Send + 'static> Listener<C> {
 mod tests {
     use super::*;
 
-    fn limits(handshakes: usize, connections: usize) -> ListenerLimits {
-        ListenerLimits {
-            max_handshakes: handshakes,
-            connections: Arc::new(Semaphore::new(connections)),
+    fn listener<C: Send + 'static>(
+        queue: AcceptSender<C>,
+        handshakes: usize,
+        connections: &Arc<Semaphore>,
+    ) -> Listener<C> {
+        let config = ListenerConfig {
+            max_incoming_handshakes: handshakes,
             handshake_timeout: Duration::from_secs(5),
-        }
+            ..ListenerConfig::default()
+        };
+        Listener::new(queue, &config, connections.clone())
     }
 
     fn remote() -> SocketAddr {
@@ -218,7 +282,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn limits_refuse_before_any_work_and_a_slow_handshake_times_out() {
         let (tx, queue) = accept_queue::<u32>(4, CancellationToken::new());
-        let mut listener = Listener::new(tx, limits(1, 8));
+        let mut listener = listener(tx, 1, &Arc::new(Semaphore::new(8)));
         let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
         assert_eq!(
             listener.admit(remote(), tracing::Span::none(), |_| pending()),
@@ -242,7 +306,7 @@ mod tests {
         let mut listener2 = listener;
         let (tx, _queue) = accept_queue::<u32>(4, CancellationToken::new());
         listener2.queue = tx;
-        listener2.limits.connections = Arc::new(Semaphore::new(0));
+        listener2.connections = Arc::new(Semaphore::new(0));
         let refused = listener2.admit(remote(), tracing::Span::none(), |_| pending());
         assert_eq!(refused, Err(Refusal::Connections));
     }
@@ -251,9 +315,7 @@ mod tests {
     async fn a_finished_connection_waits_in_the_backlog_with_its_permit() {
         let connections = Arc::new(Semaphore::new(1));
         let (tx, queue) = accept_queue::<u32>(4, CancellationToken::new());
-        let mut limits = limits(4, 1);
-        limits.connections = connections.clone();
-        let mut listener = Listener::new(tx, limits);
+        let mut listener = listener(tx, 4, &connections);
         listener
             .admit(remote(), tracing::Span::none(), |permit| async move {
                 // The connection keeps its permit for its life.

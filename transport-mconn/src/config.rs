@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use p2p_router::transport::listener::{ListenerConfig, ListenerConfigError};
+
 /// Settings of an [`MconnTransport`](crate::MconnTransport).
 ///
 /// [`MconnConfig::new`] gives CometBFT's defaults (what an operator's
@@ -50,16 +52,8 @@ pub struct MconnConfig {
     /// Largest message on a channel the router has not described (its
     /// descriptor's maximum applies otherwise). Tendermint: 21 MiB.
     pub max_message_size: usize,
-    /// Time allowed for TCP connect plus the SecretConnection handshake.
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
-    pub handshake_timeout: Duration,
-    /// Incoming SecretConnection handshakes in progress at once; more
-    /// connections are closed before any cryptographic work.
-    pub max_incoming_handshakes: usize,
-    /// Live connections, both directions.
-    pub max_connections: usize,
-    /// Connections handshaken but not yet taken by `accept`.
-    pub accept_backlog: usize,
+    /// Handshake timeout, handshake and connection limits, backlog.
+    pub listener: ListenerConfig,
     /// Time a graceful close spends sending what is queued.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub close_drain_timeout: Duration,
@@ -79,10 +73,7 @@ impl MconnConfig {
             send_queue_capacity: 16,
             recv_queue_capacity: 16,
             max_message_size: 22_020_096,
-            handshake_timeout: Duration::from_secs(10),
-            max_incoming_handshakes: 64,
-            max_connections: 1024,
-            accept_backlog: 64,
+            listener: ListenerConfig::default(),
             close_drain_timeout: Duration::from_secs(2),
         }
     }
@@ -116,8 +107,6 @@ impl MconnConfig {
         let counts = [
             ("send_queue_capacity", self.send_queue_capacity),
             ("recv_queue_capacity", self.recv_queue_capacity),
-            ("max_incoming_handshakes", self.max_incoming_handshakes),
-            ("max_connections", self.max_connections),
         ];
         if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(MconnConfigError::Zero(name));
@@ -125,6 +114,7 @@ impl MconnConfig {
         if self.send_rate == Some(0) || self.recv_rate == Some(0) {
             return Err(MconnConfigError::ZeroRate);
         }
+        self.listener.validate()?;
         Ok(())
     }
 }
@@ -145,6 +135,9 @@ pub enum MconnConfigError {
     /// A rate limit of 0 would stop all traffic (use `None` for none).
     #[error("a rate limit of 0 would stop all traffic; use None for no limit")]
     ZeroRate,
+    /// The listener settings cannot work.
+    #[error(transparent)]
+    Listener(#[from] ListenerConfigError),
 }
 
 impl Default for MconnConfig {

@@ -4,9 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use p2p_router::transport::listener::{
-    accept_queue, AcceptQueue, AcceptSender, Listener, ListenerLimits,
-};
+use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender, Listener};
 use p2p_router::transport::{AcceptBackoff, AcceptFailure, BoxFuture};
 use p2p_router::{
     AcceptError, BindError, Connection, DialError, Endpoint, NodeId, NodeKey, Protocol, Transport,
@@ -54,10 +52,10 @@ impl MconnTransport {
             .map_err(|e| BindError::Config(Box::new(e)))?;
         let config = Arc::new(config);
         let closed = CancellationToken::new();
-        let (tx, accepted) = accept_queue(config.accept_backlog, closed.clone());
+        let (tx, accepted) = accept_queue(config.listener.accept_backlog, closed.clone());
         let inner = Arc::new(Inner {
             key: key.clone(),
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            connections: Arc::new(Semaphore::new(config.listener.max_connections)),
             config: config.clone(),
             accepted,
             closed,
@@ -125,7 +123,7 @@ impl Inner {
         };
         let conn = tokio::select! {
             () = self.closed.cancelled() => return Err(DialError::Closed),
-            r = tokio::time::timeout(self.config.handshake_timeout, connect) => match r {
+            r = tokio::time::timeout(self.config.listener.handshake_timeout, connect) => match r {
                 Ok(r) => r?,
                 Err(_) => return Err(DialError::Timeout),
             },
@@ -166,12 +164,7 @@ async fn accept_loop(
     listener: TcpListener,
     queue: AcceptSender<MconnConnection>,
 ) {
-    let limits = ListenerLimits {
-        max_handshakes: inner.config.max_incoming_handshakes,
-        connections: inner.connections.clone(),
-        handshake_timeout: inner.config.handshake_timeout,
-    };
-    let mut handshakes = Listener::new(queue, limits);
+    let mut handshakes = Listener::new(queue, &inner.config.listener, inner.connections.clone());
     let mut backoff = AcceptBackoff::new();
     loop {
         let (stream, remote) = tokio::select! {

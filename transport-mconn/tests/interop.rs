@@ -81,9 +81,15 @@ fn packet(sum: Sum) -> Vec<u8> {
 /// its NodeInfo and read ours, send a 5000-byte message in 1024-byte
 /// packets and a ping, then read packets until our 3000-byte reply is
 /// complete. Returns our NodeInfo, whether a pong came, and the reply.
-fn tendermint_side(
-    conn: SecretConnection<TcpStream>,
-) -> (tm::DefaultNodeInfo, bool, Vec<u8>, NodeId) {
+/// What the Tendermint side saw of us.
+struct TheirView {
+    ours_seen: tm::DefaultNodeInfo,
+    pong: bool,
+    reply: Vec<u8>,
+    remote: NodeId,
+}
+
+fn tendermint_side(conn: SecretConnection<TcpStream>) -> TheirView {
     let remote = conn.remote_pubkey().peer_id();
     let remote = NodeId::from_bytes(*remote.as_bytes().first_chunk::<20>().unwrap());
     let (mut send, recv) = conn.split().unwrap();
@@ -123,7 +129,12 @@ fn tendermint_side(
             None => panic!("empty packet"),
         }
     }
-    (ours, pong, reply, remote)
+    TheirView {
+        ours_seen: ours,
+        pong,
+        reply,
+        remote,
+    }
 }
 
 /// Our side, once connected: NodeInfo, the 5000-byte message, a reply.
@@ -144,7 +155,18 @@ async fn our_side(conn: &dyn Connection, key: &NodeKey) -> NodeInfo {
     theirs
 }
 
-fn check(theirs: &NodeInfo, ours_seen: &tm::DefaultNodeInfo, our_key: &NodeKey) {
+/// Both sides saw each other right: NodeInfo both ways, our pong, our
+/// 3000-byte reply reassembled on theirs.
+async fn check(theirs: &NodeInfo, view: tokio::task::JoinHandle<TheirView>, our_key: &NodeKey) {
+    let view = tokio::time::timeout(PATIENCE, view).await.unwrap().unwrap();
+    let ours_seen = &view.ours_seen;
+    assert_eq!(view.remote, our_key.node_id());
+    assert!(view.pong, "we answered their ping");
+    assert_eq!(
+        view.reply,
+        vec![7u8; 3000],
+        "reply reassembled on their side"
+    );
     assert_eq!(theirs.node_id, their_id().to_string());
     assert_eq!(theirs.moniker, "tendermint-rs");
     assert_eq!(theirs.channels, vec![CHANNEL, 0x21]);
@@ -172,14 +194,7 @@ async fn our_listener_accepts_tendermint_rs() {
     assert_eq!(NodeId::from_public_key(&conn.peer_key()), their_id());
     conn.send_admission(Admission::Accepted).await.unwrap();
     let their_info = our_side(&*conn, &key).await;
-    let (ours_seen, pong, reply, remote) = tokio::time::timeout(PATIENCE, theirs)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(remote, key.node_id());
-    check(&their_info, &ours_seen, &key);
-    assert!(pong, "we answered their ping");
-    assert_eq!(reply, vec![7u8; 3000], "reply reassembled on their side");
+    check(&their_info, theirs, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,14 +212,7 @@ async fn our_dialer_connects_to_tendermint_rs() {
     assert_eq!(NodeId::from_public_key(&conn.peer_key()), their_id());
     let their_info = our_side(&conn, &key).await;
     assert_eq!(conn.recv_admission().await.unwrap(), Admission::Accepted);
-    let (ours_seen, pong, reply, remote) = tokio::time::timeout(PATIENCE, theirs)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(remote, key.node_id());
-    check(&their_info, &ours_seen, &key);
-    assert!(pong);
-    assert_eq!(reply, vec![7u8; 3000]);
+    check(&their_info, theirs, &key).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

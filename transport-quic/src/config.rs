@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use p2p_router::transport::listener::{ListenerConfig, ListenerConfigError};
 use p2p_router::MAX_CHANNELS;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
@@ -46,18 +47,8 @@ pub struct QuicConfig {
     /// closed. Must exceed `keep_alive_interval` several times.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub idle_timeout: Duration,
-    /// Time allowed for the QUIC/TLS handshake of one connection.
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
-    pub handshake_timeout: Duration,
-    /// Incoming QUIC handshakes in progress at once; more are refused
-    /// before any TLS work.
-    pub max_incoming_handshakes: usize,
-    /// Live connections (both directions); incoming ones over the limit
-    /// are refused before any TLS work, dials fail.
-    pub max_connections: usize,
-    /// Connections that finished their handshake but were not yet taken by
-    /// `accept`.
-    pub accept_backlog: usize,
+    /// Handshake timeout, handshake and connection limits, backlog.
+    pub listener: ListenerConfig,
     /// Time a graceful close waits for sent data to be acknowledged.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub close_drain_timeout: Duration,
@@ -96,10 +87,7 @@ impl QuicConfig {
             send_window: 16 * 1024 * 1024,
             keep_alive_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            max_incoming_handshakes: 64,
-            max_connections: 1024,
-            accept_backlog: 64,
+            listener: ListenerConfig::default(),
             close_drain_timeout: Duration::from_secs(2),
             stream_header_timeout: Duration::from_secs(10),
             max_stream_errors: 32,
@@ -174,13 +162,7 @@ impl QuicConfig {
                 self.stream_receive_window,
             ));
         }
-        let counts = [
-            ("max_incoming_handshakes", self.max_incoming_handshakes),
-            ("max_connections", self.max_connections),
-        ];
-        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
-            return Err(QuicConfigError::Zero(name));
-        }
+        self.listener.validate()?;
         // The remaining conversions can fail too: try them now, not at the
         // first dial.
         self.transport(true).map(|_| ())
@@ -200,9 +182,9 @@ pub enum QuicConfigError {
     /// `stream_receive_window` is under 1024 bytes.
     #[error("stream_receive_window {0} is under 1024 bytes")]
     StreamWindowTooSmall(u32),
-    /// A limit that must be positive is 0.
-    #[error("{0} must be at least 1")]
-    Zero(&'static str),
+    /// The listener settings cannot work.
+    #[error(transparent)]
+    Listener(#[from] ListenerConfigError),
     /// The connection window (stream window × streams) exceeds QUIC's
     /// maximum.
     #[error("the connection receive window exceeds QUIC's maximum")]

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use p2p_router::transport::listener::{
-    accept_queue, AcceptQueue, AcceptSender, Listener, ListenerLimits,
-};
+use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender, Listener};
 use p2p_router::transport::{AcceptFailure, AuthFailure, BoxFuture, IncompatibleKind};
 use p2p_router::{
     AcceptError, BindError, Connection, DialError, Endpoint, LocalNode, NodeId, NodeKey, Protocol,
@@ -82,10 +80,16 @@ impl QuicTransport {
         );
         // Connections waiting for `Incoming` handling; our accept loop takes
         // them at once, so this only absorbs bursts.
-        server.max_incoming(config.max_incoming_handshakes.saturating_mul(2).max(16));
+        server.max_incoming(
+            config
+                .listener
+                .max_incoming_handshakes
+                .saturating_mul(2)
+                .max(16),
+        );
 
         let closed = CancellationToken::new();
-        let (tx, accepted) = accept_queue(config.accept_backlog, closed.clone());
+        let (tx, accepted) = accept_queue(config.listener.accept_backlog, closed.clone());
         let mut listeners = Vec::new();
         for &address in &config.listen {
             let socket = bind_udp(address, config.socket_buffer)
@@ -100,7 +104,7 @@ impl QuicTransport {
             listeners.push(endpoint);
         }
         let inner = Arc::new(Inner {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            connections: Arc::new(Semaphore::new(config.listener.max_connections)),
             config,
             identity,
             alpn,
@@ -248,7 +252,7 @@ impl Inner {
             })?;
         let conn = tokio::select! {
             () = self.closed.cancelled() => return Err(DialError::Closed),
-            r = tokio::time::timeout(self.config.handshake_timeout, connecting) => match r {
+            r = tokio::time::timeout(self.config.listener.handshake_timeout, connecting) => match r {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     let verdict = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -368,12 +372,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     queue: AcceptSender<QuicConnection>,
 ) {
-    let limits = ListenerLimits {
-        max_handshakes: inner.config.max_incoming_handshakes,
-        connections: inner.connections.clone(),
-        handshake_timeout: inner.config.handshake_timeout,
-    };
-    let mut handshakes = Listener::new(queue, limits);
+    let mut handshakes = Listener::new(queue, &inner.config.listener, inner.connections.clone());
     loop {
         let incoming = tokio::select! {
             () = inner.closed.cancelled() => break,

@@ -16,7 +16,7 @@ async fn quic_transport_passes_the_conformance_suite() {
             let mut config = QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap());
             // The suite dials a closed listener: QUIC only learns that from a
             // handshake timeout.
-            config.handshake_timeout = Duration::from_secs(2);
+            config.listener.handshake_timeout = Duration::from_secs(2);
             Arc::new(
                 QuicTransport::bind(&LocalNode::new(key.clone(), "conformance"), config).unwrap(),
             ) as Arc<dyn Transport>

@@ -124,7 +124,7 @@ async fn a_node_restarted_at_the_same_address_resets_stale_connections() {
     // valid and the dialer drops the connection at its next keep-alive
     // instead of waiting out the idle timeout.
     let mut config = QuicConfig::new().listen_on(address);
-    config.handshake_timeout = Duration::from_secs(5);
+    config.listener.handshake_timeout = Duration::from_secs(5);
     let _l2 = QuicTransport::bind(&node(&kl), config).unwrap();
     within("reset", dialer.closed()).await;
     assert!(

@@ -166,7 +166,7 @@ async fn a_raw_client_with_another_alpn_is_refused() {
 async fn connections_over_the_limit_are_refused_before_tls() {
     let lk = key(129);
     let mut config = quic_config("127.0.0.1:0");
-    config.max_connections = 1;
+    config.listener.max_connections = 1;
     let l = QuicTransport::bind(&node(&lk), config).unwrap();
     let (a, b) = (key(130), key(131));
     let ta = QuicTransport::bind(&node(&a), quic_config("127.0.0.1:0")).unwrap();

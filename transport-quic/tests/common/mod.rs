@@ -51,7 +51,7 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 
 pub fn quic_config(listen: &str) -> QuicConfig {
     let mut config = QuicConfig::new().listen_on(listen.parse().unwrap());
-    config.handshake_timeout = Duration::from_secs(5);
+    config.listener.handshake_timeout = Duration::from_secs(5);
     config
 }
 
