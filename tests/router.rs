@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::*;
 use p2p_router::transport::{Admission, RefusalReason};
 use p2p_router::{
-    ChannelDescriptor, ChannelError, ChannelId, Connection, FullPolicy, NodeInfo, PeerError,
-    PeerErrorKind, PeerUpdate, Severity,
+    ChannelDescriptor, ChannelError, ChannelId, Connection, Direction, FullPolicy, NodeInfo,
+    PeerError, PeerErrorKind, PeerUpdate, Protocol, Severity,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;
@@ -423,9 +423,17 @@ async fn peer_updates_carry_the_shared_channels() {
     let b_addr = nodes[1].address();
     nodes[0].router.add_peer(b_addr).await.unwrap();
     match require_update(&mut nodes[0].updates).await {
-        PeerUpdate::Up { peer, channels } => {
+        PeerUpdate::Up {
+            peer,
+            channels,
+            protocol,
+            direction,
+            ..
+        } => {
             assert_eq!(peer, b_id);
             assert_eq!(channels, vec![TEXT_CHANNEL]);
+            assert_eq!(protocol, Protocol::Memory);
+            assert_eq!(direction, Direction::Outbound);
         }
         other => panic!("expected Up, got {other:?}"),
     }

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 use super::score::PeerScore;
 use super::{AdmitError, Direction, PeerManager, PeerUpdate};
+use crate::address::Protocol;
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
 
@@ -71,11 +72,20 @@ impl PeerManager {
         Ok(())
     }
 
-    /// Reports that a connected peer finished its handshake and may be used;
-    /// queues [`PeerUpdate::Up`]. Ignored for a peer that is not connected.
-    pub fn ready(&mut self, peer: NodeId, channels: Vec<ChannelId>) {
-        if self.connected.contains_key(&peer) && self.ready.insert(peer) {
-            self.updates.push_back(PeerUpdate::Up { peer, channels });
+    /// Reports that a connected peer finished its handshake over
+    /// `protocol` and may be used; queues [`PeerUpdate::Up`]. Ignored for a
+    /// peer that is not connected.
+    pub fn ready(&mut self, peer: NodeId, channels: Vec<ChannelId>, protocol: Protocol) {
+        let Some(&direction) = self.connected.get(&peer) else {
+            return;
+        };
+        if self.ready.insert(peer) {
+            self.updates.push_back(PeerUpdate::Up {
+                peer,
+                channels,
+                protocol,
+                direction,
+            });
         }
     }
 

@@ -20,7 +20,7 @@ pub use options::{OptionsError, PeerManagerOptions};
 pub use score::PeerScore;
 
 use self::peer::Peer;
-use crate::address::PeerAddress;
+use crate::address::{PeerAddress, Protocol};
 use crate::channel::ChannelId;
 use crate::identity::NodeId;
 use crate::peer_store::{LoadedPeers, PeerStore, StoreError};
@@ -65,6 +65,12 @@ pub enum PeerUpdate {
         peer: NodeId,
         /// Its channels.
         channels: Vec<ChannelId>,
+        /// The transport of the connection: a reactor that speaks another
+        /// network's dialect (PEX to CometBFT over MConnection) picks it by
+        /// this.
+        protocol: Protocol,
+        /// Who dialed.
+        direction: Direction,
     },
     /// The peer is gone.
     Down {

@@ -75,7 +75,7 @@ proptest! {
                 Event::Dialed(n) => { let _ = m.dialed(now, &addr(n)); }
                 Event::DialFailed(n) => m.dial_failed(now, &addr(n)),
                 Event::Accepted(n) => { let _ = m.accepted(now, id(n)); }
-                Event::Ready(n) => m.ready(id(n), vec![]),
+                Event::Ready(n) => m.ready(id(n), vec![], crate::address::Protocol::Memory),
                 Event::Disconnected(n) => { m.disconnected(now, id(n)); evicting.remove(&id(n)); }
                 Event::Errored(n) => m.errored(id(n)),
                 Event::EvictNext => {

@@ -841,13 +841,15 @@ fn accepted_unconditional_peer_when_full() {
 fn ready_emits_up_with_channels() {
     let mut m = manager(opts());
     connect_out(&mut m, 1);
-    m.ready(id(1), vec![ChannelId(1), ChannelId(2)]);
-    m.ready(id(1), vec![ChannelId(1)]);
+    m.ready(id(1), vec![ChannelId(1), ChannelId(2)], Protocol::Memory);
+    m.ready(id(1), vec![ChannelId(1)], Protocol::Memory);
     assert_eq!(
         updates(&mut m),
         vec![PeerUpdate::Up {
             peer: id(1),
-            channels: vec![ChannelId(1), ChannelId(2)]
+            channels: vec![ChannelId(1), ChannelId(2)],
+            protocol: Protocol::Memory,
+            direction: Direction::Outbound,
         }],
         "a second ready is ignored"
     );
@@ -857,7 +859,7 @@ fn ready_emits_up_with_channels() {
 #[test]
 fn ready_for_unconnected_peer_is_ignored() {
     let mut m = manager(opts());
-    m.ready(id(1), vec![ChannelId(1)]);
+    m.ready(id(1), vec![ChannelId(1)], Protocol::Memory);
     assert!(updates(&mut m).is_empty());
 }
 
@@ -866,7 +868,7 @@ fn disconnected_emits_down_only_when_ready() {
     let mut m = manager(opts());
     connect_out(&mut m, 1);
     connect_out(&mut m, 2);
-    m.ready(id(1), vec![]);
+    m.ready(id(1), vec![], Protocol::Memory);
     updates(&mut m);
     m.disconnected(t(0), id(1));
     m.disconnected(t(0), id(2));
@@ -1099,7 +1101,7 @@ fn status_tracks_the_lifecycle() {
     assert_eq!(m.status(id(1)), PeerStatus::Dialing);
     m.dialed(t(0), &addr(1)).unwrap();
     assert_eq!(m.status(id(1)), PeerStatus::Connected(Direction::Outbound));
-    m.ready(id(1), vec![]);
+    m.ready(id(1), vec![], Protocol::Memory);
     assert_eq!(m.status(id(1)), PeerStatus::Up(Direction::Outbound));
     m.disconnected(t(0), id(1));
     assert_eq!(m.status(id(1)), PeerStatus::Down);

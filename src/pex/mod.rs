@@ -132,7 +132,7 @@ impl Reactor {
                 biased;
                 () = self.cancel.cancelled() => return Ok(()),
                 update = self.updates.recv() => match update {
-                    Ok(PeerUpdate::Up { peer, channels }) => {
+                    Ok(PeerUpdate::Up { peer, channels, .. }) => {
                         if channels.contains(&PEX_CHANNEL) {
                             self.state.peer_up(peer, Instant::now());
                         }

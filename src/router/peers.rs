@@ -198,7 +198,7 @@ impl Actor {
         );
         self.count_peer(protocol, direction, true);
         tracing::info!(%peer, ?direction, "peer up");
-        self.pm.ready(peer, ids);
+        self.pm.ready(peer, ids, protocol);
         // Up reaches every subscriber before the task can deliver any of
         // the peer's messages.
         self.publish_updates();
