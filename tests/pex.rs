@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use p2p_router::pex::{pex_channel_descriptor, PexMessage, PexSum, MAX_ADDRESSES};
+use p2p_router::pex::{pex_channel_descriptor, PexAddress, PexMessage, PexSum, MAX_ADDRESSES};
 use p2p_router::{Channel, Envelope, NodeId, PeerAddress};
 use p2p_transport_memory::MemoryNetwork;
 
@@ -114,6 +114,11 @@ impl Hostile {
     }
 }
 
+/// A response in our own dialect.
+fn url_response(urls: impl IntoIterator<Item = String>) -> PexMessage {
+    PexMessage::response(urls.into_iter().map(PexAddress::url))
+}
+
 fn memory_url(n: u64) -> String {
     PeerAddress::memory(key(n).node_id()).to_string()
 }
@@ -151,10 +156,10 @@ async fn an_unsolicited_response_is_an_error_and_its_addresses_are_not_added() {
     let (mut victim, hostile) = hostile_pair(&net).await;
     hostile.await_request().await;
     hostile
-        .send(victim.id(), PexMessage::response([memory_url(10)]))
+        .send(victim.id(), url_response([memory_url(10)]))
         .await;
     hostile
-        .send(victim.id(), PexMessage::response([memory_url(11)]))
+        .send(victim.id(), url_response([memory_url(11)]))
         .await;
     victim.router.stats_when(|s| s.peer_errors >= 1).await;
     require_down(&mut victim.updates, hostile.node.id()).await;
@@ -168,7 +173,7 @@ async fn a_response_with_too_many_addresses_is_an_error_and_nothing_is_added() {
     let (mut victim, hostile) = hostile_pair(&net).await;
     hostile.await_request().await;
     let urls = (10..=(10 + MAX_ADDRESSES as u64)).map(memory_url);
-    hostile.send(victim.id(), PexMessage::response(urls)).await;
+    hostile.send(victim.id(), url_response(urls)).await;
     victim.router.stats_when(|s| s.peer_errors >= 1).await;
     require_down(&mut victim.updates, hostile.node.id()).await;
     assert!(!knows(&victim, 10).await);
@@ -187,7 +192,7 @@ async fn a_response_with_an_unparsable_address_is_an_error_and_nothing_is_added(
         memory_url(10),
         "quic://not-a-node-id@127.0.0.1:1".to_owned(),
     ];
-    hostile.send(victim.id(), PexMessage::response(urls)).await;
+    hostile.send(victim.id(), url_response(urls)).await;
     victim.router.stats_when(|s| s.peer_errors >= 1).await;
     require_down(&mut victim.updates, hostile.node.id()).await;
     assert!(!knows(&victim, 10).await);

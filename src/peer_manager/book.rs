@@ -40,11 +40,22 @@ impl PeerManager {
     /// shuffled). Never the asking peer's own, never private or inactive
     /// peers.
     pub fn advertise(&mut self, peer: NodeId, limit: usize) -> Vec<PeerAddress> {
+        self.advertise_matching(peer, limit, |_| true)
+    }
+
+    /// As [`advertise`](Self::advertise), of the addresses `keep` accepts
+    /// (those the asking peer can dial).
+    pub fn advertise_matching(
+        &mut self,
+        peer: NodeId,
+        limit: usize,
+        keep: impl Fn(&PeerAddress) -> bool,
+    ) -> Vec<PeerAddress> {
         let mut out = Vec::with_capacity(limit.min(64));
         if limit == 0 {
             return out;
         }
-        if let Some(address) = &self.options.self_address {
+        if let Some(address) = self.options.self_address.as_ref().filter(|a| keep(a)) {
             out.push(address.clone());
         }
         let mut ranked: Vec<(PeerScore, NodeId)> = self
@@ -70,7 +81,7 @@ impl PeerManager {
             if p.inactive {
                 continue;
             }
-            for a in &p.addresses {
+            for a in p.addresses.iter().filter(|a| keep(&a.record.address)) {
                 if out.len() >= limit {
                     break;
                 }

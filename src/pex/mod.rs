@@ -2,6 +2,13 @@
 //! peers for addresses and answers their requests with what the peer
 //! manager's `advertise` allows.
 //!
+//! It speaks two dialects of one schema (see [`PexAddress`]), chosen by the
+//! connection's transport: with a peer on MConnection, CometBFT's
+//! (`NetAddress`es, and the limits of its reactor, listed in
+//! [`cometbft`]); with any other, ours (URLs, [`PexOptions`]). Addresses
+//! learned from a CometBFT peer become `mconn://id@ip:port`; a CometBFT
+//! peer is told only MConnection addresses with IP literals.
+//!
 //! The schedule follows what the node needs: every new peer is asked at
 //! once; while the node has fewer peers than its connection target it
 //! keeps asking at the fastest rate the rules allow; once it has them,
@@ -11,6 +18,7 @@
 //! [`MAX_ADDRESSES`] parsable addresses. Breaking a rule is a fatal
 //! [`PeerError`], and nothing from the offending message is kept.
 
+pub mod cometbft;
 mod messages;
 mod state;
 
@@ -23,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 pub use messages::{PexAddress, PexMessage, PexRequest, PexResponse, PexSum};
 pub use state::PexViolation;
 
-use self::state::PexState;
-use crate::address::PeerAddress;
+use self::state::{Dialect, PexState};
+use crate::address::{PeerAddress, Protocol};
 use crate::channel::{ChannelDescriptor, ChannelId, FullPolicy};
 use crate::identity::NodeId;
 use crate::peer_manager::PeerUpdate;
@@ -54,9 +62,14 @@ pub struct PexOptions {
     /// How long a request may go unanswered before it is given up and the
     /// peer's score lowered (default 10 s).
     pub response_timeout: Duration,
-    /// The most addresses per response, sent or accepted (default and
-    /// maximum [`MAX_ADDRESSES`]).
+    /// The most addresses per response, sent or accepted from our own
+    /// peers (default and maximum [`MAX_ADDRESSES`]; CometBFT peers may
+    /// send [`cometbft::MAX_ADDRESSES_RECEIVED`]).
     pub max_addresses: usize,
+    /// Skip addresses that are not publicly routable (private, link-local,
+    /// loopback) when talking to CometBFT peers, both ways: CometBFT's
+    /// `addr_book_strict`. Default off, so local networks work.
+    pub strict_addresses: bool,
 }
 
 impl Default for PexOptions {
@@ -67,6 +80,7 @@ impl Default for PexOptions {
             idle_retry: Duration::from_secs(1),
             response_timeout: Duration::from_secs(10),
             max_addresses: MAX_ADDRESSES,
+            strict_addresses: false,
         }
     }
 }
@@ -78,7 +92,8 @@ pub fn pex_channel_descriptor() -> ChannelDescriptor {
         .with_priority(1)
         .with_send_capacity(8)
         .with_receive_capacity(64)
-        // 100 URLs of at most a few hundred bytes each.
+        // 100 URLs of at most a few hundred bytes each; CometBFT's limit
+        // (256 × 250 = 64,000 bytes) fits.
         .with_max_message_size(64 * 1024)
         .with_full_policy(FullPolicy::DropNewest)
 }
@@ -132,9 +147,13 @@ impl Reactor {
                 biased;
                 () = self.cancel.cancelled() => return Ok(()),
                 update = self.updates.recv() => match update {
-                    Ok(PeerUpdate::Up { peer, channels, .. }) => {
+                    Ok(PeerUpdate::Up { peer, channels, protocol, .. }) => {
                         if channels.contains(&PEX_CHANNEL) {
-                            self.state.peer_up(peer, Instant::now());
+                            let dialect = match protocol {
+                                Protocol::Mconn => Dialect::CometBft,
+                                _ => Dialect::Native,
+                            };
+                            self.state.peer_up(peer, dialect, Instant::now());
                         }
                     }
                     Ok(PeerUpdate::Down { peer }) => self.state.peer_down(peer),
@@ -204,17 +223,40 @@ impl Reactor {
         &mut self,
         peer: NodeId,
     ) -> Result<Result<(), PexViolation>, RouterStopped> {
+        // The answer's form depends on the peer's dialect: one we have not
+        // seen come up (possible only after our update stream lagged) is
+        // not answered rather than answered wrongly.
+        let Some(dialect) = self.state.dialect(peer) else {
+            tracing::debug!(%peer, "PEX request from a peer not seen up; not answered");
+            return Ok(Ok(()));
+        };
         if let Err(v) = self.state.on_request(peer, Instant::now()) {
             return Ok(Err(v));
         }
-        let addresses = self
-            .router
-            .advertise(peer, self.options.max_addresses)
-            .await?;
-        tracing::trace!(%peer, count = addresses.len(), "answering PEX request");
+        let limit = self.options.max_addresses;
+        let strict = self.options.strict_addresses;
+        let addresses: Vec<PexAddress> = match dialect {
+            Dialect::Native => self
+                .router
+                .advertise(peer, limit)
+                .await?
+                .iter()
+                .map(|a| PexAddress::url(a.to_string()))
+                .collect(),
+            Dialect::CometBft => self
+                .router
+                .advertise_matching(peer, limit, move |a| {
+                    cometbft::advertisable(a, strict).is_some()
+                })
+                .await?
+                .iter()
+                .filter_map(|a| cometbft::advertisable(a, strict))
+                .collect(),
+        };
+        tracing::trace!(%peer, count = addresses.len(), ?dialect, "answering PEX request");
         let response = Envelope {
             peer,
-            message: PexMessage::response(addresses.iter().map(ToString::to_string)),
+            message: PexMessage::response(addresses),
         };
         self.channel
             .send(response)
@@ -231,12 +273,24 @@ impl Reactor {
         if let Err(v) = self.state.on_response(peer, response.addresses.len()) {
             return Ok(Err(v));
         }
+        let dialect = self.state.dialect(peer).unwrap_or(Dialect::Native);
+        let strict = self.options.strict_addresses;
         let mut addresses = Vec::with_capacity(response.addresses.len());
+        // One bad address taints the whole answer: keep none.
         for a in response.addresses {
-            match a.url.parse::<PeerAddress>() {
-                Ok(address) => addresses.push(address),
-                // One bad address taints the whole answer: keep none.
-                Err(e) => return Ok(Err(PexViolation::BadAddress(format!("{:.80}: {e}", a.url)))),
+            match dialect {
+                Dialect::Native => match a.url.parse::<PeerAddress>() {
+                    Ok(address) => addresses.push(address),
+                    Err(e) => {
+                        return Ok(Err(PexViolation::BadAddress(format!("{:.80}: {e}", a.url))))
+                    }
+                },
+                Dialect::CometBft => match cometbft::parse(&a, strict) {
+                    Ok(Some(address)) => addresses.push(address),
+                    // What CometBFT's address book would skip.
+                    Ok(None) => {}
+                    Err(violation) => return Ok(Err(violation)),
+                },
             }
         }
         let received = addresses.len();

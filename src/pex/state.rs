@@ -6,8 +6,58 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::PexOptions;
+use super::{cometbft, PexOptions};
 use crate::identity::NodeId;
+
+/// Which peer exchange a peer speaks, chosen by its connection's
+/// transport: CometBFT's on MConnection, ours elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// Ours: URLs, limits from [`PexOptions`].
+    Native,
+    /// CometBFT's: `NetAddress`es, its reactor's limits.
+    CometBft,
+}
+
+/// The limits a dialect holds both sides to.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    /// The least time between two requests from a peer.
+    min_request_interval: Duration,
+    /// Requests a peer may send before that interval applies.
+    free_requests: u32,
+    /// The least time between two of our requests to one peer: above the
+    /// interval the peer enforces, with room for network jitter.
+    our_spacing: Duration,
+    /// The most addresses accepted in one response.
+    max_addresses: usize,
+}
+
+impl Dialect {
+    fn rules(self, options: &PexOptions) -> Rules {
+        match self {
+            Dialect::Native => Rules {
+                min_request_interval: options.min_request_interval,
+                free_requests: 1,
+                our_spacing: options.min_request_interval * 2,
+                max_addresses: options.max_addresses,
+            },
+            Dialect::CometBft => Rules {
+                min_request_interval: cometbft::MIN_REQUEST_INTERVAL,
+                free_requests: cometbft::FREE_REQUESTS,
+                our_spacing: cometbft::OUR_REQUEST_SPACING,
+                max_addresses: cometbft::MAX_ADDRESSES_RECEIVED,
+            },
+        }
+    }
+}
+
+/// A peer's requests to us so far.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    count: u32,
+    last: Instant,
+}
 
 /// How a peer broke the PEX rules. Each one disconnects it, except
 /// [`Unanswered`](Self::Unanswered), which lowers its score.
@@ -39,6 +89,19 @@ pub enum PexViolation {
     /// An address in its response did not parse.
     #[error("unparsable address in PEX response: {0}")]
     BadAddress(String),
+    /// A CometBFT address whose IP does not parse (CometBFT refuses the
+    /// whole message too).
+    #[error("PEX address with an unparsable IP {ip:?}")]
+    BadIp {
+        /// The IP as sent, cut to 64 characters.
+        ip: String,
+    },
+    /// A CometBFT address with a port above 65535.
+    #[error("PEX address with port {port}")]
+    BadPort {
+        /// The port as sent.
+        port: u32,
+    },
     /// A message with neither a request nor a response.
     #[error("empty PEX message")]
     Empty,
@@ -48,8 +111,8 @@ pub enum PexViolation {
 #[derive(Debug)]
 pub(crate) struct PexState {
     options: PexOptions,
-    /// Peers up with the PEX channel.
-    up: HashSet<NodeId>,
+    /// Peers up with the PEX channel, and the dialect each speaks.
+    up: HashMap<NodeId, Dialect>,
     /// Up peers never asked yet: each is asked as soon as it comes up,
     /// whatever else is pending (a new peer is the best news about the
     /// network).
@@ -61,11 +124,15 @@ pub(crate) struct PexState {
     available: VecDeque<NodeId>,
     /// Requests awaiting a response: peer → when sent.
     pending: HashMap<NodeId, Instant>,
+    /// Requests given up on: a late answer is still welcome (a CometBFT
+    /// peer never times a request out), but not counted as an answer in
+    /// time.
+    late: HashSet<NodeId>,
     /// When we last asked each up peer (we keep our own pace below the
     /// limit we enforce on others, with room for network jitter).
     last_asked: HashMap<NodeId, Instant>,
-    /// When each up peer last asked us.
-    last_request_from: HashMap<NodeId, Instant>,
+    /// How often and when each peer last asked us.
+    last_request_from: HashMap<NodeId, Asked>,
     /// The current gap between requests, set by the last response.
     interval: Duration,
     next_request: Instant,
@@ -76,20 +143,22 @@ impl PexState {
         Self {
             interval: options.min_request_interval,
             options,
-            up: HashSet::new(),
+            up: HashMap::new(),
             fresh: VecDeque::new(),
             fresh_since: now,
             available: VecDeque::new(),
             pending: HashMap::new(),
+            late: HashSet::new(),
             last_asked: HashMap::new(),
             last_request_from: HashMap::new(),
             next_request: now,
         }
     }
 
-    /// A peer with the PEX channel came up: it is asked at once.
-    pub(crate) fn peer_up(&mut self, peer: NodeId, now: Instant) {
-        if self.up.insert(peer) {
+    /// A peer with the PEX channel came up speaking `dialect`: it is asked
+    /// at once.
+    pub(crate) fn peer_up(&mut self, peer: NodeId, dialect: Dialect, now: Instant) {
+        if self.up.insert(peer, dialect).is_none() {
             if self.fresh.is_empty() {
                 self.fresh_since = now;
             }
@@ -99,10 +168,11 @@ impl PexState {
 
     /// A peer went down: forget everything about it.
     pub(crate) fn peer_down(&mut self, peer: NodeId) {
-        if self.up.remove(&peer) {
+        if self.up.remove(&peer).is_some() {
             self.available.retain(|p| *p != peer);
             self.fresh.retain(|p| *p != peer);
             self.pending.remove(&peer);
+            self.late.remove(&peer);
             self.last_asked.remove(&peer);
         }
         // Kept for peers not (yet) seen up too: see `on_request`.
@@ -114,23 +184,42 @@ impl PexState {
         let asked = self
             .last_request_from
             .keys()
-            .filter(|p| !self.up.contains(p));
-        self.up.iter().chain(asked).copied().collect()
+            .filter(|p| !self.up.contains_key(p));
+        self.up.keys().chain(asked).copied().collect()
     }
 
-    /// A peer asked us: allowed at most once per minimum interval, so that
-    /// no peer makes us answer more often.
+    /// The dialect of an up peer.
+    pub(crate) fn dialect(&self, peer: NodeId) -> Option<Dialect> {
+        self.up.get(&peer).copied()
+    }
+
+    fn rules_of(&self, peer: NodeId) -> Rules {
+        self.dialect(peer)
+            .unwrap_or(Dialect::Native)
+            .rules(&self.options)
+    }
+
+    /// A peer asked us: after its dialect's free requests, allowed at most
+    /// once per its minimum interval, so that no peer makes us answer more
+    /// often.
     pub(crate) fn on_request(&mut self, peer: NodeId, now: Instant) -> Result<(), PexViolation> {
-        let minimum = self.options.min_request_interval;
-        if let Some(last) = self.last_request_from.get(&peer) {
-            let elapsed = now.saturating_duration_since(*last);
+        let rules = self.rules_of(peer);
+        let asked = self.last_request_from.entry(peer).or_insert(Asked {
+            count: 0,
+            last: now,
+        });
+        if asked.count >= rules.free_requests {
+            let elapsed = now.saturating_duration_since(asked.last);
+            let minimum = rules.min_request_interval;
             if elapsed < minimum {
                 return Err(PexViolation::RequestTooSoon { elapsed, minimum });
             }
         }
-        // Recorded even before the peer's Up event reaches us (its first
-        // message can overtake it); the Down event clears it.
-        self.last_request_from.insert(peer, now);
+        // Recorded even before the peer's Up event reaches us (with a
+        // lagging update stream its request can come first); the Down
+        // event clears it.
+        asked.count = asked.count.saturating_add(1);
+        asked.last = now;
         Ok(())
     }
 
@@ -138,13 +227,14 @@ impl PexState {
     /// stay within the limit. The addresses themselves are checked by the
     /// caller.
     pub(crate) fn on_response(&mut self, peer: NodeId, count: usize) -> Result<(), PexViolation> {
-        if self.pending.remove(&peer).is_none() {
+        if self.pending.remove(&peer).is_some() {
+            if self.up.contains_key(&peer) {
+                self.available.push_back(peer);
+            }
+        } else if !self.late.remove(&peer) {
             return Err(PexViolation::Unsolicited);
         }
-        if self.up.contains(&peer) {
-            self.available.push_back(peer);
-        }
-        let max = self.options.max_addresses;
+        let max = self.rules_of(peer).max_addresses;
         if count > max {
             return Err(PexViolation::TooManyAddresses { count, max });
         }
@@ -195,22 +285,18 @@ impl PexState {
         if now < self.next_request {
             return None;
         }
-        let spacing = self.options.min_request_interval * 2;
-        let ready = |p: &NodeId, asked: &HashMap<NodeId, Instant>| {
-            asked.get(p).is_none_or(|t| now >= *t + spacing)
+        let next_allowed = |p: &NodeId| {
+            let spacing = self.rules_of(*p).our_spacing;
+            self.last_asked.get(p).map(|t| *t + spacing)
         };
         let Some(index) = self
             .available
             .iter()
-            .position(|p| ready(p, &self.last_asked))
+            .position(|p| next_allowed(p).is_none_or(|t| now >= t))
         else {
             // Nobody to ask now: try again when the first peer may be
             // asked, or after the idle delay.
-            let earliest = self
-                .available
-                .iter()
-                .filter_map(|p| self.last_asked.get(p).map(|t| *t + spacing))
-                .min();
+            let earliest = self.available.iter().filter_map(next_allowed).min();
             self.next_request = earliest.unwrap_or(now + self.options.idle_retry);
             return None;
         };
@@ -233,6 +319,7 @@ impl PexState {
             .collect();
         for peer in &expired {
             self.pending.remove(peer);
+            self.late.insert(*peer);
             self.available.push_back(*peer);
         }
         expired
@@ -272,7 +359,7 @@ mod tests {
     fn a_new_peer_is_asked_at_once_and_then_not_again_while_pending() {
         let (mut s, now) = state();
         assert_eq!(s.poll_request(now), None);
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert_eq!(s.poll_request(now + Duration::from_secs(5)), None);
         s.on_response(id(1), 3).unwrap();
@@ -284,10 +371,10 @@ mod tests {
     #[test]
     fn every_new_peer_is_asked_at_once_even_while_another_request_is_pending() {
         let (mut s, now) = state();
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
-        s.peer_up(id(2), now);
-        s.peer_up(id(3), now);
+        s.peer_up(id(2), Dialect::Native, now);
+        s.peer_up(id(3), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(2)));
         assert_eq!(s.poll_request(now), Some(id(3)));
         assert_eq!(s.poll_request(now), None, "each new peer once");
@@ -297,7 +384,7 @@ mod tests {
     fn a_node_below_its_target_keeps_the_fastest_rate_however_stale_the_answers() {
         let (mut s, now) = state();
         let min = PexOptions::default().min_request_interval;
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         s.learned(0, 900, 1000, true, now);
         assert_eq!(s.interval, min);
         // At its target, the same answer backs the schedule off.
@@ -309,7 +396,7 @@ mod tests {
     fn the_same_peer_is_never_asked_twice_within_twice_the_minimum_interval() {
         let (mut s, now) = state();
         let min = PexOptions::default().min_request_interval;
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         s.on_response(id(1), 0).unwrap();
         s.learned(100, 100, 1000, false, now);
@@ -321,7 +408,7 @@ mod tests {
     fn the_interval_grows_as_answers_bring_less_news_and_is_longest_when_full() {
         let (mut s, now) = state();
         let o = PexOptions::default();
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         s.learned(50, 50, 1000, false, now);
         let fresh = s.interval;
         s.learned(0, 50, 1000, false, now);
@@ -337,7 +424,7 @@ mod tests {
     fn requests_are_limited_per_peer() {
         let (mut s, now) = state();
         let min = PexOptions::default().min_request_interval;
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         s.on_request(id(1), now).unwrap();
         assert!(matches!(
             s.on_request(id(1), now + min / 2),
@@ -345,8 +432,53 @@ mod tests {
         ));
         s.on_request(id(1), now + min).unwrap();
         // Another peer has its own allowance.
-        s.peer_up(id(2), now);
+        s.peer_up(id(2), Dialect::Native, now);
         s.on_request(id(2), now + min).unwrap();
+    }
+
+    #[test]
+    fn a_cometbft_peer_gets_two_free_requests_then_one_per_ten_seconds() {
+        let (mut s, now) = state();
+        s.peer_up(id(1), Dialect::CometBft, now);
+        s.on_request(id(1), now).unwrap();
+        s.on_request(id(1), now).unwrap();
+        let soon = now + Duration::from_secs(9);
+        assert_eq!(
+            s.on_request(id(1), soon),
+            Err(PexViolation::RequestTooSoon {
+                elapsed: Duration::from_secs(9),
+                minimum: cometbft::MIN_REQUEST_INTERVAL
+            })
+        );
+        s.on_request(id(1), now + cometbft::MIN_REQUEST_INTERVAL)
+            .unwrap();
+    }
+
+    #[test]
+    fn we_ask_a_cometbft_peer_at_most_once_per_its_interval_and_a_margin() {
+        let (mut s, now) = state();
+        s.peer_up(id(1), Dialect::CometBft, now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        s.on_response(id(1), 250).unwrap();
+        s.learned(0, 1, 1000, true, now);
+        let mut t = now;
+        while t < now + cometbft::OUR_REQUEST_SPACING {
+            assert_eq!(s.poll_request(t), None, "at {:?}", t - now);
+            t += Duration::from_millis(500);
+        }
+        assert_eq!(s.poll_request(t), Some(id(1)));
+        assert!(cometbft::OUR_REQUEST_SPACING > cometbft::MIN_REQUEST_INTERVAL);
+    }
+
+    #[test]
+    fn a_cometbft_peer_may_send_250_addresses_ours_100() {
+        let (mut s, now) = state();
+        s.peer_up(id(1), Dialect::CometBft, now);
+        s.peer_up(id(2), Dialect::Native, now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        assert_eq!(s.poll_request(now), Some(id(2)));
+        assert_eq!(s.on_response(id(1), 250), Ok(()));
+        assert!(s.on_response(id(2), 250).is_err());
     }
 
     #[test]
@@ -361,7 +493,7 @@ mod tests {
     #[test]
     fn unsolicited_and_oversized_responses_are_violations() {
         let (mut s, now) = state();
-        s.peer_up(id(1), now);
+        s.peer_up(id(1), Dialect::Native, now);
         assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert!(matches!(
@@ -379,8 +511,8 @@ mod tests {
     fn unanswered_requests_expire_and_down_peers_are_forgotten() {
         let (mut s, now) = state();
         let o = PexOptions::default();
-        s.peer_up(id(1), now);
-        s.peer_up(id(2), now);
+        s.peer_up(id(1), Dialect::Native, now);
+        s.peer_up(id(2), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert_eq!(s.poll_request(now), Some(id(2)));
         assert_eq!(s.next_deadline(), now + s.interval);
@@ -390,6 +522,9 @@ mod tests {
         let mut both = vec![id(1), id(2)];
         both.sort();
         assert_eq!(expired, both);
+        // A late answer is still taken (CometBFT never gives a request
+        // up), once.
+        assert_eq!(s.on_response(id(1), 0), Ok(()));
         assert_eq!(s.on_response(id(1), 0), Err(PexViolation::Unsolicited));
         s.peer_down(id(1));
         s.peer_down(id(2));

@@ -270,8 +270,8 @@ impl Actor {
                     .count();
                 let _ = reply.send(added);
             }
-            Command::Advertise(peer, limit, reply) => {
-                let _ = reply.send(self.pm.advertise(peer, limit));
+            Command::Advertise(peer, limit, keep, reply) => {
+                let _ = reply.send(self.pm.advertise_matching(peer, limit, keep));
                 // A visitor has what it came for.
                 self.pm.visit_served(self.clock.now(), peer);
             }

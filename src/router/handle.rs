@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
 use super::stats::{ChannelStats, RouterStats};
-use super::{Command, PeerError, RouterBuilder, RouterStopped};
+use super::{AddressFilter, Command, PeerError, RouterBuilder, RouterStopped};
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
 use crate::local_node::LocalNode;
@@ -117,8 +117,21 @@ impl RouterHandle {
         peer: NodeId,
         limit: usize,
     ) -> Result<Vec<PeerAddress>, RouterStopped> {
+        self.advertise_matching(peer, limit, |_| true).await
+    }
+
+    /// As [`advertise`](Self::advertise), of the addresses `keep` accepts
+    /// (for a peer that can dial only some, as a CometBFT peer dials only
+    /// MConnection addresses with IP literals).
+    pub async fn advertise_matching(
+        &self,
+        peer: NodeId,
+        limit: usize,
+        keep: impl Fn(&PeerAddress) -> bool + Send + 'static,
+    ) -> Result<Vec<PeerAddress>, RouterStopped> {
+        let keep: AddressFilter = Box::new(keep);
         self.shared
-            .ask(|tx| Command::Advertise(peer, limit, tx))
+            .ask(|tx| Command::Advertise(peer, limit, keep, tx))
             .await
     }
 

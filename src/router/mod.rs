@@ -70,12 +70,20 @@ use crate::identity::NodeId;
 use crate::peer_manager::AddError;
 use crate::transport::Connection;
 
+/// Which addresses a peer may be told about.
+pub(crate) type AddressFilter = Box<dyn Fn(&PeerAddress) -> bool + Send>;
+
 /// Messages to the actor.
 pub(crate) enum Command {
     Report(PeerError),
     Add(PeerAddress, oneshot::Sender<Result<bool, AddError>>),
     AddMany(Vec<PeerAddress>, oneshot::Sender<usize>),
-    Advertise(NodeId, usize, oneshot::Sender<Vec<PeerAddress>>),
+    Advertise(
+        NodeId,
+        usize,
+        AddressFilter,
+        oneshot::Sender<Vec<PeerAddress>>,
+    ),
     Known(oneshot::Sender<Vec<NodeId>>),
     /// A connection accepted by the transport with this index.
     Inbound(Box<dyn Connection>, usize),
