@@ -93,7 +93,8 @@ fn valid_ip(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_broadcast(),
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            !v6.is_unspecified() && !(s[0] == 0x2001 && s[1] == 0x0db8)
+            let documentation = s[0] == 0x2001 && s[1] == 0x0db8;
+            !(v6.is_unspecified() || documentation)
         }
     }
 }
