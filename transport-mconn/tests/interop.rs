@@ -6,7 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use common::tendermint::{packet, read_delimited};
+
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
@@ -56,31 +58,6 @@ fn our_node_info(key: &NodeKey) -> NodeInfo {
     info
 }
 
-/// Reads one length-delimited protobuf message. The reader must buffer at
-/// least one decrypted frame (the crate panics on smaller reads).
-fn read_delimited<M: Message + Default>(r: &mut impl BufRead) -> M {
-    let mut len = 0usize;
-    for shift in (0..64).step_by(7) {
-        let mut byte = [0u8];
-        r.read_exact(&mut byte).unwrap();
-        len |= usize::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).unwrap();
-    M::decode(&body[..]).unwrap()
-}
-
-fn packet(sum: Sum) -> Vec<u8> {
-    tm::Packet { sum: Some(sum) }.encode_length_delimited_to_vec()
-}
-
-/// What the tendermint-rs side does once its SecretConnection is up: send
-/// its NodeInfo and read ours, send a 5000-byte message in 1024-byte
-/// packets and a ping, then read packets until our 3000-byte reply is
-/// complete. Returns our NodeInfo, whether a pong came, and the reply.
 /// What the Tendermint side saw of us.
 struct TheirView {
     ours_seen: tm::DefaultNodeInfo,
@@ -89,6 +66,10 @@ struct TheirView {
     remote: NodeId,
 }
 
+/// What the tendermint-rs side does once its SecretConnection is up: send
+/// its NodeInfo and read ours, send a 5000-byte message in 1024-byte
+/// packets and a ping, then read packets until our 3000-byte reply is
+/// complete.
 fn tendermint_side(conn: SecretConnection<TcpStream>) -> TheirView {
     let remote = conn.remote_pubkey().peer_id();
     let remote = NodeId::from_bytes(*remote.as_bytes().first_chunk::<20>().unwrap());
