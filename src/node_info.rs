@@ -41,7 +41,7 @@ pub struct ProtocolVersion {
 /// Fields Tendermint keeps for its RPC; carried for compatibility.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct NodeInfoOther {
-    /// `"on"` or `"off"` in Tendermint; free text here.
+    /// `"on"`, `"off"` or empty, as CometBFT requires.
     #[prost(string, tag = "1")]
     pub tx_index: String,
     /// The node's RPC address, if any.
@@ -102,9 +102,16 @@ pub enum NodeInfoError {
     /// A text field holds a non-printable or non-ASCII character.
     #[error("field {0} must be printable ASCII")]
     NotPrintable(&'static str),
-    /// The moniker is empty.
+    /// The moniker is empty or only spaces.
     #[error("moniker must not be empty")]
     EmptyMoniker,
+    /// The version is only spaces (it may be empty).
+    #[error("version must not be blank")]
+    BlankVersion,
+    /// `other.tx_index` is not `"on"`, `"off"` or empty (CometBFT refuses
+    /// the peer otherwise).
+    #[error("other.tx_index must be \"on\", \"off\" or empty")]
+    TxIndex,
     /// The network id is empty.
     #[error("network must not be empty")]
     EmptyNetwork,
@@ -209,8 +216,16 @@ impl NodeInfo {
         if self.network.is_empty() {
             return Err(NodeInfoError::EmptyNetwork);
         }
-        if self.moniker.is_empty() {
+        // CometBFT's checks: a moniker with something besides spaces, a
+        // version that is empty or not blank, a known tx_index value.
+        if self.moniker.trim_matches(' ').is_empty() {
             return Err(NodeInfoError::EmptyMoniker);
+        }
+        if !self.version.is_empty() && self.version.trim_matches(' ').is_empty() {
+            return Err(NodeInfoError::BlankVersion);
+        }
+        if !matches!(other.tx_index.as_str(), "" | "on" | "off") {
+            return Err(NodeInfoError::TxIndex);
         }
         Ok(())
     }
@@ -352,6 +367,17 @@ mod tests {
             NodeInfoError::DuplicateChannel(ChannelId(1)),
         );
         check(&|i| i.moniker = String::new(), NodeInfoError::EmptyMoniker);
+        check(&|i| i.moniker = "   ".into(), NodeInfoError::EmptyMoniker);
+        check(&|i| i.version = "  ".into(), NodeInfoError::BlankVersion);
+        check(
+            &|i| {
+                i.other = Some(NodeInfoOther {
+                    tx_index: "maybe".into(),
+                    rpc_address: String::new(),
+                })
+            },
+            NodeInfoError::TxIndex,
+        );
         check(&|i| i.network = String::new(), NodeInfoError::EmptyNetwork);
         check(
             &|i| i.moniker = "tab\there".into(),

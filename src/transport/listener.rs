@@ -87,6 +87,12 @@ impl Default for ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// The defaults with another handshake timeout.
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// Checks for values that cannot work (a transport's `validate` calls
     /// it).
     pub fn validate(&self) -> Result<(), ListenerConfigError> {

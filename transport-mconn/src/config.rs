@@ -52,7 +52,9 @@ pub struct MconnConfig {
     /// Largest message on a channel the router has not described (its
     /// descriptor's maximum applies otherwise). Tendermint: 21 MiB.
     pub max_message_size: usize,
-    /// Handshake timeout, handshake and connection limits, backlog.
+    /// Handshake timeout (TCP connect plus SecretConnection; default 20 s,
+    /// CometBFT's `handshake_timeout`), handshake and connection limits,
+    /// backlog.
     pub listener: ListenerConfig,
     /// Time a graceful close spends sending what is queued.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
@@ -73,7 +75,8 @@ impl MconnConfig {
             send_queue_capacity: 16,
             recv_queue_capacity: 16,
             max_message_size: 22_020_096,
-            listener: ListenerConfig::default(),
+            // CometBFT's `handshake_timeout`: its nodes may take this long.
+            listener: ListenerConfig::default().with_handshake_timeout(Duration::from_secs(20)),
             close_drain_timeout: Duration::from_secs(2),
         }
     }
@@ -143,5 +146,33 @@ pub enum MconnConfigError {
 impl Default for MconnConfig {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_cometbfts() {
+        let c = MconnConfig::new();
+        assert_eq!(c.listener.handshake_timeout, Duration::from_secs(20));
+        assert_eq!(c.max_packet_payload, 1024);
+        assert_eq!(c.flush_throttle, Duration::from_millis(100));
+        assert_eq!(
+            (c.send_rate, c.recv_rate),
+            (Some(5_120_000), Some(5_120_000))
+        );
+        assert_eq!(c.ping_interval, Duration::from_secs(60));
+        assert_eq!(c.pong_timeout, Duration::from_secs(45));
+        assert_eq!(c.validate(), Ok(()));
+        let mut zero = MconnConfig::new();
+        zero.listener.max_connections = 0;
+        assert_eq!(
+            zero.validate(),
+            Err(MconnConfigError::Listener(ListenerConfigError::Zero(
+                "max_connections"
+            )))
+        );
     }
 }
