@@ -1,6 +1,6 @@
 //! The demo reactor: a chat channel.
 //!
-//! Channel `0x30` ("chat") carries [`ChatMessage`], a protobuf message:
+//! Channel `0x70` ("chat") carries [`ChatMessage`], a protobuf message:
 //!
 //! ```proto
 //! message ChatMessage {
@@ -21,8 +21,10 @@ use std::io::BufRead;
 
 use crate::Output;
 
-/// The chat channel's id.
-pub const CHAT: ChannelId = ChannelId(0x30);
+/// The chat channel's id: one no CometBFT reactor uses (its mempool is
+/// `0x30`), so a node in a CometBFT network never shares it with their
+/// nodes. The router sends only on channels both sides declare.
+pub const CHAT: ChannelId = ChannelId(0x70);
 const MAX_TEXT: usize = 4096;
 
 /// One chat line.

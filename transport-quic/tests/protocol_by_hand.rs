@@ -47,6 +47,31 @@ fn worked_example_bytes_match_the_document() {
     );
 }
 
+/// The PEX examples of section 9: a request, a response in our dialect
+/// and the same address in CometBFT's.
+const EXAMPLE_PEX_REQUEST: &str = "0a00";
+const EXAMPLE_PEX_URL: &str =
+    "12430a41223f717569633a2f2f33343735306639386264353966636663393436646134356161\
+616265393333626531353461346235403132372e302e302e313a3236363536";
+const EXAMPLE_PEX_NET_ADDRESS: &str =
+    "123b0a390a283334373530663938626435396663666339343664613435616161626539333362\
+653135346134623512093132372e302e302e3118a0d001";
+
+#[test]
+fn pex_example_bytes_match_the_document() {
+    use p2p_router::pex::{PexAddress, PexMessage};
+    let id = NodeKey::from_seed([1; 32]).node_id().to_string();
+    assert_eq!(
+        PexMessage::request().encode_to_vec(),
+        unhex(EXAMPLE_PEX_REQUEST)
+    );
+    let url = format!("quic://{id}@127.0.0.1:26656");
+    let ours = PexMessage::response([PexAddress::url(url)]);
+    assert_eq!(ours.encode_to_vec(), unhex(EXAMPLE_PEX_URL));
+    let theirs = PexMessage::response([PexAddress::net(id, "127.0.0.1", 26656)]);
+    assert_eq!(theirs.encode_to_vec(), unhex(EXAMPLE_PEX_NET_ADDRESS));
+}
+
 /// Decodes a protobuf-style varint: (value, bytes used).
 fn varint(bytes: &[u8]) -> (usize, usize) {
     let mut value = 0usize;
