@@ -562,3 +562,37 @@ async fn pair_after_report(severity: Severity) -> (MemoryNetwork, TestNode, Test
     a.report(PeerError::new(b.id(), severity, kind)).await;
     (net, a, b)
 }
+
+/// A full node admits a newcomer for a visit (admission 0x10): it serves
+/// PEX and hangs up, and neither side counts the visit among its peers.
+#[tokio::test(start_paused = true)]
+async fn a_full_node_admits_a_visit_that_neither_side_counts_as_a_peer() {
+    let net = MemoryNetwork::new();
+    let mut builder = TestNodeBuilder::new(key(1)).with_pex();
+    builder.pm.max_connected = 1;
+    builder.pm.max_connected_upgrade = 0;
+    let mut full = builder.start_on(&net);
+    let mut first = TestNodeBuilder::new(key(2)).with_pex().start_on(&net);
+    connect(&mut first, &mut full).await;
+    let mut visitor = TestNodeBuilder::new(key(3)).with_pex().start_on(&net);
+    visitor.router.add_peer(full.address()).await.unwrap();
+    require_up(&mut visitor.updates, full.id()).await;
+    // (It may already be dialing, or connected to, the peers it learned.)
+    let visiting = visitor.router.stats_when(|s| s.transient_peers == 1);
+    within(
+        std::time::Duration::from_secs(1),
+        "the visit counted",
+        visiting,
+    )
+    .await;
+    let host = full.router.stats_when(|s| s.connected_peers == 2).await;
+    assert_eq!(host.transient_peers, 1, "the visitor holds no slot");
+    // Served, it is sent on its way; the first peer keeps its slot, and the
+    // visitor learned about it.
+    require_down(&mut visitor.updates, full.id()).await;
+    require_down(&mut full.updates, visitor.id()).await;
+    assert_eq!(full.connected_set().await, [first.id()].into());
+    assert!(visitor.known_set().await.contains(&first.id()));
+    let after = visitor.router.stats_when(|s| s.transient_peers == 0).await;
+    assert_eq!(after.transient_peers, 0);
+}

@@ -182,16 +182,9 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
-    let connections: u64 = nodes
-        .iter()
-        .map(|n| n.router.stats().connected_peers)
-        .sum::<u64>()
-        / 2;
+    let connections: u64 = nodes.iter().map(Node::kept_peers).sum::<u64>() / 2;
     let fully = at_target(&nodes, target);
-    let per_node: Vec<u64> = nodes
-        .iter()
-        .map(|n| n.router.stats().connected_peers)
-        .collect();
+    let per_node: Vec<u64> = nodes.iter().map(Node::kept_peers).collect();
     let fewest_peers = per_node.iter().copied().min().unwrap_or(0);
     let most_peers = per_node.iter().copied().max().unwrap_or(0);
     let channels = vec![
@@ -253,9 +246,7 @@ fn target_peers(nodes: usize, max_connected: usize) -> u64 {
 }
 
 fn at_target(nodes: &[Node], target: u64) -> bool {
-    nodes
-        .iter()
-        .all(|n| n.router.stats().connected_peers >= target)
+    nodes.iter().all(|n| n.kept_peers() >= target)
 }
 
 fn live_bar() -> ProgressBar {

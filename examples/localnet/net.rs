@@ -34,6 +34,15 @@ pub struct Node {
     pub address: PeerAddress,
 }
 
+impl Node {
+    /// The peers this node keeps: its connections, less visits that hold
+    /// no slot (a full node's visitors, its own visits to full nodes).
+    pub fn kept_peers(&self) -> u64 {
+        let stats = self.router.stats();
+        stats.connected_peers.saturating_sub(stats.transient_peers)
+    }
+}
+
 pub async fn transport(
     kind: TransportKind,
     node: &LocalNode,

@@ -45,7 +45,7 @@ impl Live {
         let mut table = format!("{phase} · {:.1} s\n", at.as_secs_f64());
         table += "node  peers   votes in/s  blocks in/s\n";
         for node in nodes {
-            let peers = node.router.stats().connected_peers;
+            let peers = node.kept_peers();
             connected += peers;
             let counts = &work.per_node[node.index];
             let now = (

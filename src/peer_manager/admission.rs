@@ -72,6 +72,18 @@ impl PeerManager {
         Ok(())
     }
 
+    /// Reports that a peer we dialed admitted us for a visit only
+    /// ([`Admission::Visiting`](crate::transport::Admission::Visiting)).
+    /// The visit keeps its slot here (were visits free, a node below its
+    /// target would visit every full node it knows at once), but is not
+    /// counted among the peers the node keeps
+    /// ([`transient_count`](Self::transient_count)).
+    pub fn visiting(&mut self, peer: NodeId) {
+        if self.connected.get(&peer) == Some(&Direction::Outbound) {
+            self.visits.insert(peer);
+        }
+    }
+
     /// Reports that a connected peer finished its handshake over
     /// `protocol` and may be used; queues [`PeerUpdate::Up`]. Ignored for a
     /// peer that is not connected.
@@ -96,6 +108,7 @@ impl PeerManager {
         let direction = self.connected.remove(&peer);
         let was_connected = direction.is_some();
         self.transient.remove(&peer);
+        self.visits.remove(&peer);
         if direction == Some(Direction::Outbound) {
             self.penalise_short_visit(now, peer);
         }
@@ -166,7 +179,8 @@ impl PeerManager {
             .count()
     }
 
-    /// A connection we dialed that ended within [`SHORT_VISIT`] (mostly a
+    /// A connection we dialed that lasted clears the address's failures; one
+    /// that ended within [`SHORT_VISIT`] (mostly a
     /// full node letting us visit, see `max_transient`; either side may
     /// have closed it) counts as a failed dial of the address we dialed: it
     /// is retried later and ranked lower, so a node below its target turns
@@ -184,8 +198,19 @@ impl PeerManager {
             .filter(|a| a.record.last_dial_success.is_some())
             .max_by_key(|a| a.record.last_dial_success)
             .map(|a| a.record.address.clone());
-        if let (true, Some(address)) = (short, dialed) {
-            self.record_dial_failure(now, &address);
+        match (short, dialed) {
+            (true, Some(address)) => self.record_dial_failure(now, &address),
+            (false, Some(address)) => {
+                if let Some(known) = self
+                    .peers
+                    .get_mut(&peer)
+                    .and_then(|p| p.address_mut(&address))
+                {
+                    known.record.dial_failures = 0;
+                    self.dirty.insert(peer);
+                }
+            }
+            _ => {}
         }
     }
 

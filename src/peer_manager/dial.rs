@@ -140,8 +140,11 @@ impl PeerManager {
         self.insert_address(address.clone());
         let peer = self.peer_entry(id);
         if let Some(known) = peer.address_mut(address) {
+            // The failure count is cleared when the connection proves to
+            // be more than a short visit (see `disconnected`): a full node
+            // that lets us visit again and again must back off like one
+            // that refuses.
             known.record.last_dial_success = Some(now);
-            known.record.dial_failures = 0;
             known.jitter = Duration::ZERO;
         }
         peer.last_connected = Some(now);

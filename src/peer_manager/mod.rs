@@ -176,6 +176,8 @@ pub struct PeerManager {
     /// Peers admitted over the limits for peer exchange only, with the time
     /// they must leave. `accepted` inserts; `disconnected` removes.
     transient: HashMap<NodeId, std::time::SystemTime>,
+    /// Peers we dialed that admitted us for a visit only.
+    visits: HashSet<NodeId>,
     /// Connections reported ready. `ready` inserts; `disconnected` removes.
     ready: HashSet<NodeId>,
     /// Connected peers to evict. `errored`, `dialed`, `accepted` insert;
@@ -247,6 +249,7 @@ impl PeerManager {
             upgrading: HashMap::new(),
             connected: HashMap::new(),
             transient: HashMap::new(),
+            visits: HashSet::new(),
             ready: HashSet::new(),
             evict: HashSet::new(),
             evicting: HashSet::new(),
@@ -347,6 +350,17 @@ impl PeerManager {
     /// Number of connected peers, unconditional ones included.
     pub fn connected_count(&self) -> usize {
         self.connected.len()
+    }
+
+    /// Connected peers holding no slot: visitors, and our visits to full
+    /// nodes.
+    pub fn transient_count(&self) -> usize {
+        let hosted = self
+            .transient
+            .keys()
+            .filter(|p| !self.visits.contains(p))
+            .count();
+        hosted + self.visits.len()
     }
 
     /// Whether the limited connection slots are all taken.

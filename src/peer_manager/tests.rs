@@ -746,15 +746,37 @@ fn dialed_upgrade_evicts_an_even_lower_peer_that_appeared_meanwhile() {
 }
 
 #[test]
-fn dialed_resets_failures_and_reactivates() {
+fn dialed_reactivates_and_a_connection_that_lasts_resets_failures() {
     let mut m = manager(opts());
     m.add(addr(1)).unwrap();
     m.dial_next(t(0)).unwrap();
     m.dial_failed(t(0), &addr(1));
     m.inactivate(id(1));
     m.dialed(t(200), &addr(1)).unwrap();
-    assert_eq!(m.score(id(1)), Some(PeerScore(0)));
     assert!(!m.is_inactive(id(1)));
+    m.disconnected(t(3200), id(1));
+    assert_eq!(m.score(id(1)), Some(PeerScore(0)));
+}
+
+#[test]
+fn repeated_short_visits_back_off_like_failed_dials() {
+    let mut m = manager(opts());
+    m.add(addr(1)).unwrap();
+    let mut at = 0;
+    let mut gaps = Vec::new();
+    for _ in 0..4 {
+        let due = (at..)
+            .step_by(10)
+            .take(1000)
+            .find(|&ms| m.dial_next(t(ms)).is_some());
+        let due = due.unwrap_or_else(|| unreachable!());
+        gaps.push(due - at);
+        m.dialed(t(due), &addr(1)).unwrap();
+        m.disconnected(t(due + 10), id(1));
+        at = due + 10;
+    }
+    // Each visit ends as a failure on top of the last: the waits grow.
+    assert!(gaps.windows(2).skip(1).all(|w| w[1] > w[0]), "{gaps:?}");
 }
 
 #[test]

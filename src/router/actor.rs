@@ -224,9 +224,11 @@ impl Actor {
         if let Some(batch) = self.pm.take_store_batch() {
             self.writer.submit(batch);
         }
-        self.shared
-            .stats
-            .set_gauges(self.pm.peer_count(), self.pm.connected_count());
+        self.shared.stats.set_gauges(
+            self.pm.peer_count(),
+            self.pm.connected_count(),
+            self.pm.transient_count(),
+        );
     }
 
     /// Fans the peer manager's updates out to subscribers.

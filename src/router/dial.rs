@@ -24,6 +24,8 @@ pub(super) struct Handshaken {
     pub(super) conn: Arc<dyn Connection>,
     pub(super) info: NodeInfo,
     pub(super) peer: NodeId,
+    /// The peer admitted us for a visit only.
+    pub(super) visiting: bool,
 }
 
 pub(super) struct DialOutcome {
@@ -68,7 +70,12 @@ impl Actor {
         let now = self.clock.now();
         let address = outcome.address;
         let peer = address.node_id();
-        let Handshaken { conn, info, .. } = match outcome.result {
+        let Handshaken {
+            conn,
+            info,
+            visiting,
+            ..
+        } = match outcome.result {
             Ok(h) => h,
             Err(error) => {
                 tracing::info!(%address, %error, "dial failed");
@@ -109,6 +116,9 @@ impl Actor {
         }
         match self.pm.dialed(now, &address) {
             Ok(()) => {
+                if visiting {
+                    self.pm.visiting(peer);
+                }
                 self.observe_handshake(outcome.started);
                 self.start_peer(peer, conn, &info, Direction::Outbound, None)
             }
@@ -188,14 +198,17 @@ pub(super) async fn dial(
                     Some(address.node_id()),
                     self_id,
                 )?;
-                match conn.recv_admission().await? {
-                    Admission::Accepted => Ok(Handshaken {
-                        conn: conn.clone(),
-                        info,
-                        peer,
-                    }),
-                    Admission::Refused(reason) => Err(HandshakeError::Refused(reason)),
-                }
+                let visiting = match conn.recv_admission().await? {
+                    Admission::Accepted => false,
+                    Admission::Visiting => true,
+                    Admission::Refused(reason) => return Err(HandshakeError::Refused(reason)),
+                };
+                Ok(Handshaken {
+                    conn: conn.clone(),
+                    info,
+                    peer,
+                    visiting,
+                })
             };
             let result = tokio::time::timeout(options.handshake_timeout, handshake)
                 .await

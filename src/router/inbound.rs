@@ -89,6 +89,7 @@ impl Actor {
                             conn: conn.clone(),
                             info,
                             peer,
+                            visiting: false,
                         }),
                         Err(e) => Err((Some(NodeId::from_public_key(&key)), e)),
                     }
@@ -112,7 +113,9 @@ impl Actor {
     }
 
     pub(super) fn on_inbound(&mut self, outcome: InboundOutcome) {
-        let Handshaken { conn, info, peer } = match outcome.result {
+        let Handshaken {
+            conn, info, peer, ..
+        } = match outcome.result {
             Ok(h) => h,
             Err((peer, error)) => {
                 self.shared

@@ -123,8 +123,9 @@ pub(crate) struct PeerTask {
     pub(crate) conn_id: u64,
     pub(crate) conn: Arc<dyn Connection>,
     pub(crate) channels: Vec<PeerChannel>,
-    /// Accepting side: the admission to send before traffic flows.
-    pub(crate) admission: bool,
+    /// Accepting side: the admission to send before traffic flows
+    /// (accepted, or a visit).
+    pub(crate) admission: Option<Admission>,
     pub(crate) cancel: CancellationToken,
     /// Why the router dropped the connection, once it has.
     pub(crate) close_reason: Arc<OnceLock<CloseReason>>,
@@ -146,10 +147,10 @@ impl PeerTask {
     }
 
     async fn serve(self) -> String {
-        if self.admission {
+        if let Some(admission) = self.admission {
             let sent = tokio::select! {
                 () = self.cancel.cancelled() => Err(ConnectionError::Closed),
-                r = self.conn.send_admission(Admission::Accepted) => r,
+                r = self.conn.send_admission(admission) => r,
             };
             if let Err(e) = sent {
                 self.conn.close(CloseReason::Normal).await;

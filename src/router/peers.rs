@@ -21,7 +21,7 @@ use crate::address::Protocol;
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::Direction;
-use crate::transport::{CloseReason, Connection};
+use crate::transport::{Admission, CloseReason, Connection};
 
 /// An admitted connection.
 pub(super) struct Active {
@@ -178,7 +178,13 @@ impl Actor {
             conn_id,
             conn,
             channels,
-            admission: direction == Direction::Inbound,
+            admission: (direction == Direction::Inbound).then(|| {
+                if self.pm.is_transient(peer) {
+                    Admission::Visiting
+                } else {
+                    Admission::Accepted
+                }
+            }),
             cancel: cancel.clone(),
             close_reason: close.clone(),
             router_cancel: self.cancel.clone(),

@@ -32,6 +32,10 @@ pub struct RouterStats {
     pub known_peers: u64,
     /// Gauge: peers connected (admitted), both directions.
     pub connected_peers: u64,
+    /// Gauge: of those, visits that hold no slot (a full node's visitors,
+    /// and our visits to full nodes): `connected_peers - transient_peers`
+    /// are the peers the node keeps.
+    pub transient_peers: u64,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +53,7 @@ pub(crate) struct Stats {
     pub(crate) peer_errors: AtomicU64,
     pub(crate) known_peers: AtomicU64,
     pub(crate) connected_peers: AtomicU64,
+    pub(crate) transient_peers: AtomicU64,
     /// Woken on every change, for [`RouterHandle::stats_when`](super::RouterHandle::stats_when).
     pub(crate) changed: tokio::sync::Notify,
 }
@@ -68,12 +73,16 @@ impl Stats {
     }
 
     /// Sets the peer gauges; waiters are woken only on a change.
-    pub(crate) fn set_gauges(&self, known: usize, connected: usize) {
-        let a = self.known_peers.swap(known as u64, Ordering::Relaxed);
-        let b = self
-            .connected_peers
-            .swap(connected as u64, Ordering::Relaxed);
-        if a != known as u64 || b != connected as u64 {
+    pub(crate) fn set_gauges(&self, known: usize, connected: usize, transient: usize) {
+        let mut changed = false;
+        for (gauge, value) in [
+            (&self.known_peers, known),
+            (&self.connected_peers, connected),
+            (&self.transient_peers, transient),
+        ] {
+            changed |= gauge.swap(value as u64, Ordering::Relaxed) != value as u64;
+        }
+        if changed {
             self.changed.notify_waiters();
         }
     }
@@ -109,6 +118,7 @@ impl Stats {
             peer_errors: r(&self.peer_errors),
             known_peers: r(&self.known_peers),
             connected_peers: r(&self.connected_peers),
+            transient_peers: r(&self.transient_peers),
         }
     }
 }

@@ -218,12 +218,17 @@ impl PathStats {
 
 /// The accepting side's decision, sent to the dialer after the handshake.
 ///
-/// On the wire it is one byte: 0 for accepted, the refusal code otherwise.
+/// On the wire it is one byte: 0 for accepted, 0x10 for a visit, the
+/// refusal code otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Admission {
     /// The dialer is admitted; the connection is up.
     Accepted,
+    /// The dialer is admitted for a visit only: the node is full, serves
+    /// it peer exchange, and closes the connection soon. The dialer does
+    /// not count it as one of its peers (it still has room for others).
+    Visiting,
     /// The dialer is refused; the connection will be closed.
     Refused(RefusalReason),
 }
@@ -245,11 +250,15 @@ pub enum RefusalReason {
     Other = 255,
 }
 
+/// The admission byte of a visit (not a refusal code).
+const VISITING: u8 = 0x10;
+
 impl Admission {
     /// The one-byte wire form.
     pub fn to_byte(self) -> u8 {
         match self {
             Admission::Accepted => 0,
+            Admission::Visiting => VISITING,
             Admission::Refused(reason) => reason as u8,
         }
     }
@@ -263,6 +272,7 @@ impl Admission {
             2 => Admission::Refused(RefusalReason::Full),
             3 => Admission::Refused(RefusalReason::Incompatible),
             4 => Admission::Refused(RefusalReason::ShuttingDown),
+            VISITING => Admission::Visiting,
             _ => Admission::Refused(RefusalReason::Other),
         }
     }
@@ -292,6 +302,7 @@ mod tests {
     fn admission_byte_round_trips_and_unknown_is_other() {
         for a in [
             Admission::Accepted,
+            Admission::Visiting,
             Admission::Refused(RefusalReason::Duplicate),
             Admission::Refused(RefusalReason::Full),
             Admission::Refused(RefusalReason::Incompatible),
