@@ -217,7 +217,7 @@ async fn scenario() {
     assert!(
         sample(
             &metrics,
-            "p2p_channel_received_messages_total{channel=\"chat\",channel_id=\"48\"}"
+            "p2p_channel_received_messages_total{channel=\"chat\",channel_id=\"112\"}"
         ) >= 1.0
     );
     assert!(
