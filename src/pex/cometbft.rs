@@ -17,7 +17,7 @@
 //! | a non-routable address (RFC 1918, 3927, 4862, 4193, 4843, loopback, 0.0.0.0/8) | skipped when `addr_book_strict` (their default) | skipped both ways when `PexOptions::strict_addresses` (default off, for local networks) | [`parse`], [`advertisable`] |
 //! | what a peer may be told | any `NetAddress`: an IP literal and a port, no DNS names, no scheme | only `mconn://` addresses with an IP literal that pass the checks above | [`advertisable`] |
 //! | a message that is neither request nor response | unwrapping fails: disconnect | `PexViolation::Empty`, disconnect | `Reactor::on_message` |
-//! | a seed | answers an inbound peer's request once, then hangs up | a seed we dial is asked at once (as every new peer), its answer kept; its hang-up counts as a short visit, so it is redialed only after the dial backoff | `PexState::peer_up`, the peer manager |
+//! | a seed | answers an inbound peer's request once, then hangs up | a seed we dial is asked at once (as every new peer); its answer is kept even when our reactor sees the hang-up first; the hang-up counts as a short visit, so the seed is redialed only after the dial backoff | `PexState::peer_down` / `on_response`, the peer manager |
 //! | an inbound peer's own address | `NodeInfo.listen_addr` goes into the book | the same (every transport) | the router's inbound path |
 
 use std::net::IpAddr;

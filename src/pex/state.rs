@@ -9,6 +9,9 @@ use tokio::time::Instant;
 use super::{cometbft, PexOptions};
 use crate::identity::NodeId;
 
+/// Peers gone with our request outstanding whose answer is still taken.
+const GONE_KEPT: usize = 64;
+
 /// Which peer exchange a peer speaks, chosen by its connection's
 /// transport: CometBFT's on MConnection, ours elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,11 @@ pub(crate) struct PexState {
     /// peer never times a request out), but not counted as an answer in
     /// time.
     late: HashSet<NodeId>,
+    /// Peers that went down with a request of ours outstanding, newest
+    /// last (at most [`GONE_KEPT`]): their answer may still be in our
+    /// queue behind the Down event (a CometBFT seed answers and hangs up
+    /// at once), and is taken once.
+    gone: VecDeque<(NodeId, Dialect)>,
     /// When we last asked each up peer (we keep our own pace below the
     /// limit we enforce on others, with room for network jitter).
     last_asked: HashMap<NodeId, Instant>,
@@ -149,6 +157,7 @@ impl PexState {
             available: VecDeque::new(),
             pending: HashMap::new(),
             late: HashSet::new(),
+            gone: VecDeque::new(),
             last_asked: HashMap::new(),
             last_request_from: HashMap::new(),
             next_request: now,
@@ -168,11 +177,16 @@ impl PexState {
 
     /// A peer went down: forget everything about it.
     pub(crate) fn peer_down(&mut self, peer: NodeId) {
-        if self.up.remove(&peer).is_some() {
+        if let Some(dialect) = self.up.remove(&peer) {
             self.available.retain(|p| *p != peer);
             self.fresh.retain(|p| *p != peer);
-            self.pending.remove(&peer);
-            self.late.remove(&peer);
+            let asked = self.pending.remove(&peer).is_some();
+            if self.late.remove(&peer) || asked {
+                if self.gone.len() >= GONE_KEPT {
+                    self.gone.pop_front();
+                }
+                self.gone.push_back((peer, dialect));
+            }
             self.last_asked.remove(&peer);
         }
         // Kept for peers not (yet) seen up too: see `on_request`.
@@ -188,9 +202,13 @@ impl PexState {
         self.up.keys().chain(asked).copied().collect()
     }
 
-    /// The dialect of an up peer.
+    /// The dialect of an up peer, or of one gone with our request
+    /// outstanding.
     pub(crate) fn dialect(&self, peer: NodeId) -> Option<Dialect> {
-        self.up.get(&peer).copied()
+        self.up
+            .get(&peer)
+            .copied()
+            .or_else(|| self.gone.iter().find(|(p, _)| *p == peer).map(|(_, d)| *d))
     }
 
     fn rules_of(&self, peer: NodeId) -> Rules {
@@ -232,7 +250,16 @@ impl PexState {
                 self.available.push_back(peer);
             }
         } else if !self.late.remove(&peer) {
-            return Err(PexViolation::Unsolicited);
+            let Some(index) = self.gone.iter().position(|(p, _)| *p == peer) else {
+                return Err(PexViolation::Unsolicited);
+            };
+            let rules = self.rules_of(peer);
+            self.gone.remove(index);
+            if count > rules.max_addresses {
+                let max = rules.max_addresses;
+                return Err(PexViolation::TooManyAddresses { count, max });
+            }
+            return Ok(());
         }
         let max = self.rules_of(peer).max_addresses;
         if count > max {
@@ -479,6 +506,25 @@ mod tests {
         assert_eq!(s.poll_request(now), Some(id(2)));
         assert_eq!(s.on_response(id(1), 250), Ok(()));
         assert!(s.on_response(id(2), 250).is_err());
+    }
+
+    #[test]
+    fn an_answer_queued_behind_the_peers_down_is_taken_once() {
+        let (mut s, now) = state();
+        s.peer_up(id(1), Dialect::CometBft, now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        s.peer_down(id(1));
+        assert_eq!(s.dialect(id(1)), Some(Dialect::CometBft));
+        assert_eq!(s.on_response(id(1), 250), Ok(()));
+        assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
+        // Only so many are remembered.
+        for n in 0..=GONE_KEPT as u8 {
+            s.peer_up(id(n + 10), Dialect::Native, now);
+            assert_eq!(s.poll_request(now), Some(id(n + 10)));
+            s.peer_down(id(n + 10));
+        }
+        assert_eq!(s.on_response(id(10), 1), Err(PexViolation::Unsolicited));
+        assert_eq!(s.on_response(id(11), 1), Ok(()));
     }
 
     #[test]

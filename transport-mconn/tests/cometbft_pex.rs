@@ -179,23 +179,16 @@ struct Exchange {
     hung_up: bool,
 }
 
-/// The peer: handshake and NodeInfo, then two requests (CometBFT lets the
-/// first two pass free), an answer to the router's request, and a third
-/// request at once, which CometBFT's rules forbid.
-fn cometbft_peer(router: SocketAddr, router_id: NodeId) -> Exchange {
-    let stream = TcpStream::connect(router).unwrap();
-    let signing = ed25519_consensus::SigningKey::from(their_key().seed());
-    let conn = SecretConnection::new(stream, signing, Version::V0_34).unwrap();
-    let (mut send, recv) = conn.split().unwrap();
-    let mut recv = BufReader::with_capacity(4096, recv);
-    let info = tm::DefaultNodeInfo {
+/// The CometBFT-style peer's NodeInfo, with a listen address nobody serves
+/// (the router may dial it in vain).
+fn their_node_info() -> tm::DefaultNodeInfo {
+    tm::DefaultNodeInfo {
         protocol_version: Some(tm::ProtocolVersion {
             p2p: 8,
             block: 11,
             app: 0,
         }),
         default_node_id: their_key().node_id().to_string(),
-        // A listen address nobody serves: the router may dial it in vain.
         listen_addr: "tcp://127.0.0.1:9".into(),
         network: TEST_NETWORK.into(),
         version: "0.38.17".into(),
@@ -205,7 +198,19 @@ fn cometbft_peer(router: SocketAddr, router_id: NodeId) -> Exchange {
             tx_index: "on".into(),
             rpc_address: String::new(),
         }),
-    };
+    }
+}
+
+/// The peer: handshake and NodeInfo, then two requests (CometBFT lets the
+/// first two pass free), an answer to the router's request, and a third
+/// request at once, which CometBFT's rules forbid.
+fn cometbft_peer(router: SocketAddr, router_id: NodeId) -> Exchange {
+    let stream = TcpStream::connect(router).unwrap();
+    let signing = ed25519_consensus::SigningKey::from(their_key().seed());
+    let conn = SecretConnection::new(stream, signing, Version::V0_34).unwrap();
+    let (mut send, recv) = conn.split().unwrap();
+    let mut recv = BufReader::with_capacity(4096, recv);
+    let info = their_node_info();
     send.write_all(&info.encode_length_delimited_to_vec())
         .unwrap();
     let theirs: tm::DefaultNodeInfo = read_delimited(&mut recv);
@@ -334,4 +339,71 @@ async fn a_cometbft_peer_exchanges_addresses_by_their_rules() {
         assert!(urls.contains(&want), "{want} in {urls:?}");
     }
     assert!(!node.known_set().await.contains(&key(22).node_id()));
+}
+
+/// A CometBFT seed as the router meets it: the router dials it, it answers
+/// the router's request once and hangs up. The answer is kept, and the
+/// hang-up is no violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cometbft_seed_answers_once_and_hangs_up() {
+    let (mut node, _) = router().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let seed_at = listener.local_addr().unwrap();
+    let router_id = node.id();
+    let seed = tokio::task::spawn_blocking(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let signing = ed25519_consensus::SigningKey::from(their_key().seed());
+        let conn = SecretConnection::new(stream, signing, Version::V0_34).unwrap();
+        let (mut send, recv) = conn.split().unwrap();
+        let mut recv = BufReader::with_capacity(4096, recv);
+        let mut info = their_node_info();
+        info.listen_addr = format!("tcp://{seed_at}");
+        send.write_all(&info.encode_length_delimited_to_vec())
+            .unwrap();
+        let theirs: tm::DefaultNodeInfo = read_delimited(&mut recv);
+        assert_eq!(theirs.default_node_id, router_id.to_string());
+        // Wait for the router's request, answer, hang up.
+        loop {
+            let packet: tm::Packet = read_delimited(&mut recv);
+            let Some(Sum::PacketMsg(m)) = packet.sum else {
+                continue;
+            };
+            let message = tm::Message::decode(&m.data[..]).unwrap();
+            if let Some(tm::message::Sum::PexRequest(_)) = message.sum {
+                let addrs = tm::PexAddrs {
+                    addrs: vec![net_address(key(30).node_id(), "127.0.0.30", 26656)],
+                };
+                let answer = tm::Message {
+                    sum: Some(tm::message::Sum::PexAddrs(addrs)),
+                };
+                send.write_all(&pex_packet(&answer)).unwrap();
+                send.flush().unwrap();
+                return;
+            }
+        }
+    });
+    let seed_url = format!("mconn://{}@{seed_at}", their_key().node_id());
+    node.router
+        .add_peer(seed_url.parse().unwrap())
+        .await
+        .unwrap();
+    within(PATIENCE, "the seed's answer", seed).await.unwrap();
+    p2p_router::test_utils::require_down(&mut node.updates, their_key().node_id()).await;
+    within(PATIENCE, "the learned address", async {
+        loop {
+            let seen = node.router.stats();
+            if node.known_set().await.contains(&key(30).node_id()) {
+                return;
+            }
+            node.router
+                .stats_when(move |s| s.known_peers != seen.known_peers)
+                .await;
+        }
+    })
+    .await;
+    assert_eq!(
+        node.router.stats().peer_errors,
+        0,
+        "a seed's hang-up is no violation"
+    );
 }
