@@ -60,6 +60,7 @@ pub enum PeerStatus {
 #[non_exhaustive]
 pub enum PeerUpdate {
     /// The peer is connected and ready, with the channels it serves.
+    #[non_exhaustive]
     Up {
         /// The peer.
         peer: NodeId,
