@@ -179,12 +179,13 @@ impl PeerManager {
             .count()
     }
 
-    /// A connection we dialed that lasted clears the address's failures; one
-    /// that ended within [`SHORT_VISIT`] (mostly a
-    /// full node letting us visit, see `max_transient`; either side may
-    /// have closed it) counts as a failed dial of the address we dialed: it
-    /// is retried later and ranked lower, so a node below its target turns
-    /// to peers with room instead of visiting the same full ones again.
+    /// A connection we dialed that lasted clears the address's failures.
+    /// One that ended within [`SHORT_VISIT`] (mostly a full node letting us
+    /// visit, see `max_transient`; either side may have closed it) counts
+    /// as a failed dial of the address we dialed, on top of earlier ones:
+    /// it is retried later and ranked lower, so a node below its target
+    /// turns to peers with room instead of visiting the same full ones
+    /// again.
     fn penalise_short_visit(&mut self, now: SystemTime, peer: NodeId) {
         let Some(p) = self.peers.get(&peer) else {
             return;

@@ -356,12 +356,8 @@ impl PeerManager {
     /// Connected peers holding no slot: visitors, and our visits to full
     /// nodes.
     pub fn transient_count(&self) -> usize {
-        let hosted = self
-            .transient
-            .keys()
-            .filter(|p| !self.visits.contains(p))
-            .count();
-        hosted + self.visits.len()
+        // Disjoint: our visits are outbound, visitors inbound.
+        self.transient.len() + self.visits.len()
     }
 
     /// Whether the limited connection slots are all taken.

@@ -223,11 +223,12 @@ impl Reactor {
         &mut self,
         peer: NodeId,
     ) -> Result<Result<(), PexViolation>, RouterStopped> {
-        // The answer's form depends on the peer's dialect: one we have not
-        // seen come up (possible only after our update stream lagged) is
-        // not answered rather than answered wrongly.
-        let Some(dialect) = self.state.dialect(peer) else {
-            tracing::debug!(%peer, "PEX request from a peer not seen up; not answered");
+        // The answer's form depends on the peer's dialect. A peer not up
+        // (gone, its request queued behind its Down event; or, after our
+        // update stream lagged, not yet seen up) is not answered: nothing
+        // about it is kept, and a wrong dialect would get us dropped.
+        let Some(dialect) = self.state.up_dialect(peer) else {
+            tracing::debug!(%peer, "PEX request from a peer not up; not answered");
             return Ok(Ok(()));
         };
         if let Err(v) = self.state.on_request(peer, Instant::now()) {

@@ -189,21 +189,21 @@ impl PexState {
             }
             self.last_asked.remove(&peer);
         }
-        // Kept for peers not (yet) seen up too: see `on_request`.
         self.last_request_from.remove(&peer);
     }
 
-    /// Every peer we hold state for (up, or having asked us).
+    /// Every peer we hold state for: the up ones.
     pub(crate) fn known_peers(&self) -> Vec<NodeId> {
-        let asked = self
-            .last_request_from
-            .keys()
-            .filter(|p| !self.up.contains_key(p));
-        self.up.keys().chain(asked).copied().collect()
+        self.up.keys().copied().collect()
+    }
+
+    /// The dialect of an up peer (whom we answer).
+    pub(crate) fn up_dialect(&self, peer: NodeId) -> Option<Dialect> {
+        self.up.get(&peer).copied()
     }
 
     /// The dialect of an up peer, or of one gone with our request
-    /// outstanding.
+    /// outstanding (whose answer we still read).
     pub(crate) fn dialect(&self, peer: NodeId) -> Option<Dialect> {
         self.up
             .get(&peer)
@@ -233,9 +233,7 @@ impl PexState {
                 return Err(PexViolation::RequestTooSoon { elapsed, minimum });
             }
         }
-        // Recorded even before the peer's Up event reaches us (with a
-        // lagging update stream its request can come first); the Down
-        // event clears it.
+        // The reactor asks only for up peers, whose Down event clears it.
         asked.count = asked.count.saturating_add(1);
         asked.last = now;
         Ok(())
@@ -245,23 +243,17 @@ impl PexState {
     /// stay within the limit. The addresses themselves are checked by the
     /// caller.
     pub(crate) fn on_response(&mut self, peer: NodeId, count: usize) -> Result<(), PexViolation> {
+        // Before `gone` may forget the peer's dialect.
+        let max = self.rules_of(peer).max_addresses;
         if self.pending.remove(&peer).is_some() {
             if self.up.contains_key(&peer) {
                 self.available.push_back(peer);
             }
         } else if !self.late.remove(&peer) {
-            let Some(index) = self.gone.iter().position(|(p, _)| *p == peer) else {
-                return Err(PexViolation::Unsolicited);
-            };
-            let rules = self.rules_of(peer);
+            let index = self.gone.iter().position(|(p, _)| *p == peer);
+            let index = index.ok_or(PexViolation::Unsolicited)?;
             self.gone.remove(index);
-            if count > rules.max_addresses {
-                let max = rules.max_addresses;
-                return Err(PexViolation::TooManyAddresses { count, max });
-            }
-            return Ok(());
         }
-        let max = self.rules_of(peer).max_addresses;
         if count > max {
             return Err(PexViolation::TooManyAddresses { count, max });
         }
@@ -528,11 +520,13 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_limited_even_before_the_peer_is_seen_up() {
+    fn a_peers_request_allowance_starts_again_when_it_reconnects() {
         let (mut s, now) = state();
+        s.peer_up(id(1), Dialect::Native, now);
         s.on_request(id(1), now).unwrap();
         assert!(s.on_request(id(1), now).is_err());
         s.peer_down(id(1));
+        s.peer_up(id(1), Dialect::Native, now);
         s.on_request(id(1), now).unwrap();
     }
 
