@@ -32,9 +32,9 @@ pub struct RouterStats {
     pub known_peers: u64,
     /// Gauge: peers connected (admitted), both directions.
     pub connected_peers: u64,
-    /// Gauge: of those, visits that hold no slot (a full node's visitors,
-    /// and our visits to full nodes): `connected_peers - transient_peers`
-    /// are the peers the node keeps.
+    /// Gauge: of those, visits (a full node's visitors, which hold no slot
+    /// there, and our visits to full nodes): `connected_peers -
+    /// transient_peers` are the peers the node keeps.
     pub transient_peers: u64,
 }
 

@@ -227,7 +227,7 @@ pub enum Admission {
     Accepted,
     /// The dialer is admitted for a visit only: the node is full, serves
     /// it peer exchange, and closes the connection soon. The dialer does
-    /// not count it as one of its peers (it still has room for others).
+    /// not count it among the peers it keeps.
     Visiting,
     /// The dialer is refused; the connection will be closed.
     Refused(RefusalReason),
