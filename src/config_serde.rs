@@ -43,25 +43,36 @@ impl<'de> Deserialize<'de> for PeerScore {
 mod tests {
     use std::time::Duration;
 
+    use serde::de::DeserializeOwned;
+
     use crate::{ChannelDescriptor, ChannelId, FullPolicy, PeerManagerOptions, RouterOptions};
+
+    /// `text` read as a `T`; the test fails on an error.
+    fn read<T: DeserializeOwned>(text: &str) -> T {
+        toml::from_str(text).unwrap()
+    }
+
+    /// The error reading `text` as a `T` gives, as a user sees it.
+    fn refusal<T: DeserializeOwned + std::fmt::Debug>(text: &str) -> String {
+        toml::from_str::<T>(text).unwrap_err().to_string()
+    }
 
     #[test]
     fn options_read_from_toml_with_humantime_durations_and_defaults() {
-        let router: RouterOptions = toml::from_str(
+        let router: RouterOptions = read(
             r#"
             dial_concurrency = 4
             handshake_timeout = "20s"
             ip_window = "1m 30s"
             "#,
-        )
-        .unwrap();
+        );
         assert_eq!(router.dial_concurrency, 4);
         assert_eq!(router.handshake_timeout, Duration::from_secs(20));
         assert_eq!(router.ip_window, Duration::from_secs(90));
         assert_eq!(router.max_inbound, RouterOptions::default().max_inbound);
 
         let id = "89006b58739b9db9d25e4295cdb96ab10ac1ef9f";
-        let pm: PeerManagerOptions = toml::from_str(&format!(
+        let pm: PeerManagerOptions = read(&format!(
             r#"
             max_connected = 10
             min_retry_time = "100ms"
@@ -69,8 +80,7 @@ mod tests {
             private_peers = ["{id}"]
             peer_scores = {{ "{id}" = 7 }}
             "#
-        ))
-        .unwrap();
+        ));
         assert_eq!(pm.max_connected, 10);
         assert_eq!(pm.min_retry_time, Duration::from_millis(100));
         assert_eq!(
@@ -79,14 +89,13 @@ mod tests {
         );
         assert_eq!(pm.private_peers.len(), 1);
 
-        let channel: ChannelDescriptor = toml::from_str(
+        let channel: ChannelDescriptor = read(
             r#"
             id = 34
             name = "votes"
             full_policy = "drop_oldest"
             "#,
-        )
-        .unwrap();
+        );
         let want =
             ChannelDescriptor::new(ChannelId(34), "votes").with_full_policy(FullPolicy::DropOldest);
         assert_eq!(channel, want);
@@ -94,17 +103,11 @@ mod tests {
 
     #[test]
     fn bad_values_and_unknown_keys_are_errors_naming_the_problem() {
-        let e = toml::from_str::<PeerManagerOptions>(r#"persistent_peers = ["nope"]"#)
-            .unwrap_err()
-            .to_string();
+        let e = refusal::<PeerManagerOptions>(r#"persistent_peers = ["nope"]"#);
         assert!(e.contains("persistent_peers"), "{e}");
-        let e = toml::from_str::<RouterOptions>("dial_concurency = 3")
-            .unwrap_err()
-            .to_string();
+        let e = refusal::<RouterOptions>("dial_concurency = 3");
         assert!(e.contains("dial_concurency"), "{e}");
-        let e = toml::from_str::<RouterOptions>(r#"dial_timeout = "soon""#)
-            .unwrap_err()
-            .to_string();
+        let e = refusal::<RouterOptions>(r#"dial_timeout = "soon""#);
         assert!(e.contains("dial_timeout"), "{e}");
     }
 }

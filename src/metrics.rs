@@ -54,24 +54,27 @@ impl fmt::Debug for RouterCollector {
     }
 }
 
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), fmt::Error> {
-    let c = ConstCounter::new(value);
-    c.encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)
+/// The value of a series without labels.
+enum Single {
+    Counter(u64),
+    Gauge(i64),
 }
 
-fn gauge(
+fn single(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: i64,
+    value: Single,
 ) -> Result<(), fmt::Error> {
-    let g = ConstGauge::new(value);
-    g.encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+    let kind = match value {
+        Single::Counter(_) => MetricType::Counter,
+        Single::Gauge(_) => MetricType::Gauge,
+    };
+    let series = encoder.encode_descriptor(name, help, None, kind)?;
+    match value {
+        Single::Counter(v) => ConstCounter::new(v).encode(series),
+        Single::Gauge(v) => ConstGauge::new(v).encode(series),
+    }
 }
 
 /// A channel's labels: its name and its id, so two channels with one name
@@ -120,18 +123,17 @@ impl Collector for RouterCollector {
                 }
             }
         }
-        gauge(
-            &mut encoder,
-            "known_peers",
-            "Peers in the peer store",
-            stats.known_peers as i64,
-        )?;
-        gauge(
-            &mut encoder,
-            "peer_store_capacity",
-            "Most peers the peer store keeps",
-            source.started().map_or(0, |s| s.store_capacity) as i64,
-        )?;
+        let store_capacity = source.started().map_or(0, |s| s.store_capacity as u64);
+        for (name, help, value) in [
+            ("known_peers", "Peers in the peer store", stats.known_peers),
+            (
+                "peer_store_capacity",
+                "Most peers the peer store keeps",
+                store_capacity,
+            ),
+        ] {
+            single(&mut encoder, name, help, Single::Gauge(value as i64))?;
+        }
         {
             let mut m = encoder.encode_descriptor(
                 "dials",
@@ -159,36 +161,32 @@ impl Collector for RouterCollector {
                 }
             }
         }
-        counter(
-            &mut encoder,
-            "handshake_failures",
-            "Handshakes that failed or were refused, both directions",
-            stats.handshake_failures,
-        )?;
-        counter(
-            &mut encoder,
-            "inbound_refused",
-            "Inbound connections refused by limits before the handshake",
-            stats.refused_inbound,
-        )?;
         conns.handshake_seconds.encode(encoder.encode_descriptor(
             "handshake_duration_seconds",
             "Time from dial or accept to an admitted peer",
             None,
             MetricType::Histogram,
         )?)?;
-        counter(
-            &mut encoder,
-            "peer_errors",
-            "Peer errors reported",
-            stats.peer_errors,
-        )?;
-        counter(
-            &mut encoder,
-            "stream_errors",
-            "Inbound stream errors (oversized, malformed, unexpected channel)",
-            stats.stream_errors,
-        )?;
+        for (name, help, value) in [
+            (
+                "handshake_failures",
+                "Handshakes that failed or were refused, both directions",
+                stats.handshake_failures,
+            ),
+            (
+                "inbound_refused",
+                "Inbound connections refused by limits before the handshake",
+                stats.refused_inbound,
+            ),
+            ("peer_errors", "Peer errors reported", stats.peer_errors),
+            (
+                "stream_errors",
+                "Inbound stream errors (oversized, malformed, unexpected channel)",
+                stats.stream_errors,
+            ),
+        ] {
+            single(&mut encoder, name, help, Single::Counter(value))?;
+        }
 
         let channels = source.channel_stats();
         type Field = fn(&crate::ChannelStats) -> u64;

@@ -11,11 +11,8 @@ use crate::identity::NodeId;
 ///
 /// A limit of 0 means "no limit". [`Default`] gives the values below, which
 /// are Tendermint's defaults where it has one.
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Deserialize),
-    serde(default, deny_unknown_fields)
-)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PeerManagerOptions {

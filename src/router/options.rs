@@ -4,11 +4,8 @@
 use std::time::Duration;
 
 /// Router settings. Every default is finite.
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Deserialize),
-    serde(default, deny_unknown_fields)
-)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RouterOptions {

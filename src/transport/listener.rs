@@ -53,11 +53,8 @@ impl<C: Connection> AcceptQueue<C> {
 /// connection must get past before any cryptographic work, and how long
 /// its handshake may take. A transport's config embeds it as `listener`
 /// (a `[listener]` table in TOML).
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Deserialize),
-    serde(default, deny_unknown_fields)
-)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ListenerConfig {

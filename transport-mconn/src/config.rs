@@ -10,11 +10,8 @@ use p2p_router::transport::listener::{ListenerConfig, ListenerConfigError};
 /// [`MconnConfig::new`] gives CometBFT's defaults (what an operator's
 /// `config.toml` has unless changed); [`MconnConfig::fast`] turns off rate
 /// limits and the flush delay.
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Deserialize),
-    serde(default, deny_unknown_fields)
-)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct MconnConfig {

@@ -16,11 +16,8 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 /// handshake before any application data flows).
 ///
 /// [`LocalNode`]: p2p_router::LocalNode
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Deserialize),
-    serde(default, deny_unknown_fields)
-)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct QuicConfig {
