@@ -14,13 +14,18 @@ use p2p_transport_memory::MemoryNetwork;
 use tokio::time::Instant;
 
 /// `n` PEX nodes, each knowing only node 1 (the seed), with at most
-/// `max_connected` peers.
-async fn seeded_network(n: u64, max_connected: usize) -> (MemoryNetwork, Vec<TestNode>) {
+/// `max_connected` peers, dialing until they have `target` (0: the most).
+async fn seeded_network(
+    n: u64,
+    max_connected: usize,
+    target: usize,
+) -> (MemoryNetwork, Vec<TestNode>) {
     let net = MemoryNetwork::new();
     let nodes: Vec<TestNode> = (1..=n)
         .map(|i| {
             let mut b = TestNodeBuilder::new(key(i)).with_pex();
             b.pm.max_connected = max_connected;
+            b.pm.target_connected = target;
             b.pm.max_peers = 4 * n as usize;
             b.router = loopback_options(n as usize);
             b.start_on(&net)
@@ -61,44 +66,25 @@ async fn formed(nodes: &[TestNode], want: u64, bound: Duration) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn thirty_two_nodes_from_one_seed_reach_full_mesh() {
-    let (_net, nodes) = seeded_network(32, 64).await;
+    let (_net, nodes) = seeded_network(32, 64, 0).await;
     let took = formed(&nodes, 31, Duration::from_secs(10)).await;
     println!("32 nodes: full mesh in {took:?} (virtual)");
 }
 
-/// With a target of 20 among 100 nodes, every node must find 20 peers
-/// that still have room, which becomes a matching problem once most are
-/// full: the last few slots are not reliably filled (see the closing note
-/// of the discovery issue). What is proven here: nine slots in ten are
-/// filled at one moment and no node is left with fewer than half its
-/// target.
+/// 100 nodes with room for 20 peers each, dialing until they have 15:
+/// every node reaches its target. (With the target at the maximum every
+/// node would need 20 peers that still have room, a matching problem
+/// that leaves the last few nodes a few slots short; the slots filled are
+/// printed for comparison.)
 #[tokio::test(start_paused = true)]
-async fn a_hundred_nodes_with_a_target_of_twenty_fill_nine_slots_in_ten() {
-    let (_net, nodes) = seeded_network(100, 20).await;
-    let start = Instant::now();
-    let filled = async {
-        loop {
-            let kept: Vec<u64> = nodes.iter().map(|n| kept(&n.router.stats())).collect();
-            let total: u64 = kept.iter().sum();
-            if total * 10 >= 9 * 20 * 100 && kept.iter().all(|&k| k >= 10) {
-                return kept;
-            }
-            // Any node's change may complete the picture.
-            let changes = nodes.iter().map(|n| {
-                let seen = n.router.stats();
-                Box::pin(n.router.stats_when(move |s| *s != seen))
-            });
-            futures::future::select_all(changes).await;
-        }
-    };
-    let kept = match tokio::time::timeout(Duration::from_secs(30), filled).await {
-        Ok(kept) => kept,
-        Err(_) => panic!("slots not filled within 30 s"),
-    };
+async fn a_hundred_nodes_with_twenty_slots_all_reach_a_target_of_fifteen() {
+    let (_net, nodes) = seeded_network(100, 20, 15).await;
+    let took = formed(&nodes, 15, Duration::from_secs(30)).await;
+    let kept: Vec<u64> = nodes.iter().map(|n| kept(&n.router.stats())).collect();
     println!(
-        "100 nodes, target 20: {} of 2000 slots, fewest {}, in {:?} (virtual)",
+        "100 nodes, target 15 of 20: formed in {took:?} (virtual), {} of 2000 slots, {} to {} peers",
         kept.iter().sum::<u64>(),
         kept.iter().min().copied().unwrap_or(0),
-        start.elapsed()
+        kept.iter().max().copied().unwrap_or(0),
     );
 }

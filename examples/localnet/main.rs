@@ -41,10 +41,14 @@ struct Args {
     /// Nodes to start.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=256))]
     nodes: u16,
-    /// Most peers per node (0: every node connects to every other). The
-    /// network is formed once every node has this many.
+    /// Most peers per node (0: every node connects to every other).
     #[arg(long, default_value_t = 0)]
     max_connected: usize,
+    /// Peers each node dials towards when `--max-connected` is set
+    /// (default: three quarters of it, so every node keeps room for
+    /// newcomers). The network is formed once every node has this many.
+    #[arg(long)]
+    target_connected: Option<usize>,
     /// How long to run, from start to the end of the workload (e.g. 20s,
     /// 1500ms, 20).
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
@@ -102,6 +106,14 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let n = args.nodes as usize;
+    let target_connected = match (args.max_connected, args.target_connected) {
+        (0, _) => 0,
+        (max, None) => (max * 3 / 4).max(1),
+        (max, Some(t)) if t > max => {
+            return Err(format!("--target-connected {t} exceeds --max-connected {max}").into())
+        }
+        (_, Some(t)) => t,
+    };
     let root = tempfile::Builder::new().prefix("localnet-").tempdir()?;
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     for i in 0..n {
@@ -111,6 +123,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         let shape = net::Shape {
             nodes: n,
             max_connected: args.max_connected,
+            target_connected,
             block_size: args.block_size,
         };
         nodes.push(net::start(i, &shape, args.transport, &dir, seed).await?);
@@ -130,7 +143,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     // live view is drawn every half second.
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut last_render = Instant::now();
-    let target = target_peers(n, args.max_connected);
+    let target = target_peers(n, target_connected);
     let mut live = Live::new(n, target);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -237,9 +250,9 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
 }
 
 /// The peers each node must have for the network to be formed.
-fn target_peers(nodes: usize, max_connected: usize) -> u64 {
+fn target_peers(nodes: usize, target_connected: usize) -> u64 {
     let everyone = nodes as u64 - 1;
-    match max_connected {
+    match target_connected {
         0 => everyone,
         m => everyone.min(m as u64),
     }

@@ -68,6 +68,8 @@ pub struct Shape {
     pub nodes: usize,
     /// Most peers per node; 0: every other node.
     pub max_connected: usize,
+    /// Peers each node dials towards; 0: `max_connected`.
+    pub target_connected: usize,
     pub block_size: usize,
 }
 
@@ -97,6 +99,7 @@ pub async fn start(
         0 => nodes + 4,
         m => m,
     };
+    pm.target_connected = shape.target_connected;
     pm.max_peers = pm.max_peers.max(2 * nodes);
     pm.min_retry_time = Duration::from_millis(100);
     pm.retry_time_jitter = Duration::from_millis(200);

@@ -170,22 +170,22 @@ impl Summary {
                 ""
             },
         );
-        println!(
-            "connections: {} of {}{}",
+        let everyone = self.target_peers + 1 == self.nodes as u64;
+        let (c, e, t) = (
             self.connections,
             self.connections_expected,
-            match (
-                self.fully_connected,
-                self.target_peers + 1 == self.nodes as u64
-            ) {
-                (true, true) => " (every node to every other)".to_owned(),
-                (true, false) => format!(" (every node has its {} peers)", self.target_peers),
-                (false, _) => format!(
-                    " (INCOMPLETE: {} to {} peers per node, target {})",
-                    self.fewest_peers, self.most_peers, self.target_peers
-                ),
-            },
+            self.target_peers,
         );
+        let (fewest, most) = (self.fewest_peers, self.most_peers);
+        match (self.fully_connected, everyone) {
+            (true, true) => println!("connections: {c} of {e} (every node to every other)"),
+            (true, false) => println!(
+                "connections: {c}, {e} at least (every node has its {t} peers: {fewest} to {most})"
+            ),
+            (false, _) => println!(
+                "connections: {c} of {e} (INCOMPLETE: {fewest} to {most} peers per node, target {t})"
+            ),
+        }
         println!();
         println!(
             "channel  broadcasts       sent  delivered  lost        MB   p50 µs   p90 µs   p99 µs   max µs"

@@ -228,8 +228,12 @@ impl PeerManager {
             && self.limited_occupied() >= o.max_connected + o.max_connected_upgrade;
         let over_outgoing = o.max_outgoing > 0 && self.limited_outgoing() >= o.max_outgoing;
         let full = self.is_full();
+        // Between the target and the maximum the node only admits: it
+        // dials again to upgrade once full, as without a target.
+        let at_target =
+            !full && o.target_connected > 0 && self.limited_connected() >= o.target_connected;
         DialRoom {
-            limited: !over_ceiling && !over_outgoing,
+            limited: !over_ceiling && !over_outgoing && !at_target,
             full,
             lowest_victim: if full {
                 self.lowest_victim_score()

@@ -29,6 +29,14 @@ pub struct PeerManagerOptions {
     pub peer_scores: HashMap<NodeId, PeerScore>,
     /// Most connected peers (default 64).
     pub max_connected: usize,
+    /// Peers the node dials towards (default 0: `max_connected`). With
+    /// this many connected it stops dialing, yet still admits peers that
+    /// dial it, up to `max_connected`. A target below the maximum keeps
+    /// room for newcomers on every node, so that every node can reach its
+    /// target; with the two equal, the last nodes still looking for peers
+    /// may find every other node full (CometBFT makes the same split with
+    /// 10 outbound and 40 inbound peers).
+    pub target_connected: usize,
     /// Most outgoing connections plus dials in progress (default 0: only
     /// `max_connected` applies).
     pub max_outgoing: usize,
@@ -76,6 +84,7 @@ impl Default for PeerManagerOptions {
             unconditional_peers: HashSet::new(),
             peer_scores: HashMap::new(),
             max_connected: 64,
+            target_connected: 0,
             max_outgoing: 0,
             max_connected_upgrade: 4,
             max_peers: 1000,
@@ -121,6 +130,14 @@ pub enum OptionsError {
         /// The connection limit.
         max_connected: usize,
     },
+    /// `target_connected` above `max_connected` could never be reached.
+    #[error("target_connected {target_connected} exceeds max_connected {max_connected}")]
+    TargetAboveMaxConnected {
+        /// The target.
+        target_connected: usize,
+        /// The connection limit.
+        max_connected: usize,
+    },
     /// A maximum retry time without a minimum.
     #[error("max_retry_time needs min_retry_time")]
     MaxRetryWithoutMinRetry,
@@ -148,6 +165,15 @@ pub enum OptionsError {
 }
 
 impl PeerManagerOptions {
+    /// The peers the node dials towards: `target_connected`, or
+    /// `max_connected` when that is 0 (0: no limit).
+    pub fn dial_target(&self) -> usize {
+        match self.target_connected {
+            0 => self.max_connected,
+            n => n,
+        }
+    }
+
     /// The distinct ids of the persistent peers.
     pub(crate) fn persistent_ids(&self) -> HashSet<NodeId> {
         self.persistent_peers.iter().map(|a| a.node_id()).collect()
@@ -189,6 +215,12 @@ impl PeerManagerOptions {
         {
             return Err(OptionsError::MaxOutgoingAboveMaxConnected {
                 max_outgoing: self.max_outgoing,
+                max_connected: self.max_connected,
+            });
+        }
+        if self.max_connected > 0 && self.target_connected > self.max_connected {
+            return Err(OptionsError::TargetAboveMaxConnected {
+                target_connected: self.target_connected,
                 max_connected: self.max_connected,
             });
         }

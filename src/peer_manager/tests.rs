@@ -170,6 +170,16 @@ fn options_validate_table() {
         ),
         (
             PeerManagerOptions {
+                target_connected: 65,
+                ..base()
+            },
+            Err(OptionsError::TargetAboveMaxConnected {
+                target_connected: 65,
+                max_connected: 64,
+            }),
+        ),
+        (
+            PeerManagerOptions {
                 persistent_peers: vec![addr(SELF)],
                 ..base()
             },
@@ -514,6 +524,35 @@ fn dial_next_respects_max_outgoing() {
     m.accepted(t(0), id(9)).unwrap();
     m.disconnected(t(0), first.node_id());
     assert!(m.dial_next(t(0)).is_some());
+}
+
+#[test]
+fn at_its_target_a_node_stops_dialing_but_admits_up_to_the_maximum() {
+    let mut m = manager(PeerManagerOptions {
+        target_connected: 2,
+        ..limited(4, 0)
+    });
+    for n in 1..=5 {
+        m.add(addr(n)).unwrap();
+    }
+    let mut dialed = Vec::new();
+    for _ in 0..2 {
+        let next = m.dial_next(t(0)).unwrap();
+        m.dialed(t(0), &next).unwrap();
+        dialed.push(next.node_id());
+    }
+    assert_eq!(m.dial_next(t(0)), None, "two connected: at the target");
+    assert_eq!(m.next_wakeup(t(0)), None);
+    // Peers that dial us are still admitted, up to the maximum.
+    m.accepted(t(0), id(8)).unwrap();
+    m.accepted(t(0), id(9)).unwrap();
+    assert_eq!(m.accepted(t(0), id(10)), Err(AdmitError::Full));
+    // Below the target again, the node dials.
+    for peer in [id(8), id(9)] {
+        m.disconnected(t(0), peer);
+    }
+    m.disconnected(t(0), dialed[0]);
+    assert!(m.dial_next(t(0)).is_some(), "one connected: below the target");
 }
 
 #[test]

@@ -303,7 +303,8 @@ impl Reactor {
             0 => stats.known_peers,
             n => n as u64,
         };
-        let wanting = stats.connected_peers < target;
+        // Visits hold a slot for a moment but are not peers we keep.
+        let wanting = stats.connected_peers.saturating_sub(stats.transient_peers) < target;
         tracing::debug!(
             %peer,
             received,

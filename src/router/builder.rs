@@ -257,7 +257,7 @@ impl RouterBuilder {
             .store
             .unwrap_or_else(|| Box::new(MemoryPeerStore::new()));
         let store_capacity = self.pm_options.max_peers;
-        let connection_target = self.pm_options.max_connected;
+        let connection_target = self.pm_options.dial_target();
         // Loaded here, written by the router's store writer: the peer
         // manager itself never touches the disk.
         let loaded = store.load().map_err(PeerManagerError::Store)?;

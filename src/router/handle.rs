@@ -159,7 +159,8 @@ impl RouterHandle {
     }
 
     /// How many peers the node wants connected: the peer manager's
-    /// `max_connected` (0: no limit).
+    /// [`dial_target`](crate::PeerManagerOptions::dial_target) (0: no
+    /// limit).
     pub fn connection_target(&self) -> usize {
         self.shared
             .started()

@@ -63,7 +63,7 @@ pub(crate) struct Started {
     pub(crate) node_infos: Vec<NodeInfo>,
     /// `PeerManagerOptions::max_peers`.
     pub(crate) store_capacity: usize,
-    /// The peer manager's `max_connected`.
+    /// The peer manager's dial target.
     pub(crate) connection_target: usize,
     pub(crate) updates: broadcast::Sender<PeerUpdate>,
     pub(crate) mailbox: mpsc::Sender<Command>,
