@@ -125,6 +125,11 @@ impl Collector for RouterCollector {
         }
         let store_capacity = source.started().map_or(0, |s| s.store_capacity as u64);
         for (name, help, value) in [
+            (
+                "transient_peers",
+                "Connected peers that hold no slot: visitors, and our visits to full nodes",
+                stats.transient_peers,
+            ),
             ("known_peers", "Peers in the peer store", stats.known_peers),
             (
                 "peer_store_capacity",

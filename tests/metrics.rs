@@ -88,6 +88,7 @@ async fn counters_follow_traffic_and_are_exported_for_prometheus() {
         0.0
     );
     assert_eq!(sample(&text, "p2p_known_peers "), 1.0);
+    assert_eq!(sample(&text, "p2p_transient_peers "), 0.0);
     assert_eq!(sample(&text, &format!("p2p_dials_total{{{memory}}}")), 1.0);
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(

@@ -552,7 +552,10 @@ fn at_its_target_a_node_stops_dialing_but_admits_up_to_the_maximum() {
         m.disconnected(t(0), peer);
     }
     m.disconnected(t(0), dialed[0]);
-    assert!(m.dial_next(t(0)).is_some(), "one connected: below the target");
+    assert!(
+        m.dial_next(t(0)).is_some(),
+        "one connected: below the target"
+    );
 }
 
 #[test]
