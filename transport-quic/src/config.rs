@@ -131,6 +131,11 @@ impl QuicConfig {
         // granted once both sides' channels are known (QUIC can raise a
         // stream limit later, never lower it).
         t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        // No channel uses datagrams, so the DATAGRAM extension is not
+        // offered: otherwise quinn buffers whatever a peer sends (about
+        // 1.25 MB per connection, before admission too) for a reader that
+        // never comes. A peer sending one anyway breaks the protocol.
+        t.datagram_receive_buffer_size(None);
         t.keep_alive_interval(Some(self.keep_alive_interval));
         t.max_idle_timeout(Some(
             IdleTimeout::try_from(self.idle_timeout)

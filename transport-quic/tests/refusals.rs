@@ -7,7 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{alpn_for, key, node, quic_config, raw_client, within, ClientCert, NETWORK};
+use common::{
+    alpn_for, key, node, quic_config, raw_client, raw_connect, within, ClientCert, NETWORK,
+};
 use p2p_router::transport::{AcceptFailure, IncompatibleKind};
 use p2p_router::{conformance, AcceptError, BindError, DialError, LocalNode, Transport};
 use p2p_transport_quic::{QuicConfig, QuicConfigError, QuicTransport};
@@ -205,4 +207,25 @@ async fn a_bad_configuration_is_an_error_not_a_panic() {
         ),
         other => panic!("expected a config error, got {:?}", other.err()),
     }
+}
+
+/// The listener does not offer QUIC datagrams (no channel uses them), so a
+/// peer has nothing it could make quinn buffer for a reader that never
+/// comes.
+#[tokio::test]
+async fn the_listener_offers_no_datagrams_a_peer_could_pile_up() {
+    let (l, lk) = listener(160);
+    let addr = l.local_addrs()[0];
+    let client = ClientCert::Node(Box::new(key(161)));
+    let conn = within("raw client", raw_connect(addr, client, &alpn_for(NETWORK)))
+        .await
+        .expect("a node with the right network is served");
+    assert_eq!(conn.max_datagram_size(), None);
+    assert!(matches!(
+        conn.send_datagram(bytes::Bytes::from_static(b"pile me up")),
+        Err(quinn::SendDatagramError::UnsupportedByPeer)
+    ));
+    let accepted = within("accept", l.accept()).await.unwrap();
+    assert_eq!(accepted.peer_key(), key(161).public_key());
+    still_serving(&l, &lk).await;
 }

@@ -281,10 +281,9 @@ impl rustls::client::ResolvesClientCert for Present {
     }
 }
 
-/// Connects a raw quinn client to `addr` with the given certificate and
-/// ALPN, and returns how the connection ended (or `Ok` if it is still up
-/// after the handshake completed and a round trip of stream data).
-pub async fn raw_client(
+/// A raw quinn client's connection to `addr` with the given certificate
+/// and ALPN, once the client's side of the TLS handshake is done.
+pub async fn raw_connect(
     addr: SocketAddr,
     cert: ClientCert,
     alpn: &[u8],
@@ -324,7 +323,18 @@ pub async fn raw_client(
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = endpoint.connect(addr, "peer").unwrap().await?;
+    endpoint.connect(addr, "peer").unwrap().await
+}
+
+/// Connects a raw quinn client to `addr` with the given certificate and
+/// ALPN, and returns how the connection ended (or `Ok` if it is still up
+/// after the handshake completed and a round trip of stream data).
+pub async fn raw_client(
+    addr: SocketAddr,
+    cert: ClientCert,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let conn = raw_connect(addr, cert, alpn).await?;
     // TLS 1.3 lets the client finish before the server has checked the
     // client's certificate: a round trip shows the server's verdict.
     let (mut send, mut recv) = conn.open_bi().await?;
