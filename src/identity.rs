@@ -74,6 +74,26 @@ pub enum NodeIdError {
         /// Zero-based character position of the first offending character.
         position: usize,
     },
+    /// An upper-case hex digit where the wire form is lower case (a
+    /// node's own `NodeInfo`); user input may be either case.
+    #[error("node id has an upper-case hex digit at position {position}; the wire form is lower case")]
+    NotLowerCase {
+        /// Zero-based position of the first upper-case digit.
+        position: usize,
+    },
+}
+
+impl NodeId {
+    /// Parses the wire form: exactly 40 lower-case hex digits, as the
+    /// node's own id is written in `NodeInfo` (`FromStr` also takes upper
+    /// case, for ids an operator types).
+    pub fn parse_wire(s: &str) -> Result<Self, NodeIdError> {
+        let id = s.parse()?;
+        match s.chars().position(|c| c.is_ascii_uppercase()) {
+            Some(position) => Err(NodeIdError::NotLowerCase { position }),
+            None => Ok(id),
+        }
+    }
 }
 
 impl FromStr for NodeId {

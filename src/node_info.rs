@@ -169,9 +169,9 @@ impl NodeInfo {
         }
     }
 
-    /// The declared node id, parsed.
+    /// The declared node id, parsed in its wire form (lower case only).
     pub fn parsed_node_id(&self) -> Result<NodeId, NodeIdError> {
-        self.node_id.parse()
+        NodeId::parse_wire(&self.node_id)
     }
 
     /// The declared channels.
@@ -357,6 +357,13 @@ mod tests {
         check(
             &|i| i.node_id = "xyz".into(),
             NodeInfoError::NodeId(NodeIdError::Length(3)),
+        );
+        let first_letter = info().node_id.find(|c: char| c.is_ascii_alphabetic());
+        check(
+            &|i| i.node_id = i.node_id.to_uppercase(),
+            NodeInfoError::NodeId(NodeIdError::NotLowerCase {
+                position: first_letter.unwrap(),
+            }),
         );
         check(
             &|i| i.channels = (0..17).collect(),

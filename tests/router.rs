@@ -206,6 +206,10 @@ async fn accept_side_refusals_close_the_connection_without_up() {
     i.node_id = key(6).node_id().to_string();
     cases.push(("key mismatch", i));
     let mut i = good.clone();
+    i.node_id = i.node_id.to_uppercase();
+    assert_ne!(i.node_id, good.node_id, "the id has hex letters");
+    cases.push(("upper-case id", i));
+    let mut i = good.clone();
     i.network = "elsewhere".into();
     cases.push(("other network", i));
     let mut i = good.clone();
@@ -225,7 +229,7 @@ async fn accept_side_refusals_close_the_connection_without_up() {
     let (conn, _) = raw_handshake(&net, &peer, a.id(), Bytes::from_static(b"\xff\xff\xff")).await;
     conn.closed().await;
     assert!(a.updates.try_recv().is_err(), "no Up for refused peers");
-    assert_eq!(a.router.stats().handshake_failures, 5);
+    assert_eq!(a.router.stats().handshake_failures, 6);
     // Still serving: a good peer connects.
     let mut b = TestNodeBuilder::new(key(2)).start_on(&net);
     connect(&mut b, &mut a).await;
