@@ -76,7 +76,9 @@ pub enum NodeIdError {
     },
     /// An upper-case hex digit where the wire form is lower case (a
     /// node's own `NodeInfo`); user input may be either case.
-    #[error("node id has an upper-case hex digit at position {position}; the wire form is lower case")]
+    #[error(
+        "node id has an upper-case hex digit at position {position}; the wire form is lower case"
+    )]
     NotLowerCase {
         /// Zero-based position of the first upper-case digit.
         position: usize,

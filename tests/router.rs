@@ -165,6 +165,42 @@ async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
     assert_eq!(require_receive(&b.rx).await.message, text("fine"));
 }
 
+/// A peer that sends nothing but undecodable messages spends its budget of
+/// minor errors and is disconnected, though the node has free slots; only
+/// the first error of the window is logged (checked by the budget's unit
+/// test), so the peer cannot flood the log either.
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_keeps_sending_undecodable_messages_is_disconnected() {
+    let net = MemoryNetwork::new();
+    let (mut a, raw_tx) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |r| {
+        r.channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
+            .unwrap()
+            .split()
+            .0
+    });
+    let mut builder = TestNodeBuilder::new(key(2));
+    builder.router.peer_error_budget = 5;
+    let (mut b, (_bt, b_rx)) = builder.start_declaring_on(&net, |r| {
+        r.channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
+            .unwrap()
+            .split()
+    });
+    connect(&mut a, &mut b).await;
+    // From 1: a zero is encoded as nothing, which decodes as an empty Text.
+    for value in 1..=5 {
+        send_to(&raw_tx, b.id(), Number { value }).await;
+    }
+    settle().await;
+    assert_eq!(b.router.stats().decode_failures, 5);
+    assert!(
+        b.router.connected_peers().await.unwrap().contains(&a.id()),
+        "within the budget"
+    );
+    send_to(&raw_tx, b.id(), Number { value: 6 }).await;
+    require_down(&mut b.updates, a.id()).await;
+    assert!(b_rx.try_recv().is_none());
+}
+
 /// Dials the router's node from a raw memory connection, sends `info` as
 /// the handshake and returns what the router answered.
 async fn raw_handshake(

@@ -12,7 +12,7 @@
 //! | a response only to an outstanding request, one outstanding per peer | `requestsSent`; otherwise `ErrUnsolicitedList`: disconnect and ban | same; a request is never timed out on their side, so a late answer to ours is accepted | `PexState::on_response` |
 //! | most addresses in a response | `maxGetSelection` | [`MAX_ADDRESSES_RECEIVED`] = 250 accepted; we send at most `PexOptions::max_addresses` (≤ 100) | `PexState::on_response`, `Reactor::on_request` |
 //! | largest PEX message | `maxMsgSize` = 256 × 250 bytes | 64,000 ≤ our 64 KiB channel maximum | `pex_channel_descriptor` |
-//! | an address whose `ip` does not parse, or `port` > 65535 | `NetAddressFromProto` fails: disconnect and ban | the whole response is refused (`PexViolation::BadAddress`), the peer disconnected | [`parse`] |
+//! | an address whose `ip` does not parse, or `port` > 65535 | `NetAddressFromProto` fails: disconnect and ban | the whole response is refused (`PexViolation::BadIp` / `BadPort`), the peer disconnected | [`parse`] |
 //! | an address that parses but is not `Valid()`: id not 20 bytes of hex, unspecified IP, 2001:db8::/32, 255.255.255.255 | skipped by the address book | skipped (also port 0: not dialable) | [`parse`] |
 //! | a non-routable address (RFC 1918, 3927, 4862, 4193, 4843, loopback, 0.0.0.0/8) | skipped when `addr_book_strict` (their default) | skipped both ways when `PexOptions::strict_addresses` (default off, for local networks) | [`parse`], [`advertisable`] |
 //! | what a peer may be told | any `NetAddress`: an IP literal and a port, no DNS names, no scheme | only `mconn://` addresses with an IP literal that pass the checks above | [`advertisable`] |

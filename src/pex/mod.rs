@@ -282,8 +282,11 @@ impl Reactor {
             match dialect {
                 Dialect::Native => match a.url.parse::<PeerAddress>() {
                     Ok(address) => addresses.push(address),
-                    Err(e) => {
-                        return Ok(Err(PexViolation::BadAddress(format!("{:.80}: {e}", a.url))))
+                    Err(reason) => {
+                        return Ok(Err(PexViolation::BadAddress {
+                            address: a.url.chars().take(80).collect(),
+                            reason,
+                        }))
                     }
                 },
                 Dialect::CometBft => match cometbft::parse(&a, strict) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{cometbft, PexOptions};
+use crate::address::ParseAddressError;
 use crate::identity::NodeId;
 
 /// Peers gone with our request outstanding whose answer is still taken.
@@ -89,9 +90,15 @@ pub enum PexViolation {
         /// The limit.
         max: usize,
     },
-    /// An address in its response did not parse.
-    #[error("unparsable address in PEX response: {0}")]
-    BadAddress(String),
+    /// An address in its response did not parse. Shown quoted and
+    /// escaped (`Debug`), so that a forged address cannot forge log lines.
+    #[error("unparsable address in PEX response {address:?}: {reason}")]
+    BadAddress {
+        /// The address as sent, cut to 80 characters.
+        address: String,
+        /// What is wrong with it.
+        reason: ParseAddressError,
+    },
     /// A CometBFT address whose IP does not parse (CometBFT refuses the
     /// whole message too).
     #[error("PEX address with an unparsable IP {ip:?}")]

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::clock::Clock;
 use super::dial::{dial, DialOutcome};
+use super::error_budget::Charge;
 use super::inbound::{accept_loop, InboundOutcome};
 use super::ip_limit::IpLimiter;
 use super::peer_task::PeerExit;
@@ -24,7 +25,7 @@ use super::peers::Active;
 use super::shared::Shared;
 use super::store_writer::StoreWriter;
 use super::tasks::{Ended, Joined, Owned};
-use super::{Command, RouterOptions};
+use super::{Command, PeerError, RouterOptions};
 use crate::address::PeerAddress;
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
@@ -242,12 +243,48 @@ impl Actor {
         }
     }
 
+    /// Logs a reported error within the peer's log budget, and says
+    /// whether a minor one has spent the peer's error budget.
+    fn charge(&mut self, error: &PeerError) -> bool {
+        let (peer, kind) = (error.peer, &error.kind);
+        let active = self.active.get_mut(&peer);
+        let charge = match active {
+            Some(active) if !error.is_fatal() => active.errors.charge(
+                Instant::now(),
+                self.options.peer_error_budget,
+                self.options.peer_error_window,
+            ),
+            // Fatal: the peer goes, so this is its last line. A peer no
+            // longer connected cannot report again either.
+            _ => Charge::Log { quiet: 0 },
+        };
+        match charge {
+            Charge::Log { quiet } => {
+                tracing::info!(%peer, severity = ?error.severity, %kind, quiet, "peer error");
+                false
+            }
+            Charge::Quiet => false,
+            Charge::Spent { first } => {
+                if first {
+                    tracing::info!(
+                        %peer,
+                        %kind,
+                        budget = self.options.peer_error_budget,
+                        window = ?self.options.peer_error_window,
+                        "too many peer errors; disconnecting"
+                    );
+                }
+                true
+            }
+        }
+    }
+
     pub(super) fn on_command(&mut self, command: Command) {
         match command {
             Command::Report(error) => {
                 self.shared.stats.bump(&self.shared.stats.peer_errors);
-                tracing::info!(peer = %error.peer, severity = ?error.severity, kind = %error.kind, "peer error");
-                let evict = if error.is_fatal() {
+                let spent = self.charge(&error);
+                let evict = if error.is_fatal() || spent {
                     true
                 } else {
                     self.pm.adjust_score(error.peer, -1);

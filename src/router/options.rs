@@ -40,6 +40,13 @@ pub struct RouterOptions {
     pub mailbox_capacity: usize,
     /// Peer updates buffered per subscriber before it lags (default 256).
     pub peer_update_capacity: usize,
+    /// Minor peer errors one peer may cause per `peer_error_window`
+    /// (default 20); the next one disconnects it as a fatal error would.
+    /// Only the first of each window is logged.
+    pub peer_error_budget: u32,
+    /// The window of `peer_error_budget` (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub peer_error_window: Duration,
 }
 
 impl Default for RouterOptions {
@@ -57,6 +64,8 @@ impl Default for RouterOptions {
             takeover_after: Duration::from_secs(5),
             mailbox_capacity: 256,
             peer_update_capacity: 256,
+            peer_error_budget: 20,
+            peer_error_window: Duration::from_secs(10),
         }
     }
 }
@@ -96,6 +105,7 @@ impl RouterOptions {
             ("handshake_timeout", self.handshake_timeout),
             ("resolve_timeout", self.resolve_timeout),
             ("ip_window", self.ip_window),
+            ("peer_error_window", self.peer_error_window),
         ];
         if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {
             return Err(RouterOptionsError::ZeroDuration(name));

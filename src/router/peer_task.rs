@@ -310,7 +310,7 @@ async fn receive_loop(
 }
 
 async fn report(shared: &Shared, error: PeerError) {
-    tracing::debug!(peer = %error.peer, kind = %error.kind, "peer error");
+    // Logged by the actor, within the peer's budget of log lines.
     // The mailbox is bounded; waiting here only slows this peer's channel.
     // A stopped router needs no report.
     let _ = shared.tell(Command::Report(error)).await;

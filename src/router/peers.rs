@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actor::Actor;
+use super::error_budget::ErrorBudget;
 use super::handshake::new_connection_wins;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
 use super::queue::{ReadySet, SendQueue};
@@ -35,6 +36,8 @@ pub(super) struct Active {
     /// `cancel` (the first reason wins).
     pub(super) close: Arc<OnceLock<CloseReason>>,
     pub(super) ip: Option<IpAddr>,
+    /// The peer's minor errors in the current window.
+    pub(super) errors: ErrorBudget,
 }
 
 impl Active {
@@ -200,6 +203,7 @@ impl Actor {
                 cancel,
                 close,
                 ip,
+                errors: ErrorBudget::new(Instant::now()),
             },
         );
         self.count_peer(protocol, direction, true);
