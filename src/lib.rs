@@ -27,6 +27,7 @@ mod config_serde;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
 mod identity;
+mod ip_key;
 mod local_node;
 #[cfg(feature = "metrics")]
 pub mod metrics;

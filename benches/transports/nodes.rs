@@ -126,6 +126,8 @@ pub async fn transport(
             }
             c.listener.max_connections = 8192;
             c.listener.max_incoming_handshakes = 256;
+            // Every peer comes from 127.0.0.1.
+            c.listener.max_handshakes_per_ip = 256;
             let node = LocalNode::new(key.clone(), NETWORK);
             Arc::new(QuicTransport::bind(&node, c).expect("quic"))
         }
@@ -140,6 +142,8 @@ pub async fn transport(
             }
             c.listener.max_connections = 8192;
             c.listener.max_incoming_handshakes = 256;
+            // Every peer comes from 127.0.0.1.
+            c.listener.max_handshakes_per_ip = 256;
             Arc::new(MconnTransport::bind(key, c).await.expect("mconn"))
         }
         Kind::Memory => Arc::new(memory.transport(key)),

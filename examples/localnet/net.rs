@@ -49,16 +49,19 @@ pub async fn transport(
 ) -> Result<Arc<dyn Transport>, Box<dyn std::error::Error>> {
     let loopback = "127.0.0.1:0".parse()?;
     Ok(match kind {
-        TransportKind::Quic => Arc::new(QuicTransport::bind(
-            node,
-            QuicConfig::new().listen_on(loopback),
-        )?),
+        TransportKind::Quic => {
+            let mut config = QuicConfig::new().listen_on(loopback);
+            // Every peer comes from 127.0.0.1: one IP may use every
+            // handshake slot.
+            config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+            Arc::new(QuicTransport::bind(node, config)?)
+        }
         TransportKind::Mconn => {
             // No rate limit and no flush delay: a local demo, not CometBFT
             // defaults.
-            Arc::new(
-                MconnTransport::bind(node.key(), MconnConfig::fast().listen_on(loopback)).await?,
-            )
+            let mut config = MconnConfig::fast().listen_on(loopback);
+            config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+            Arc::new(MconnTransport::bind(node.key(), config).await?)
         }
     })
 }

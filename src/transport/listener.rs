@@ -1,6 +1,7 @@
 //! Listener plumbing every transport shares: the limits an incoming
 //! connection passes before any cryptographic work (handshakes in progress,
-//! live connections), the handshake timeout, and the backlog from which
+//! in all and per source IP, live connections), the handshake timeout
+//! (shorter under pressure), and the backlog from which
 //! [`Transport::accept`](super::Transport::accept) takes finished
 //! connections.
 //!
@@ -8,9 +9,10 @@
 //! connection and [`Listener::reap`] in its `select!`; its `accept` method
 //! is [`AcceptQueue::next`].
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{AcceptError, AcceptFailure, Connection};
+use crate::ip_key::IpKey;
 
 /// Finished incoming connections, waiting for `accept`.
 pub struct AcceptQueue<C> {
@@ -63,8 +66,14 @@ pub struct ListenerConfig {
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub handshake_timeout: Duration,
     /// Incoming handshakes in progress at once; more connections are
-    /// refused before any cryptographic work (default 64).
+    /// refused before any cryptographic work (default 64). Once half are
+    /// taken the listener is under pressure: new handshakes get a quarter
+    /// of `handshake_timeout`, and a QUIC listener asks unvalidated
+    /// sources to prove their address first (a Retry).
     pub max_incoming_handshakes: usize,
+    /// Incoming handshakes in progress from one IPv4 address or IPv6 /64
+    /// (default 8), so that one host cannot hold every handshake slot.
+    pub max_handshakes_per_ip: usize,
     /// Live connections, both directions; incoming ones over the limit are
     /// refused before any cryptographic work, dials fail (default 1024).
     pub max_connections: usize,
@@ -77,6 +86,7 @@ impl Default for ListenerConfig {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_incoming_handshakes: 64,
+            max_handshakes_per_ip: 8,
             max_connections: 1024,
             accept_backlog: 64,
         }
@@ -98,6 +108,9 @@ impl ListenerConfig {
         }
         if self.max_connections == 0 {
             return Err(ListenerConfigError::Zero("max_connections"));
+        }
+        if self.max_handshakes_per_ip == 0 {
+            return Err(ListenerConfigError::Zero("max_handshakes_per_ip"));
         }
         if self.handshake_timeout.is_zero() {
             return Err(ListenerConfigError::Zero("handshake_timeout"));
@@ -160,8 +173,54 @@ pub struct Listener<C> {
     queue: AcceptSender<C>,
     connections: Arc<Semaphore>,
     handshake_timeout: Duration,
+    max_handshakes: usize,
     handshaking: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
     handshakes: JoinSet<()>,
+}
+
+/// Handshakes in progress per source, shared with the handshake tasks that
+/// give theirs back.
+#[derive(Debug)]
+struct PerIp {
+    max: usize,
+    counts: Mutex<HashMap<IpKey, usize>>,
+}
+
+/// One source's handshake slot, given back when dropped.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    key: IpKey,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
+        let key = IpKey::from(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.per_ip.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                // No entry outlives its handshakes: the map is bounded by
+                // the handshakes in progress.
+                counts.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Why [`Listener::admit`] refused a connection, before any work on it.
@@ -171,6 +230,10 @@ pub enum Refusal {
     /// As many handshakes as allowed are in progress.
     #[error("too many handshakes")]
     Handshakes,
+    /// As many handshakes as allowed from this IP (or IPv6 /64) are in
+    /// progress.
+    #[error("too many handshakes from this IP")]
+    HandshakesPerIp,
     /// The transport has as many connections as allowed.
     #[error("connection limit")]
     Connections,
@@ -187,11 +250,25 @@ impl<C: Send + 'static> Listener<C> {
     ) -> Self {
         Self {
             handshaking: Arc::new(Semaphore::new(config.max_incoming_handshakes)),
+            max_handshakes: config.max_incoming_handshakes,
+            per_ip: Arc::new(PerIp {
+                max: config.max_handshakes_per_ip,
+                counts: Mutex::new(HashMap::new()),
+            }),
             queue,
             connections,
             handshake_timeout: config.handshake_timeout,
             handshakes: JoinSet::new(),
         }
+    }
+
+    /// Whether half the handshake slots or more are taken: new handshakes
+    /// then get a quarter of the timeout, and a transport that can make a
+    /// source prove its address before any state is kept (QUIC's Retry)
+    /// should do so.
+    pub fn under_pressure(&self) -> bool {
+        let taken = self.max_handshakes - self.handshaking.available_permits();
+        2 * taken >= self.max_handshakes
     }
 
     /// Runs `handshake` for a connection from `remote`, if the limits allow
@@ -213,6 +290,15 @@ impl<C: Send + 'static> Listener<C> {
             tracing::debug!(%remote, %refusal, "incoming connection refused");
             refusal
         };
+        let timeout = if self.under_pressure() {
+            self.handshake_timeout / 4
+        } else {
+            self.handshake_timeout
+        };
+        let ip_slot = self
+            .per_ip
+            .take(remote.ip())
+            .ok_or_else(|| refused(Refusal::HandshakesPerIp))?;
         let slot = self
             .handshaking
             .clone()
@@ -224,12 +310,11 @@ impl<C: Send + 'static> Listener<C> {
             .try_acquire_owned()
             .map_err(|_| refused(Refusal::Connections))?;
         let queue = self.queue.tx.clone();
-        let timeout = self.handshake_timeout;
         let handshake = handshake(permit);
         self.handshakes.spawn(
             async move {
                 let result = tokio::time::timeout(timeout, handshake).await;
-                drop(slot);
+                drop((slot, ip_slot));
                 let reason = match result {
                     Ok(Ok(conn)) => {
                         // Waits while the backlog is full: the permit keeps
@@ -312,6 +397,79 @@ mod tests {
         listener2.connections = Arc::new(Semaphore::new(0));
         let refused = listener2.admit(remote(), tracing::Span::none(), |_| pending());
         assert_eq!(refused, Err(Refusal::Connections));
+    }
+
+    fn from(ip: &str) -> SocketAddr {
+        format!("{ip}:9").parse().unwrap_or_else(|_| unreachable!())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_source_holds_at_most_its_share_of_handshakes() {
+        let (tx, _queue) = accept_queue::<u32>(4, CancellationToken::new());
+        let config = ListenerConfig {
+            max_incoming_handshakes: 8,
+            max_handshakes_per_ip: 2,
+            ..ListenerConfig::default()
+        };
+        let mut listener = Listener::new(tx, &config, Arc::new(Semaphore::new(64)));
+        let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
+        let admit = |l: &mut Listener<u32>, ip: &str| {
+            l.admit(from(ip), tracing::Span::none(), |_| pending())
+        };
+        assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
+        assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
+        assert_eq!(
+            admit(&mut listener, "10.0.0.1"),
+            Err(Refusal::HandshakesPerIp)
+        );
+        // Another host is still served; the addresses of one IPv6 /64 are
+        // one host.
+        assert_eq!(admit(&mut listener, "10.0.0.2"), Ok(()));
+        assert_eq!(admit(&mut listener, "[2001:db8::1]"), Ok(()));
+        assert_eq!(admit(&mut listener, "[2001:db8::2]"), Ok(()));
+        assert_eq!(
+            admit(&mut listener, "[2001:db8::3]"),
+            Err(Refusal::HandshakesPerIp)
+        );
+        // When the handshakes end (here: time out), the slots come back.
+        for _ in 0..5 {
+            listener.reap().await;
+        }
+        assert!(listener
+            .per_ip
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty());
+        assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_pressure_a_new_handshake_gets_a_quarter_of_the_timeout() {
+        let (tx, _queue) = accept_queue::<u32>(4, CancellationToken::new());
+        let config = ListenerConfig {
+            max_incoming_handshakes: 4,
+            handshake_timeout: Duration::from_secs(8),
+            ..ListenerConfig::default()
+        };
+        let mut listener = Listener::new(tx, &config, Arc::new(Semaphore::new(64)));
+        let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
+        for ip in ["10.0.0.1", "10.0.0.2"] {
+            assert!(!listener.under_pressure());
+            listener
+                .admit(from(ip), tracing::Span::none(), |_| pending())
+                .unwrap_or_else(|_| unreachable!());
+        }
+        assert!(listener.under_pressure(), "half the slots taken");
+        let start = tokio::time::Instant::now();
+        listener
+            .admit(from("10.0.0.3"), tracing::Span::none(), |_| pending())
+            .unwrap_or_else(|_| unreachable!());
+        // The third, admitted under pressure, ends first: after 2 s, not 8.
+        listener.reap().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        listener.reap().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(8));
     }
 
     #[tokio::test]

@@ -33,7 +33,9 @@ fn router(
     peers: usize,
 ) -> Result<(Router, Vec<std::net::SocketAddr>), Box<dyn std::error::Error>> {
     let node = LocalNode::new(key.clone(), "idle");
-    let config = QuicConfig::new().listen_on("127.0.0.1:0".parse()?);
+    let mut config = QuicConfig::new().listen_on("127.0.0.1:0".parse()?);
+    // Every peer comes from 127.0.0.1.
+    config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
     let transport = Arc::new(QuicTransport::bind(&node, config)?);
     let addrs = transport.local_addrs();
     let mut pm = PeerManagerOptions::default();

@@ -382,7 +382,17 @@ async fn accept_loop(
             },
             () = handshakes.reap() => continue,
         };
-        // Both limits are checked before any TLS work; a refused `Incoming`
+        // Under pressure a source must first prove it receives at its
+        // address: a spoofed one then costs one stateless Retry packet,
+        // and holds no handshake slot.
+        if handshakes.under_pressure()
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            let _ = incoming.retry();
+            continue;
+        }
+        // The limits are checked before any TLS work; a refused `Incoming`
         // is dropped, which refuses it.
         let remote = incoming.remote_address();
         let span = tracing::debug_span!("quic_accept", %remote);

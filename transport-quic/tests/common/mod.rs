@@ -288,6 +288,13 @@ pub async fn raw_connect(
     cert: ClientCert,
     alpn: &[u8],
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let endpoint = raw_endpoint("127.0.0.1:0".parse().unwrap(), cert, alpn);
+    endpoint.connect(addr, "peer").unwrap().await
+}
+
+/// A raw quinn client endpoint bound to `bind`, presenting `cert` and
+/// offering `alpn`.
+pub fn raw_endpoint(bind: SocketAddr, cert: ClientCert, alpn: &[u8]) -> quinn::Endpoint {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -321,9 +328,34 @@ pub async fn raw_connect(
     };
     tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(bind).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint.connect(addr, "peer").unwrap().await
+    endpoint
+}
+
+/// The first datagram (a QUIC Initial) of `n` fresh client connections to
+/// the node `server`, caught on a local socket instead of reaching anyone:
+/// replayed to that node's listener, each starts a handshake that never
+/// completes.
+pub async fn captured_initials(n: u64, server: NodeId) -> Vec<Vec<u8>> {
+    let mut initials = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for i in 0..n {
+        // A sink per connection: what a closing client sends later (its
+        // CONNECTION_CLOSE) must not pass for the next one's Initial.
+        let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = sink.local_addr().unwrap();
+        let cert = ClientCert::Node(Box::new(key(300 + i)));
+        let endpoint = raw_endpoint("127.0.0.1:0".parse().unwrap(), cert, &alpn_for(NETWORK));
+        let connecting = endpoint.connect(to, &server.to_string()).unwrap();
+        let (len, _) = within("an Initial", sink.recv_from(&mut buf))
+            .await
+            .unwrap();
+        initials.push(buf[..len].to_vec());
+        drop(connecting);
+        endpoint.close(0u32.into(), b"");
+    }
+    initials
 }
 
 /// Connects a raw quinn client to `addr` with the given certificate and
