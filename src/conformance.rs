@@ -24,7 +24,9 @@ pub struct Expectations {
     pub channel_isolation: bool,
     /// Largest message the suite sends.
     pub large_message: usize,
-    /// Concurrent connections to one listener in the "many" case.
+    /// Concurrent connections to one listener in the "many" case. They all
+    /// come from 127.0.0.1, so the listener must allow this many
+    /// handshakes from one IP.
     pub many_connections: usize,
 }
 
@@ -183,7 +185,13 @@ where
         }
         accepted
     };
-    let (dialed, accepted) = tokio::join!(dials, accepts);
+    // Bounded: a listener refusing some of them must fail the suite, not
+    // hang it.
+    let (dialed, accepted) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(dials, accepts)
+    })
+    .await
+    .expect("every concurrent dial accepted within 60 s");
     assert!(dialed.iter().all(Result::is_ok));
     let mut keys: Vec<_> = accepted.iter().map(|c| c.peer_key().to_bytes()).collect();
     keys.sort();

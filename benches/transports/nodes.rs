@@ -98,6 +98,7 @@ fn router_options(peers: usize) -> RouterOptions {
     let mut o = p2p_router::test_utils::loopback_options(peers);
     o.max_attempts_per_ip = 4 * peers + 1024;
     o.max_inbound_handshakes = 256;
+    o.max_handshakes_per_ip = o.max_inbound_handshakes;
     o.dial_concurrency = 64;
     o
 }

@@ -111,6 +111,7 @@ pub async fn start(
     let mut options = RouterOptions::default();
     options.max_connections_per_ip = nodes + 4;
     options.max_attempts_per_ip = 16 * nodes;
+    options.max_handshakes_per_ip = options.max_inbound_handshakes;
     let mut builder = Router::builder(node);
     builder
         .transport(transport)

@@ -17,9 +17,9 @@ use tracing::Instrument;
 
 use super::clock::Clock;
 use super::dial::{dial, DialOutcome};
-use super::error_budget::Charge;
+use super::error_budget::{Charge, ErrorBudget};
 use super::inbound::{accept_loop, InboundOutcome};
-use super::ip_limit::IpLimiter;
+use super::ip_limit::{IpLimiter, IpLimits};
 use super::peer_task::PeerExit;
 use super::peers::Active;
 use super::shared::Shared;
@@ -60,6 +60,8 @@ pub(super) struct Actor {
     pub(super) closers: JoinSet<()>,
     pub(super) active: HashMap<NodeId, Active>,
     pub(super) ip_limiter: IpLimiter,
+    /// Log lines about refused inbound connections, one per window.
+    pub(super) refusal_log: ErrorBudget,
     pub(super) next_conn_id: u64,
 }
 
@@ -73,11 +75,12 @@ impl Actor {
         mailbox: mpsc::Receiver<Command>,
         reactors: Vec<(&'static str, BoxFuture<'static, ()>)>,
     ) -> Self {
-        let ip_limiter = IpLimiter::new(
-            options.max_connections_per_ip,
-            options.max_attempts_per_ip,
-            options.ip_window,
-        );
+        let ip_limiter = IpLimiter::new(IpLimits {
+            connections: options.max_connections_per_ip,
+            handshakes: options.max_handshakes_per_ip,
+            attempts: options.max_attempts_per_ip,
+            window: options.ip_window,
+        });
         Self {
             cancel: shared.shutdown.clone(),
             shared,
@@ -101,6 +104,7 @@ impl Actor {
             closers: JoinSet::new(),
             active: HashMap::new(),
             ip_limiter,
+            refusal_log: ErrorBudget::new(Instant::now()),
             next_conn_id: 0,
         }
     }

@@ -5,7 +5,9 @@
 //! node with free slots and make it log a line per message. Each connected
 //! peer gets a budget of minor errors per window: the first of a window is
 //! logged, the rest are counted (their number goes into the next window's
-//! first line), and the one past the budget makes the error fatal.
+//! first line), and the one past the budget makes the error fatal. With an
+//! unlimited budget the same count paces a log line alone (refused inbound
+//! connections: one line per window).
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Actor;
 use super::dial::Handshaken;
+use super::error_budget::Charge;
 use super::handshake::{check_peer_info, new_connection_wins, HandshakeError};
 use super::tasks::{Ended, Joined};
 use super::Command;
@@ -28,7 +29,12 @@ pub(super) struct InboundOutcome {
 impl Actor {
     pub(super) fn on_handshake_task(&mut self, done: Joined<InboundOutcome>) {
         match self.handshake_ips.ended(done) {
-            Ended::Returned(_, outcome) => self.on_inbound(outcome),
+            Ended::Returned(_, outcome) => {
+                if let Some(ip) = outcome.ip {
+                    self.ip_limiter.handshake_done(ip);
+                }
+                self.on_inbound(outcome);
+            }
             Ended::Failed(ip, error) => {
                 let ip = ip.flatten();
                 tracing::error!(?ip, %error, "inbound handshake task failed");
@@ -36,6 +42,7 @@ impl Actor {
                     .stats
                     .bump(&self.shared.stats.handshake_failures);
                 if let Some(ip) = ip {
+                    self.ip_limiter.handshake_done(ip);
                     self.ip_limiter.release(ip);
                 }
             }
@@ -65,12 +72,27 @@ impl Actor {
         };
         if let Some(reason) = refused {
             self.shared.stats.bump(&self.shared.stats.refused_inbound);
-            tracing::debug!(?ip, %reason, "refusing inbound connection");
+            // One line per window at info, so that a flood of refused
+            // connections cannot fill the log; the line says how many the
+            // last window did not show.
+            let window = self.options.peer_error_window;
+            match self.refusal_log.charge(Instant::now(), u32::MAX, window) {
+                Charge::Log { quiet } => {
+                    tracing::info!(?ip, %reason, quiet, "refusing inbound connection");
+                }
+                _ => tracing::debug!(?ip, %reason, "refusing inbound connection"),
+            }
             self.close_in_background(conn, None);
             return;
         }
         let self_id = self.shared.self_id;
-        let timeout = self.options.handshake_timeout;
+        // Under pressure (half the slots taken) a new handshake gets a
+        // quarter of the time, so slots held by silent peers turn over.
+        let timeout = if 2 * self.handshakes.len() >= self.options.max_inbound_handshakes {
+            self.options.handshake_timeout / 4
+        } else {
+            self.options.handshake_timeout
+        };
         let started = Instant::now();
         let ours = self.node_info(transport);
         #[cfg(feature = "test-utils")]

@@ -24,8 +24,15 @@ pub struct RouterOptions {
     pub max_inbound: usize,
     /// Inbound handshakes in progress at once (default 32).
     pub max_inbound_handshakes: usize,
-    /// Live connections per remote IP (default 8).
+    /// Live connections per remote IP (default 8). IPv6 addresses count
+    /// by their /64 prefix here and in the other per-IP limits.
     pub max_connections_per_ip: usize,
+    /// Inbound handshakes (NodeInfo exchange and admission) in progress
+    /// per remote IP (default 4), so that one host completing transport
+    /// handshakes and then saying nothing cannot hold every slot. Once
+    /// half of `max_inbound_handshakes` are taken, a new handshake gets a
+    /// quarter of `handshake_timeout`.
+    pub max_handshakes_per_ip: usize,
     /// Connection attempts per remote IP within `ip_window` (default 16).
     pub max_attempts_per_ip: usize,
     /// The window of `max_attempts_per_ip` (default 10 s).
@@ -59,6 +66,7 @@ impl Default for RouterOptions {
             max_inbound: 256,
             max_inbound_handshakes: 32,
             max_connections_per_ip: 8,
+            max_handshakes_per_ip: 4,
             max_attempts_per_ip: 16,
             ip_window: Duration::from_secs(10),
             takeover_after: Duration::from_secs(5),
@@ -93,6 +101,7 @@ impl RouterOptions {
             ("max_inbound", self.max_inbound),
             ("max_inbound_handshakes", self.max_inbound_handshakes),
             ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_handshakes_per_ip", self.max_handshakes_per_ip),
             ("max_attempts_per_ip", self.max_attempts_per_ip),
             ("mailbox_capacity", self.mailbox_capacity),
             ("peer_update_capacity", self.peer_update_capacity),

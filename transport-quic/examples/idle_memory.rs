@@ -46,6 +46,7 @@ fn router(
     options.max_inbound = peers + 8;
     options.max_connections_per_ip = peers + 8;
     options.max_attempts_per_ip = peers * 2 + 8;
+    options.max_handshakes_per_ip = options.max_inbound_handshakes;
     let mut builder = Router::builder(node);
     builder
         .transport(transport)

@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{captured_initials, key, node, quic_config, within};
+use common::{
+    alpn_for, captured_initials, connect, key, node, quic_config, raw_connect, within, ClientCert,
+    NodeBuilder, NETWORK,
+};
 use p2p_router::{AcceptError, NodeKey, Transport};
 use p2p_transport_quic::QuicTransport;
 
@@ -110,4 +113,37 @@ async fn under_pressure_a_flood_that_never_answers_a_retry_holds_nothing_more() 
     honest_dial_from("127.0.0.2", &l, &lk).await;
     let retried: usize = attackers.iter().map(retries_received).sum();
     assert_eq!(retried, 4, "the four after the pressure mark");
+}
+
+/// Past TLS, the router's own handshake (NodeInfo and admission) has its
+/// per-IP slots too: clients that finish TLS with fresh keys and then say
+/// nothing hold two of them, not all four.
+#[tokio::test]
+async fn silent_clients_after_tls_hold_only_their_ips_router_handshakes() {
+    let mut builder = NodeBuilder::new(key(410));
+    builder.test.router.max_inbound_handshakes = 4;
+    builder.test.router.max_handshakes_per_ip = 2;
+    builder.test.router.handshake_timeout = std::time::Duration::from_secs(60);
+    let mut target = builder.start();
+    let to = target.addrs[0];
+    let mut silent = Vec::new();
+    for i in 0..4 {
+        let cert = ClientCert::Node(Box::new(key(420 + i)));
+        silent.push(
+            within("TLS", raw_connect(to, cert, &alpn_for(NETWORK)))
+                .await
+                .unwrap(),
+        );
+    }
+    // Two of the four are refused by IP; the other two hang in their
+    // handshakes (they never open the control stream).
+    within(
+        "refusals",
+        target.router.stats_when(|s| s.refused_inbound == 2),
+    )
+    .await;
+    let mut honest = NodeBuilder::new(key(411)).listen(&["127.0.0.2:0"]).start();
+    let address = target.address_at(0);
+    connect(&mut honest, &mut target, address).await;
+    drop(silent);
 }
