@@ -1,9 +1,12 @@
 //! A minimal HTTP server for `GET /metrics` (Prometheus text format).
-//! Bounded like everything facing the network: a few connections at once,
-//! a small request, a short deadline.
+//! Bounded like everything facing the network: a few connections at once
+//! and two per client IP (so one client trickling bytes cannot keep the
+//! scraper out), a small request, headers within a short deadline and the
+//! whole exchange within a longer one.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
@@ -13,13 +16,73 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-const MAX_CONNECTIONS: usize = 16;
-const MAX_REQUEST: usize = 8 * 1024;
-const DEADLINE: Duration = Duration::from_secs(5);
+/// The server's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connections: usize,
+    pub per_ip: usize,
+    pub max_request: usize,
+    /// Time for the request's headers to arrive.
+    pub header_deadline: Duration,
+    /// Time for the whole exchange.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 16,
+            per_ip: 2,
+            max_request: 8 * 1024,
+            header_deadline: Duration::from_secs(2),
+            deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connections per client IP, given back when a connection ends.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
 
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    serve_with(listener, registry, stop, Limits::default()).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+    limits: Limits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let per_ip = Arc::new(PerIp::default());
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -30,14 +93,18 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, stop: Cancell
         let Ok((stream, from)) = accepted else {
             continue;
         };
-        // Over the limit: drop the connection at once.
+        // Over a limit: drop the connection at once.
+        let Some(ip_slot) = per_ip.take(from.ip(), limits.per_ip) else {
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let registry = registry.clone();
         conns.spawn(async move {
-            let _slot = slot;
-            if let Err(e) = tokio::time::timeout(DEADLINE, answer(stream, &registry)).await {
+            let _slots = (slot, ip_slot);
+            let answered = tokio::time::timeout(limits.deadline, answer(stream, &registry, limits));
+            if let Err(e) = answered.await {
                 tracing::debug!(%from, error = %e, "metrics request timed out");
             }
         });
@@ -45,17 +112,21 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, stop: Cancell
     conns.shutdown().await;
 }
 
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, registry: &Registry, limits: Limits) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
+    let headers_by = tokio::time::Instant::now() + limits.header_deadline;
     // Read up to the end of the headers.
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
+        let Ok(read) = tokio::time::timeout_at(headers_by, stream.read(&mut buf)).await else {
+            return respond(&mut stream, "408 Request Timeout", "").await;
+        };
+        let n = read?;
         if n == 0 {
             return Ok(());
         }
         request.extend_from_slice(&buf[..n]);
-        if request.len() > MAX_REQUEST {
+        if request.len() > limits.max_request {
             return respond(&mut stream, "431 Request Header Fields Too Large", "").await;
         }
     }
@@ -91,4 +162,73 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<(TcpListener, SocketAd
     let listener = TcpListener::bind(address).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn server(limits: Limits) -> (SocketAddr, CancellationToken) {
+        let (listener, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_with(
+            listener,
+            Arc::new(Registry::default()),
+            stop.clone(),
+            limits,
+        ));
+        (addr, stop)
+    }
+
+    async fn from(ip: &str, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket.connect(to).await.unwrap()
+    }
+
+    /// What the server sends before it closes.
+    async fn reply(stream: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_trickling_client_keeps_only_its_own_slots_and_times_out() {
+        let limits = Limits {
+            header_deadline: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (addr, stop) = server(limits).await;
+        // Two slow clients from one IP: the third from it is turned away.
+        let mut slow = Vec::new();
+        for _ in 0..2 {
+            let mut s = from("127.0.0.1", addr).await;
+            s.write_all(b"GET /met").await.unwrap();
+            slow.push(s);
+        }
+        let mut third = from("127.0.0.1", addr).await;
+        assert_eq!(reply(&mut third).await, "", "closed at once");
+        // The scraper from another IP is answered meanwhile.
+        let mut scraper = from("127.0.0.2", addr).await;
+        scraper
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(reply(&mut scraper).await.starts_with("HTTP/1.1 200 OK"));
+        // The slow ones get 408 once their headers are overdue.
+        for mut s in slow {
+            assert!(reply(&mut s).await.starts_with("HTTP/1.1 408"));
+        }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_is_refused() {
+        let (addr, stop) = server(Limits::default()).await;
+        let mut s = from("127.0.0.1", addr).await;
+        let _ = s.write_all(&vec![b'a'; 9 * 1024]).await;
+        assert!(reply(&mut s).await.starts_with("HTTP/1.1 431"));
+        stop.cancel();
+    }
 }
