@@ -351,6 +351,13 @@ fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
             Some(alert) => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
             None => AcceptFailure::Authentication(AuthFailure::Tls),
         },
+        // The dialer refused us in the TLS handshake (our certificate is
+        // not the node it meant to reach, say): its alert says why.
+        quinn::ConnectionError::ConnectionClosed(close) => match tls_alert(close.error_code) {
+            Some(NO_APPLICATION_PROTOCOL) => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
+            Some(alert) => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
+            None => AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted),
+        },
         _ => AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted),
     }
 }

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use common::{
     alpn_for, key, node, quic_config, raw_client, raw_connect, within, ClientCert, NETWORK,
 };
-use p2p_router::transport::{AcceptFailure, IncompatibleKind};
+use p2p_router::transport::{AcceptFailure, AuthFailure, IncompatibleKind};
 use p2p_router::{conformance, AcceptError, BindError, DialError, LocalNode, Transport};
 use p2p_transport_quic::{QuicConfig, QuicConfigError, QuicTransport};
 
 /// TLS alerts as QUIC CRYPTO_ERROR codes (0x100 + alert).
 const CERTIFICATE_REQUIRED: u64 = 0x100 + 116;
+/// A certificate refused by our rules: a chain, a key of another type, a
+/// key that is not the dialed id (TLS alert 46).
+const CERTIFICATE_UNKNOWN: u64 = 0x100 + 46;
 /// A handshake signature that does not verify (TLS alert 51).
 const DECRYPT_ERROR: u64 = 0x100 + 51;
 const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
@@ -133,10 +136,13 @@ async fn a_raw_client_showing_a_key_it_does_not_hold_is_refused() {
 #[tokio::test]
 async fn a_raw_client_with_a_non_ed25519_certificate_is_refused() {
     let (l, lk, error) = refused_raw_client(126, ClientCert::Ecdsa, &alpn_for(NETWORK)).await;
-    // The listener only offers ed25519 for client signatures, so the client
-    // cannot even use its certificate: either way the alert is a TLS one.
-    let code = transport_close_code(&error).unwrap_or(0);
-    assert!((0x100..0x200).contains(&code), "{error:?}");
+    // The listener asks for ed25519 signatures only, so the client finds
+    // no certificate it can use and sends none.
+    assert_eq!(
+        transport_close_code(&error),
+        Some(CERTIFICATE_REQUIRED),
+        "{error:?}"
+    );
     still_serving(&l, &lk).await;
 }
 
@@ -227,5 +233,42 @@ async fn the_listener_offers_no_datagrams_a_peer_could_pile_up() {
     ));
     let accepted = within("accept", l.accept()).await.unwrap();
     assert_eq!(accepted.peer_key(), key(161).public_key());
+    still_serving(&l, &lk).await;
+}
+
+#[tokio::test]
+async fn a_raw_client_presenting_a_chain_is_refused_with_certificate_unknown() {
+    let cert = ClientCert::Chain(Box::new(key(172)));
+    let (l, lk, error) = refused_raw_client(171, cert, &alpn_for(NETWORK)).await;
+    assert_eq!(
+        transport_close_code(&error),
+        Some(CERTIFICATE_UNKNOWN),
+        "{error:?}"
+    );
+    still_serving(&l, &lk).await;
+}
+
+/// The dialer refuses a listener that is not the node it dialed with
+/// `certificate_unknown`, and the listener's `accept` says so.
+#[tokio::test]
+async fn a_dialer_refuses_the_wrong_listener_with_certificate_unknown() {
+    let (l, lk) = listener(173);
+    let d = QuicTransport::bind(&node(&key(174)), quic_config("127.0.0.1:0")).unwrap();
+    let endpoint = l.listen_endpoints()[0].clone();
+    assert!(within("dial", d.dial(key(175).node_id(), &endpoint))
+        .await
+        .is_err());
+    let failed = within("accept error", l.accept()).await;
+    assert!(
+        matches!(
+            failed,
+            Err(AcceptError::Connection {
+                reason: AcceptFailure::Authentication(AuthFailure::TlsAlert(46)),
+                ..
+            })
+        ),
+        "{:?}",
+        failed.err()
+    );
     still_serving(&l, &lk).await;
 }

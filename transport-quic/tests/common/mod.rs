@@ -235,6 +235,8 @@ pub enum ClientCert {
     Node(Box<NodeKey>),
     /// A self-signed ECDSA P-256 certificate.
     Ecdsa,
+    /// Two certificates of `key`: a chain, where one is required.
+    Chain(Box<NodeKey>),
     /// `shown`'s self-signed certificate, but handshake signatures made
     /// with `signer`: someone claiming a key they do not hold.
     Impostor {
@@ -305,6 +307,12 @@ pub fn raw_endpoint(bind: SocketAddr, cert: ClientCert, alpn: &[u8]) -> quinn::E
         ClientCert::None => builder.with_no_client_auth(),
         ClientCert::Node(key) => builder
             .with_client_auth_cert(vec![self_signed(&key)], pkcs8(&key).into())
+            .unwrap(),
+        ClientCert::Chain(key) => builder
+            .with_client_auth_cert(
+                vec![self_signed(&key), self_signed(&key)],
+                pkcs8(&key).into(),
+            )
             .unwrap(),
         ClientCert::Impostor { shown, signer } => {
             let signing = provider
