@@ -122,8 +122,20 @@ impl QuicConnection {
         };
         let (written, theirs) = tokio::join!(write, read_frame(&mut recv, MAX_NODE_INFO_SIZE));
         written?;
-        let theirs = NodeInfo::decode(theirs?)
-            .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
+        let theirs = theirs.and_then(|frame| {
+            NodeInfo::decode(frame).map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))
+        });
+        let theirs = match theirs {
+            Ok(theirs) => theirs,
+            Err(ConnectionError::Closed) => return Err(ConnectionError::Closed),
+            // A bad control stream breaks the protocol: closed here with
+            // 0x10 (PROTOCOL.md §7.1), before the router's own close.
+            Err(e) => {
+                let code = CloseCode::ProtocolViolation;
+                self.conn.close(code.varint(), code.phrase());
+                return Err(e);
+            }
+        };
         *self.control.lock().await = Control {
             send: Some(send),
             recv: Some(recv),

@@ -101,20 +101,10 @@ fn certificate(seed: [u8; 32]) -> (rustls::pki_types::CertificateDer<'static>, V
     (cert.der().clone(), der)
 }
 
-#[tokio::test]
-async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
-    // Our listener: network "test-chain", channels 0x20 and 0x21.
-    let lk = key(170);
-    let listener = QuicTransport::bind(
-        &LocalNode::new(lk.clone(), "test-chain"),
-        QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap()),
-    )
-    .unwrap();
-    let addr = listener.local_addrs()[0];
-
-    // The hand-written dialer is the document's example node (seed 0x01).
-    let seed = [1u8; 32];
-    let (cert, pkcs8) = certificate(seed);
+/// The hand-written dialer: the document's example node (seed 0x01) on
+/// network "test-chain".
+fn example_dialer() -> quinn::Endpoint {
+    let (cert, pkcs8) = certificate([1u8; 32]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -130,6 +120,71 @@ async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+/// A bad control stream from the dialer (§5.2) closes the connection with
+/// 0x10 `protocol violation` (§7.1), with no admission byte.
+#[tokio::test]
+async fn a_bad_control_stream_is_closed_with_protocol_violation() {
+    let lk = key(171);
+    let listener = QuicTransport::bind(
+        &LocalNode::new(lk.clone(), "test-chain"),
+        QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap()),
+    )
+    .unwrap();
+    let addr = listener.local_addrs()[0];
+    let endpoint = example_dialer();
+    let cases: [(&str, Vec<u8>); 4] = [
+        // Ten bytes with the continuation bit: no varint ends there.
+        ("bad varint", vec![0xff; 10]),
+        // 10,241, one over the NodeInfo limit, as a protobuf varint.
+        ("oversized length", vec![0x81, 0x50]),
+        ("early FIN", vec![0x20, 0x0a, 0x04]),
+        ("undecodable NodeInfo", vec![0x03, 0xff, 0xff, 0xff]),
+    ];
+    for (name, bytes) in cases {
+        let sni = lk.node_id().to_string();
+        let (conn, accepted) = tokio::join!(
+            async { endpoint.connect(addr, &sni).unwrap().await.unwrap() },
+            async { within("accept", listener.accept()).await.unwrap() }
+        );
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        send.finish().unwrap();
+        let mut ours = NodeInfo::new(lk.node_id(), "test-chain", "listener");
+        ours.channels = vec![0x20];
+        let got = within("handshake", accepted.handshake(&ours)).await;
+        assert!(got.is_err(), "{name}: refused");
+        let closed = within("close", conn.closed()).await;
+        match &closed {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(u64::from(close.error_code), 0x10, "{name}");
+                assert_eq!(&close.reason[..], b"protocol violation", "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        // What arrived on the control stream is the listener's NodeInfo
+        // and no admission byte.
+        if let Ok(reply) = recv.read_to_end(16 * 1024).await {
+            let (len, n) = varint(&reply);
+            assert_eq!(reply.len(), n + len, "{name}: nothing after the NodeInfo");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
+    // Our listener: network "test-chain", channels 0x20 and 0x21.
+    let lk = key(170);
+    let listener = QuicTransport::bind(
+        &LocalNode::new(lk.clone(), "test-chain"),
+        QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap()),
+    )
+    .unwrap();
+    let addr = listener.local_addrs()[0];
+
+    let endpoint = example_dialer();
     let sni = lk.node_id().to_string();
     let (conn, accepted) = tokio::join!(
         async { endpoint.connect(addr, &sni).unwrap().await.unwrap() },
