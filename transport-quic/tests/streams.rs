@@ -282,3 +282,35 @@ async fn recv(h: &Hostile, channel: u8) -> Bytes {
     let got = within("a message", h.accepted.recv(ChannelId(channel), 1024)).await;
     got.unwrap()
 }
+
+/// FIN inside the header (PROTOCOL.md §6.3): the stream is dropped and
+/// reported; there is nothing to stop, the sender has finished it.
+#[tokio::test]
+async fn fin_inside_the_header_is_dropped_and_reported() {
+    let (_l, h) = hostile().await;
+    // The channel byte and the first byte of a two-byte generation.
+    let mut s = h.conn.quinn().open_uni().await.unwrap();
+    s.write_all(&[1, 0x80]).await.unwrap();
+    s.finish().unwrap();
+    let error = within("stream error", h.accepted.next_stream_error()).await;
+    assert_eq!(
+        error,
+        ConnectionError::Malformed(MalformedKind::StreamHeader)
+    );
+    others_still_flow(&h, ChannelId(2)).await;
+}
+
+/// The stream limit counts open streams (PROTOCOL.md §5.4): it is renewed
+/// as streams end, so one channel may be replaced far more often than the
+/// eight streams the limit allows at once.
+#[tokio::test]
+async fn stream_credit_is_renewed_as_streams_end() {
+    let (_l, h) = hostile().await;
+    for generation in 0..40u8 {
+        let mut s = within("open", h.conn.quinn().open_uni()).await.unwrap();
+        s.write_all(&[1, generation]).await.unwrap();
+        s.write_all(&frame(&[generation])).await.unwrap();
+        s.finish().unwrap();
+        assert_eq!(recv(&h, 1).await, Bytes::from(vec![generation]));
+    }
+}
