@@ -342,6 +342,14 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
     }
 }
 
+/// An ephemeral address of the family `endpoint` listens on.
+fn spare_address(endpoint: &quinn::Endpoint) -> SocketAddr {
+    match endpoint.local_addr() {
+        Ok(SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+        _ => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+    }
+}
+
 /// What a failed incoming QUIC handshake says about the peer.
 fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
     match error {
@@ -480,6 +488,17 @@ impl Transport for QuicTransport {
                     endpoint.wait_idle(),
                 )
                 .await;
+            }
+            // Give the listen ports back now, not when quinn's endpoint
+            // task next runs: a node restarted in the same process must be
+            // able to bind them again at once. Each rebind keeps the socket
+            // it replaces until the next one, so two drop ours.
+            for endpoint in &self.inner.listeners {
+                for _ in 0..2 {
+                    if let Ok(spare) = std::net::UdpSocket::bind(spare_address(endpoint)) {
+                        let _ = endpoint.rebind(spare);
+                    }
+                }
             }
         })
     }
