@@ -316,6 +316,40 @@ impl NodeInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Any bytes from a peer: decoding, checking and comparing
+            /// never panic.
+            #[test]
+            fn any_bytes_as_node_info_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(theirs) = NodeInfo::decode(&bytes[..]) {
+                    let _ = theirs.validate();
+                    let _ = info().compatible_with(&theirs);
+                    let _ = theirs.parsed_node_id();
+                }
+            }
+
+            #[test]
+            fn node_info_round_trips(
+                moniker in "[a-z]{1,20}",
+                channels in proptest::collection::btree_set(any::<u8>(), 1..16),
+                port in any::<u16>(),
+            ) {
+                let mut i = info();
+                i.moniker = moniker;
+                i.channels = channels.into_iter().collect();
+                i.listen_addr = format!("127.0.0.1:{port}");
+                let decoded = NodeInfo::decode(&i.encode_to_vec()[..]).unwrap();
+                prop_assert_eq!(&decoded, &i);
+                prop_assert_eq!(decoded.validate(), Ok(()));
+            }
+        }
+    }
     use crate::identity::NodeKey;
     use prost::Message;
 

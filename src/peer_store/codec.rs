@@ -110,6 +110,24 @@ pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<PeerRecord, DecodeError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// A corrupt or hostile store file: any record bytes decode
+            /// to a record or an error, never a panic.
+            #[test]
+            fn any_bytes_as_a_record_never_panic(
+                key in proptest::collection::vec(any::<u8>(), 0..24),
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let _ = decode(&key, &bytes);
+            }
+        }
+    }
     use crate::identity::NodeKey;
 
     #[test]

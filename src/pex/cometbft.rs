@@ -125,6 +125,47 @@ fn truncated(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod properties {
+        use proptest::prelude::*;
+        use prost::Message;
+
+        use super::*;
+        use crate::pex::PexMessage;
+
+        proptest! {
+            /// Any bytes on the PEX channel: decoding and reading every
+            /// address in both dialects never panic, and what parses as a
+            /// CometBFT address is one we would tell them again.
+            #[test]
+            fn any_bytes_as_a_pex_message_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let Ok(message) = PexMessage::decode(&bytes[..]) else { return Ok(()) };
+                let Some(crate::pex::PexSum::Response(response)) = message.sum else { return Ok(()) };
+                for a in &response.addresses {
+                    let _ = a.url.parse::<PeerAddress>();
+                    for strict in [false, true] {
+                        if let Ok(Some(address)) = parse(a, strict) {
+                            prop_assert!(advertisable(&address, strict).is_some());
+                        }
+                    }
+                }
+            }
+
+            /// Their shape of address: any id, IP text and port.
+            #[test]
+            fn any_cometbft_address_parses_or_is_refused(
+                id in "[0-9a-fA-F]{0,44}",
+                ip in "[0-9a-f.:]{0,40}",
+                port in any::<u32>(),
+            ) {
+                let a = PexAddress::net(id, ip, port);
+                if let Ok(Some(address)) = parse(&a, false) {
+                    let again = advertisable(&address, false);
+                    prop_assert!(again.is_some());
+                }
+            }
+        }
+    }
     use crate::identity::NodeKey;
 
     fn id() -> NodeId {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use p2p_router::transport::{
     Admission, BoxFuture, CloseReason, MalformedKind, ProtocolViolation, UsageError,
@@ -30,6 +30,7 @@ use p2p_router::wire::WireError;
 
 use crate::proto::{self, packet, Packet};
 use crate::rate::RateLimit;
+use crate::reassembly::Reassembly;
 use crate::scheduler::{Lane, Scheduler, Step};
 use crate::secret::{ReadError, SecretError, SecretReader, SecretWriter};
 
@@ -332,7 +333,7 @@ async fn read_loop(
 ) -> Result<(), ProtocolViolation> {
     let max_packet = proto::max_packet_size(config.max_packet_payload);
     let mut rate = RateLimit::new(config.recv_rate);
-    let mut assembling: HashMap<ChannelId, BytesMut> = HashMap::new();
+    let mut reassembly = Reassembly::default();
     loop {
         let delay = rate.delay();
         if !delay.is_zero() {
@@ -356,28 +357,18 @@ async fn read_loop(
             }
             Some(packet::Sum::PacketPong(_)) => {}
             Some(packet::Sum::PacketMsg(msg)) => {
-                let unknown = ProtocolViolation::UnknownChannel(i64::from(msg.channel_id));
-                let id = u8::try_from(msg.channel_id)
-                    .map(ChannelId)
-                    .map_err(|_| unknown)?;
-                let channel = channels.map.get(&id).ok_or(unknown)?;
-                let max = channel.max_size.load(Ordering::Relaxed);
-                let buffer = assembling.entry(id).or_default();
-                if buffer.len() + msg.data.len() > max {
-                    return Err(ProtocolViolation::MessageTooLarge);
-                }
-                if !msg.eof {
-                    buffer.extend_from_slice(&msg.data);
+                let max_size = |id: ChannelId| {
+                    let channel = channels.map.get(&id)?;
+                    Some(channel.max_size.load(Ordering::Relaxed))
+                };
+                let Some((id, message)) = reassembly.push(msg, max_size)? else {
                     continue;
-                }
-                let message = if buffer.is_empty() {
-                    msg.data
-                } else {
-                    buffer.extend_from_slice(&msg.data);
-                    buffer.split().freeze()
                 };
                 // A full queue stops this loop, and with it every channel
                 // of the connection: one TCP stream has one flow control.
+                let Some(channel) = channels.map.get(&id) else {
+                    continue;
+                };
                 if channel.recv_tx.send(message).await.is_err() {
                     return Ok(());
                 }

@@ -32,6 +32,7 @@ mod config;
 mod conn;
 mod proto;
 mod rate;
+mod reassembly;
 mod scheduler;
 mod secret;
 mod transport;

@@ -426,6 +426,72 @@ where
 mod tests {
     use super::*;
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const KEY: [u8; 32] = [7; 32];
+
+        fn reader(bytes: Vec<u8>) -> SecretReader<std::io::Cursor<Vec<u8>>> {
+            SecretReader {
+                inner: std::io::Cursor::new(bytes),
+                cipher: ChaCha20Poly1305::new(Key::from_slice(&KEY)),
+                nonce: FrameNonce::default(),
+                sealed: Box::new([0; SEALED]),
+                plain: BytesMut::new(),
+            }
+        }
+
+        /// One frame sealed with the reader's key and first nonce, whose
+        /// length field says `len` (a peer holding the key can send any).
+        fn sealed_frame(len: u32, fill: u8) -> Vec<u8> {
+            let mut frame = vec![fill; FRAME];
+            frame[..4].copy_from_slice(&len.to_le_bytes());
+            let cipher = ChaCha20Poly1305::new(Key::from_slice(&KEY));
+            let nonce = FrameNonce::default().next().unwrap();
+            let tag = cipher
+                .encrypt_in_place_detached(&nonce, b"", &mut frame)
+                .unwrap();
+            frame.extend_from_slice(&tag);
+            frame
+        }
+
+        fn block_on<F: std::future::Future>(f: F) -> F::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(f)
+        }
+
+        proptest! {
+            /// Bytes that were not sealed with the key: an error, never a
+            /// panic, never any plaintext.
+            #[test]
+            fn unsealed_bytes_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..3 * SEALED)) {
+                let mut r = reader(bytes);
+                let got = block_on(r.read_delimited(1024));
+                prop_assert!(got.is_err());
+                prop_assert!(r.plain.is_empty());
+            }
+
+            /// A sealed frame's length field: up to DATA_MAX is taken as
+            /// said, anything more is `FrameLength` (never a read past the
+            /// frame).
+            #[test]
+            fn a_sealed_length_beyond_the_frame_is_refused(len in any::<u32>(), fill in any::<u8>()) {
+                let mut r = reader(sealed_frame(len, fill));
+                let got = block_on(r.read_frame());
+                if len as usize <= DATA_MAX {
+                    prop_assert_eq!(got, Ok(()));
+                    prop_assert_eq!(r.plain.len(), len as usize);
+                } else {
+                    prop_assert_eq!(got, Err(SecretError::FrameLength(len)));
+                }
+            }
+        }
+    }
+
     fn unhex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)

@@ -143,6 +143,67 @@ impl FrameDecoder {
 mod tests {
     use super::*;
 
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Any bytes as a stream header: an error, "incomplete" or a
+            /// header that consumed no more than it was given.
+            #[test]
+            fn any_bytes_as_a_header_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+                if let Ok(Some((_, used))) = StreamHeader::decode(&bytes) {
+                    prop_assert!(used <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn headers_round_trip(channel in any::<u8>(), generation in any::<u64>()) {
+                let header = StreamHeader { channel: ChannelId(channel), generation };
+                let encoded = header.encode();
+                prop_assert_eq!(StreamHeader::decode(&encoded), Ok(Some((header, encoded.len()))));
+            }
+
+            /// Frames written back to back and received in chunks of any
+            /// sizes come out as written; a limit below a frame is an
+            /// error, never a frame over the limit.
+            #[test]
+            fn frames_in_any_chunking_come_out_as_written(
+                frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8),
+                cuts in proptest::collection::vec(1usize..64, 1..40),
+                max in 0usize..400,
+            ) {
+                let mut stream = Vec::new();
+                for f in &frames {
+                    stream.extend_from_slice(&frame_prefix(f.len()));
+                    stream.extend_from_slice(f);
+                }
+                let mut decoder = FrameDecoder::default();
+                let mut got = Vec::new();
+                let mut rest = &stream[..];
+                let mut cut = cuts.iter().cycle();
+                'feed: while !rest.is_empty() {
+                    let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+                    decoder.push(Bytes::copy_from_slice(&rest[..n]));
+                    rest = &rest[n..];
+                    loop {
+                        match decoder.next_frame(max) {
+                            Ok(Some(frame)) => {
+                                prop_assert!(frame.len() <= max);
+                                got.push(frame.to_vec());
+                            }
+                            Ok(None) => break,
+                            Err(_) => break 'feed,
+                        }
+                    }
+                }
+                let fitting = frames.iter().take_while(|f| f.len() <= max).count();
+                prop_assert_eq!(&got[..], &frames[..fitting]);
+            }
+        }
+    }
+
     #[test]
     fn header_round_trips() {
         let h = StreamHeader {
