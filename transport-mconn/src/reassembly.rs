@@ -29,7 +29,7 @@ impl Reassembly {
         let unknown = ProtocolViolation::UnknownChannel(i64::from(msg.channel_id));
         let id = u8::try_from(msg.channel_id)
             .map(ChannelId)
-            .map_err(|_| unknown.clone())?;
+            .map_err(|_| unknown)?;
         let max = max_size(id).ok_or(unknown)?;
         let buffer = self.assembling.entry(id).or_default();
         if buffer.len() + msg.data.len() > max {
