@@ -26,6 +26,9 @@ mod channel;
 mod config_serde;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 mod ip_key;
 mod local_node;

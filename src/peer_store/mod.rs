@@ -8,7 +8,7 @@
 //! ([`RedbPeerStore`]), one file in the node's data directory. Implement
 //! [`PeerStore`] for another.
 
-mod codec;
+pub(crate) mod codec;
 mod memory;
 #[cfg(feature = "redb")]
 mod redb_store;

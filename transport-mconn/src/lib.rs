@@ -30,6 +30,9 @@
 
 mod config;
 mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod proto;
 mod rate;
 mod reassembly;

@@ -403,7 +403,17 @@ where
     })?;
     let theirs =
         AuthSigMessage::decode(theirs).map_err(|e| SecretError::AuthMessage(e.to_string()))?;
-    let remote_key = match theirs.pub_key.and_then(|k| k.sum) {
+    let remote_key = peer_key(&theirs, &challenge)?;
+    Ok((reader, writer, remote_key))
+}
+
+/// The peer's key from its `AuthSigMessage`, once its signature of
+/// `challenge` verifies: an ed25519 key only.
+pub(crate) fn peer_key(
+    auth: &AuthSigMessage,
+    challenge: &[u8; 32],
+) -> Result<VerifyingKey, SecretError> {
+    let remote_key = match auth.pub_key.as_ref().and_then(|k| k.sum.as_ref()) {
         Some(proto::public_key::Sum::Ed25519(bytes)) => {
             let bytes: [u8; 32] = bytes
                 .as_slice()
@@ -415,11 +425,11 @@ where
         None => return Err(SecretError::AuthMessage("no public key".into())),
     };
     let signature =
-        ed25519_dalek::Signature::from_slice(&theirs.sig).map_err(|_| SecretError::BadSignature)?;
+        ed25519_dalek::Signature::from_slice(&auth.sig).map_err(|_| SecretError::BadSignature)?;
     remote_key
-        .verify(&challenge, &signature)
+        .verify(challenge, &signature)
         .map_err(|_| SecretError::BadSignature)?;
-    Ok((reader, writer, remote_key))
+    Ok(remote_key)
 }
 
 #[cfg(test)]

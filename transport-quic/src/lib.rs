@@ -50,6 +50,9 @@ mod codes;
 mod config;
 mod connection;
 mod framing;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod signer;
 mod socket;
 mod streams;
