@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::*;
 use p2p_router::transport::{Admission, RefusalReason};
 use p2p_router::{
-    ChannelDescriptor, ChannelError, ChannelId, Connection, Direction, FullPolicy, NodeInfo,
-    PeerError, PeerErrorKind, PeerUpdate, Protocol, Severity,
+    ChannelDescriptor, ChannelError, ChannelId, ChannelReceiver, ChannelSender, Connection,
+    Direction, FullPolicy, NodeInfo, PeerError, PeerErrorKind, PeerUpdate, Protocol, Severity,
 };
 use p2p_transport_memory::{MemoryConnection, MemoryNetwork};
 use prost::Message;
@@ -139,23 +139,37 @@ async fn a_peer_without_the_channel_is_never_sent_to() {
     assert_eq!(a.router.stats().dropped_no_channel, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
-    // Same channel id on b, but as another message type: a's bytes for
-    // `Number` (fixed64 on field 1) do not decode as `Text` (string).
-    let net = MemoryNetwork::new();
-    let (mut a, raw_tx) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |r| {
+/// Node `a` sends `Number`s on channel 0x20, where node `b` (from
+/// `b_builder`) reads `Text`: a's bytes (fixed64 on field 1) do not decode
+/// as b's (a string). Connected.
+async fn mismatched_pair(
+    net: &MemoryNetwork,
+    b_builder: TestNodeBuilder,
+) -> (
+    TestNode,
+    ChannelSender<Number>,
+    TestNode,
+    ChannelReceiver<Text>,
+) {
+    let (mut a, raw_tx) = TestNodeBuilder::new(key(1)).start_declaring_on(net, |r| {
         r.channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
             .unwrap()
             .split()
             .0
     });
-    let (mut b, (_bt, b_rx)) = TestNodeBuilder::new(key(2)).start_declaring_on(&net, |r| {
+    let (mut b, (_bt, b_rx)) = b_builder.start_declaring_on(net, |r| {
         r.channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
             .unwrap()
             .split()
     });
     connect(&mut a, &mut b).await;
+    (a, raw_tx, b, b_rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
+    let net = MemoryNetwork::new();
+    let (a, raw_tx, b, b_rx) = mismatched_pair(&net, TestNodeBuilder::new(key(2))).await;
     send_to(&raw_tx, b.id(), Number { value: 7 }).await;
     settle().await;
     assert_eq!(b.router.stats().decode_failures, 1);
@@ -172,20 +186,9 @@ async fn undecodable_message_is_a_peer_error_and_never_reaches_the_reactor() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_keeps_sending_undecodable_messages_is_disconnected() {
     let net = MemoryNetwork::new();
-    let (mut a, raw_tx) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, |r| {
-        r.channel::<Number>(ChannelDescriptor::new(ChannelId(0x20), "n"))
-            .unwrap()
-            .split()
-            .0
-    });
     let mut builder = TestNodeBuilder::new(key(2));
     builder.router.peer_error_budget = 5;
-    let (mut b, (_bt, b_rx)) = builder.start_declaring_on(&net, |r| {
-        r.channel::<Text>(ChannelDescriptor::new(ChannelId(0x20), "t"))
-            .unwrap()
-            .split()
-    });
-    connect(&mut a, &mut b).await;
+    let (a, raw_tx, mut b, b_rx) = mismatched_pair(&net, builder).await;
     // From 1: a zero is encoded as nothing, which decodes as an empty Text.
     for value in 1..=5 {
         send_to(&raw_tx, b.id(), Number { value }).await;

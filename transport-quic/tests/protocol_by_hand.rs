@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{key, within, AcceptAnyCert};
-use p2p_router::{ChannelId, LocalNode, NodeInfo, NodeKey, Transport};
+use p2p_router::{ChannelId, Connection, LocalNode, NodeInfo, NodeKey, Transport};
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 use prost::Message;
 
@@ -123,17 +123,37 @@ fn example_dialer() -> quinn::Endpoint {
     endpoint
 }
 
-/// A bad control stream from the dialer (§5.2) closes the connection with
-/// 0x10 `protocol violation` (§7.1), with no admission byte.
-#[tokio::test]
-async fn a_bad_control_stream_is_closed_with_protocol_violation() {
-    let lk = key(171);
+/// Our listener of key `n` on network "test-chain".
+fn example_listener(n: u64) -> (QuicTransport, NodeKey) {
+    let lk = key(n);
     let listener = QuicTransport::bind(
         &LocalNode::new(lk.clone(), "test-chain"),
         QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap()),
     )
     .unwrap();
+    (listener, lk)
+}
+
+/// The hand-written dialer's connection to `listener`, and the listener's
+/// side of it.
+async fn connect_by_hand(
+    endpoint: &quinn::Endpoint,
+    listener: &QuicTransport,
+    lk: &NodeKey,
+) -> (quinn::Connection, Box<dyn Connection>) {
     let addr = listener.local_addrs()[0];
+    let sni = lk.node_id().to_string();
+    tokio::join!(
+        async { endpoint.connect(addr, &sni).unwrap().await.unwrap() },
+        async { within("accept", listener.accept()).await.unwrap() }
+    )
+}
+
+/// A bad control stream from the dialer (§5.2) closes the connection with
+/// 0x10 `protocol violation` (§7.1), with no admission byte.
+#[tokio::test]
+async fn a_bad_control_stream_is_closed_with_protocol_violation() {
+    let (listener, lk) = example_listener(171);
     let endpoint = example_dialer();
     let cases: [(&str, Vec<u8>); 4] = [
         // Ten bytes with the continuation bit: no varint ends there.
@@ -144,11 +164,7 @@ async fn a_bad_control_stream_is_closed_with_protocol_violation() {
         ("undecodable NodeInfo", vec![0x03, 0xff, 0xff, 0xff]),
     ];
     for (name, bytes) in cases {
-        let sni = lk.node_id().to_string();
-        let (conn, accepted) = tokio::join!(
-            async { endpoint.connect(addr, &sni).unwrap().await.unwrap() },
-            async { within("accept", listener.accept()).await.unwrap() }
-        );
+        let (conn, accepted) = connect_by_hand(&endpoint, &listener, &lk).await;
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&bytes).await.unwrap();
         send.finish().unwrap();
@@ -176,20 +192,10 @@ async fn a_bad_control_stream_is_closed_with_protocol_violation() {
 #[tokio::test]
 async fn a_hand_written_peer_handshakes_and_exchanges_messages() {
     // Our listener: network "test-chain", channels 0x20 and 0x21.
-    let lk = key(170);
-    let listener = QuicTransport::bind(
-        &LocalNode::new(lk.clone(), "test-chain"),
-        QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap()),
-    )
-    .unwrap();
+    let (listener, lk) = example_listener(170);
     let addr = listener.local_addrs()[0];
-
     let endpoint = example_dialer();
-    let sni = lk.node_id().to_string();
-    let (conn, accepted) = tokio::join!(
-        async { endpoint.connect(addr, &sni).unwrap().await.unwrap() },
-        async { within("accept", listener.accept()).await.unwrap() }
-    );
+    let (conn, accepted) = connect_by_hand(&endpoint, &listener, &lk).await;
     // The listener authenticated the example node's key.
     assert_eq!(
         p2p_router::NodeId::from_public_key(&accepted.peer_key()).to_string(),

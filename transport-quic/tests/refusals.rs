@@ -68,6 +68,14 @@ async fn refused_raw_client(
     (l, lk, got.expect_err("refused"))
 }
 
+/// A raw client presenting `cert` (with the right ALPN) is refused with
+/// the TLS alert `code`, and the listener keeps serving.
+async fn refused_with(n: u64, cert: ClientCert, code: u64) {
+    let (l, lk, error) = refused_raw_client(n, cert, &alpn_for(NETWORK)).await;
+    assert_eq!(transport_close_code(&error), Some(code), "{error:?}");
+    still_serving(&l, &lk).await;
+}
+
 fn transport_close_code(e: &quinn::ConnectionError) -> Option<u64> {
     match e {
         quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
@@ -109,13 +117,7 @@ async fn a_peer_of_another_network_is_refused_in_the_tls_handshake() {
 
 #[tokio::test]
 async fn a_raw_client_without_a_certificate_is_refused() {
-    let (l, lk, error) = refused_raw_client(125, ClientCert::None, &alpn_for(NETWORK)).await;
-    assert_eq!(
-        transport_close_code(&error),
-        Some(CERTIFICATE_REQUIRED),
-        "{error:?}"
-    );
-    still_serving(&l, &lk).await;
+    refused_with(125, ClientCert::None, CERTIFICATE_REQUIRED).await;
 }
 
 #[tokio::test]
@@ -124,26 +126,14 @@ async fn a_raw_client_showing_a_key_it_does_not_hold_is_refused() {
         shown: Box::new(key(129)),
         signer: Box::new(key(130)),
     };
-    let (l, lk, error) = refused_raw_client(128, cert, &alpn_for(NETWORK)).await;
-    assert_eq!(
-        transport_close_code(&error),
-        Some(DECRYPT_ERROR),
-        "{error:?}"
-    );
-    still_serving(&l, &lk).await;
+    refused_with(128, cert, DECRYPT_ERROR).await;
 }
 
 #[tokio::test]
 async fn a_raw_client_with_a_non_ed25519_certificate_is_refused() {
-    let (l, lk, error) = refused_raw_client(126, ClientCert::Ecdsa, &alpn_for(NETWORK)).await;
     // The listener asks for ed25519 signatures only, so the client finds
     // no certificate it can use and sends none.
-    assert_eq!(
-        transport_close_code(&error),
-        Some(CERTIFICATE_REQUIRED),
-        "{error:?}"
-    );
-    still_serving(&l, &lk).await;
+    refused_with(126, ClientCert::Ecdsa, CERTIFICATE_REQUIRED).await;
 }
 
 #[tokio::test]
@@ -238,14 +228,12 @@ async fn the_listener_offers_no_datagrams_a_peer_could_pile_up() {
 
 #[tokio::test]
 async fn a_raw_client_presenting_a_chain_is_refused_with_certificate_unknown() {
-    let cert = ClientCert::Chain(Box::new(key(172)));
-    let (l, lk, error) = refused_raw_client(171, cert, &alpn_for(NETWORK)).await;
-    assert_eq!(
-        transport_close_code(&error),
-        Some(CERTIFICATE_UNKNOWN),
-        "{error:?}"
-    );
-    still_serving(&l, &lk).await;
+    refused_with(
+        171,
+        ClientCert::Chain(Box::new(key(172))),
+        CERTIFICATE_UNKNOWN,
+    )
+    .await;
 }
 
 /// The dialer refuses a listener that is not the node it dialed with
