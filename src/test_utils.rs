@@ -357,3 +357,15 @@ pub fn spawn_echo(node: &TestNode) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// This process's resident memory, in bytes (Linux; 0 elsewhere), for
+/// tests that bound memory under load or across restarts.
+pub fn process_rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}

@@ -93,16 +93,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -130,14 +120,14 @@ async fn restarts_leave_nothing_behind(kind: Kind) {
     }
     let tasks = settles_to(0).await;
     let fds = open_fds();
-    let rss = rss_bytes();
+    let rss = p2p_router::test_utils::process_rss_bytes();
     let live = live_bytes();
     for _ in 0..ROUNDS {
         assert_eq!(round(kind, port).await, port, "the port is bound again");
     }
     let tasks_after = settles_to(tasks).await;
     let fds_after = open_fds();
-    let rss_after = rss_bytes();
+    let rss_after = p2p_router::test_utils::process_rss_bytes();
     let live_after = live_bytes();
     println!(
         "{kind:?}: {ROUNDS} rounds: tasks {tasks} -> {tasks_after}, fds {fds} -> {fds_after}, \

@@ -113,13 +113,7 @@ async fn under_attack(arena: &mut Arena, name: &str, attack: impl Future<Output 
 }
 
 fn rss_mb() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / 1e6
+    test_utils::process_rss_bytes() as f64 / 1e6
 }
 
 /// `n` raw clients presenting `cert()` with `alpn`; each must be refused.
