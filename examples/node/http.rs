@@ -4,11 +4,11 @@
 //! scraper out), a small request, headers within a short deadline and the
 //! whole exchange within a longer one.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use p2p_router::transport::SourceSlots;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,36 +40,6 @@ impl Default for Limits {
     }
 }
 
-/// Connections per client IP, given back when a connection ends.
-#[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-struct IpSlot(Arc<PerIp>, IpAddr);
-
-impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, stop: CancellationToken) {
     serve_with(listener, registry, stop, Limits::default()).await;
@@ -82,7 +52,8 @@ async fn serve_with(
     limits: Limits,
 ) {
     let slots = Arc::new(Semaphore::new(limits.connections));
-    let per_ip = Arc::new(PerIp::default());
+    // One client (an IPv4 address or an IPv6 /64) gets `per_ip` of them.
+    let per_ip = SourceSlots::new(limits.per_ip);
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -94,7 +65,7 @@ async fn serve_with(
             continue;
         };
         // Over a limit: drop the connection at once.
-        let Some(ip_slot) = per_ip.take(from.ip(), limits.per_ip) else {
+        let Some(ip_slot) = per_ip.try_take(from.ip()) else {
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {

@@ -9,10 +9,9 @@
 //! connection and [`Listener::reap`] in its `select!`; its `accept` method
 //! is [`AcceptQueue::next`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
@@ -20,8 +19,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::SourceSlots;
 use super::{AcceptError, AcceptFailure, Connection};
-use crate::ip_key::IpKey;
 
 /// Finished incoming connections, waiting for `accept`.
 pub struct AcceptQueue<C> {
@@ -175,52 +174,8 @@ pub struct Listener<C> {
     handshake_timeout: Duration,
     max_handshakes: usize,
     handshaking: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
+    per_ip: SourceSlots,
     handshakes: JoinSet<()>,
-}
-
-/// Handshakes in progress per source, shared with the handshake tasks that
-/// give theirs back.
-#[derive(Debug)]
-struct PerIp {
-    max: usize,
-    counts: Mutex<HashMap<IpKey, usize>>,
-}
-
-/// One source's handshake slot, given back when dropped.
-struct IpSlot {
-    per_ip: Arc<PerIp>,
-    key: IpKey,
-}
-
-impl PerIp {
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<IpSlot> {
-        let key = IpKey::from(ip);
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(key).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(IpSlot {
-            per_ip: self.clone(),
-            key,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.per_ip.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                // No entry outlives its handshakes: the map is bounded by
-                // the handshakes in progress.
-                counts.remove(&self.key);
-            }
-        }
-    }
 }
 
 /// Why [`Listener::admit`] refused a connection, before any work on it.
@@ -251,10 +206,7 @@ impl<C: Send + 'static> Listener<C> {
         Self {
             handshaking: Arc::new(Semaphore::new(config.max_incoming_handshakes)),
             max_handshakes: config.max_incoming_handshakes,
-            per_ip: Arc::new(PerIp {
-                max: config.max_handshakes_per_ip,
-                counts: Mutex::new(HashMap::new()),
-            }),
+            per_ip: SourceSlots::new(config.max_handshakes_per_ip),
             queue,
             connections,
             handshake_timeout: config.handshake_timeout,
@@ -297,7 +249,7 @@ impl<C: Send + 'static> Listener<C> {
         };
         let ip_slot = self
             .per_ip
-            .take(remote.ip())
+            .try_take(remote.ip())
             .ok_or_else(|| refused(Refusal::HandshakesPerIp))?;
         let slot = self
             .handshaking
@@ -435,12 +387,7 @@ mod tests {
         for _ in 0..5 {
             listener.reap().await;
         }
-        assert!(listener
-            .per_ip
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty());
+        assert_eq!(listener.per_ip.sources(), 0);
         assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
     }
 

@@ -27,12 +27,14 @@ pub use futures::future::BoxFuture;
 mod accept_backoff;
 mod error;
 pub mod listener;
+mod source_slots;
 
 pub use accept_backoff::AcceptBackoff;
 pub use error::{
     AcceptError, AcceptFailure, AuthFailure, BindError, ConnectionError, DialError,
     IncompatibleKind, MalformedKind, ProtocolViolation, UsageError,
 };
+pub use source_slots::{SourceSlot, SourceSlots};
 
 /// Listens for, accepts and dials connections of one or more protocols.
 pub trait Transport: Send + Sync + 'static {
