@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use p2p_router::test_utils::{
     connect_at, key, require_receive, text, TestNode, TestNodeBuilder, TEST_NETWORK,
@@ -99,14 +98,15 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
-/// Waits (bounded) until the live tasks are down to `baseline`: tasks that
-/// were cancelled may need a scheduler turn to be dropped.
+/// The live tasks once `baseline` is reached or the scheduler has had a
+/// bounded number of turns: a task cancelled by a shutdown may need one
+/// more turn on another worker to be dropped.
 async fn settles_to(baseline: usize) -> usize {
-    for _ in 0..500 {
+    for _ in 0..10_000 {
         if alive_tasks() <= baseline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::task::yield_now().await;
     }
     alive_tasks()
 }
