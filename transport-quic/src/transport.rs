@@ -345,29 +345,35 @@ fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) 
 /// An ephemeral address of the family `endpoint` listens on.
 fn spare_address(endpoint: &quinn::Endpoint) -> SocketAddr {
     match endpoint.local_addr() {
-        Ok(SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
-        _ => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        Ok(SocketAddr::V6(_)) => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
+        _ => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     }
 }
 
 /// What a failed incoming QUIC handshake says about the peer.
 fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
+    let aborted = AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted);
     match error {
         quinn::ConnectionError::TimedOut => AcceptFailure::Timeout,
-        quinn::ConnectionError::TransportError(e) => match tls_alert(e.code) {
-            Some(NO_APPLICATION_PROTOCOL) => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
-            Some(alert) => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
-            None => AcceptFailure::Authentication(AuthFailure::Tls),
-        },
-        // The dialer refused us in the TLS handshake (our certificate is
-        // not the node it meant to reach, say): its alert says why.
-        quinn::ConnectionError::ConnectionClosed(close) => match tls_alert(close.error_code) {
-            Some(NO_APPLICATION_PROTOCOL) => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
-            Some(alert) => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
-            None => AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted),
-        },
-        _ => AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted),
+        // Our TLS refused the dialer, or (a close from the dialer) its TLS
+        // refused us, say because we are not the node it meant to reach:
+        // either way the alert says why.
+        quinn::ConnectionError::TransportError(e) => {
+            alert_failure(e.code).unwrap_or(AcceptFailure::Authentication(AuthFailure::Tls))
+        }
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            alert_failure(close.error_code).unwrap_or(aborted)
+        }
+        _ => aborted,
     }
+}
+
+/// What a TLS alert carried by `code` says, if it carries one.
+fn alert_failure(code: quinn::TransportErrorCode) -> Option<AcceptFailure> {
+    Some(match tls_alert(code)? {
+        NO_APPLICATION_PROTOCOL => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
+        alert => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
+    })
 }
 
 /// TLS alert `no_application_protocol` (RFC 7301).
