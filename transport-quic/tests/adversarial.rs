@@ -13,107 +13,31 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::*;
+use p2p_router::test_utils::attack::HonestFlow;
 use p2p_router::transport::Admission;
 use p2p_router::{Connection, LocalNode, NodeInfo};
 use p2p_transport_quic::QuicTransport;
-use tokio::time::Instant;
-
-/// The longest the honest flow may pause before it counts as a stall.
-const STALL: Duration = Duration::from_secs(1);
-/// How long one attack may run.
-const ATTACK_BOUND: Duration = Duration::from_secs(60);
 
 struct Arena {
     target: QuicNode,
-    honest: QuicNode,
-    pump: tokio::task::JoinHandle<()>,
+    flow: HonestFlow,
 }
 
 /// The target on 127.0.0.1 and an honest peer on 127.0.0.2 that sends it a
 /// message every 5 ms.
-async fn arena() -> Arena {
-    let mut target = NodeBuilder::new(key(600)).start();
+async fn arena() -> (Arena, QuicNode) {
+    let mut builder = NodeBuilder::new(key(600));
+    builder.test.pex = Some(p2p_router::pex::PexOptions::default());
+    let mut target = builder.start();
     let mut honest = NodeBuilder::new(key(601)).listen(&["127.0.0.2:0"]).start();
     let address = target.address_at(0);
     connect(&mut honest, &mut target, address).await;
-    let tx = honest.tx.clone();
-    let to = target.id();
-    let pump = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        for n in 0u64.. {
-            tick.tick().await;
-            let envelope = p2p_router::Envelope {
-                peer: to,
-                message: text(format!("honest {n}")),
-            };
-            if tx.send(envelope).await.is_err() {
-                return;
-            }
-        }
-    });
-    Arena {
-        target,
-        honest,
-        pump,
-    }
+    let flow = HonestFlow::start(&honest, target.id());
+    (Arena { target, flow }, honest)
 }
 
-/// Runs `attack` while counting the honest messages the target receives;
-/// fails on a stall, or if the honest peer is dropped. Afterwards the flow
-/// must go on. Prints the attack's row.
 async fn under_attack(arena: &mut Arena, name: &str, attack: impl Future<Output = ()>) {
-    let start = Instant::now();
-    let (mut last, mut max_gap, mut count) = (start, Duration::ZERO, 0u64);
-    let attack = tokio::time::timeout(ATTACK_BOUND, attack);
-    tokio::pin!(attack);
-    let mut done = false;
-    // Until the attack is over and a window of 40 honest messages (0.2 s)
-    // was seen, so that a quick attack is measured too.
-    while !done || count < 40 {
-        tokio::select! {
-            finished = &mut attack, if !done => {
-                finished.unwrap_or_else(|_| panic!("{name}: attack not over in {ATTACK_BOUND:?}"));
-                done = true;
-            }
-            got = tokio::time::timeout(STALL, arena.target.rx.recv()) => {
-                let got = got.unwrap_or_else(|_| panic!("{name}: honest flow stalled for {STALL:?}"));
-                let got = got.unwrap_or_else(|| panic!("{name}: target stopped"));
-                assert_eq!(got.peer, arena.honest.id());
-                let now = Instant::now();
-                max_gap = max_gap.max(now - last);
-                last = now;
-                count += 1;
-            }
-        }
-    }
-    let elapsed = start.elapsed();
-    // After the attack: still flowing, still the same peer.
-    for _ in 0..20 {
-        let got = tokio::time::timeout(STALL, arena.target.rx.recv()).await;
-        assert!(
-            matches!(got, Ok(Some(_))),
-            "{name}: honest flow stopped after the attack"
-        );
-    }
-    assert!(
-        arena
-            .target
-            .connected_set()
-            .await
-            .contains(&arena.honest.id()),
-        "{name}: the honest peer was dropped"
-    );
-    println!(
-        "| {name} | {:.0} msg/s over {:.2} s | {} ms | {:.1} MB |",
-        count as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64(),
-        max_gap.as_millis(),
-        rss_mb()
-    );
-}
-
-fn rss_mb() -> f64 {
-    test_utils::process_rss_bytes() as f64 / 1e6
+    arena.flow.under_attack(&arena.target, name, attack).await;
 }
 
 /// `n` raw clients presenting `cert()` with `alpn`; each must be refused.
@@ -141,39 +65,152 @@ async fn connect_from(
     endpoint.connect(to, "peer").unwrap().await
 }
 
-/// A peer admitted by the target (the handshake done by hand over the
-/// crate's transport), for attacks after admission.
-async fn admitted_attacker(
+/// A node that completed the handshake with the target over the crate's
+/// transport, so that its attacks come after admission. Binds to `ip` so
+/// that each attack has its own per-IP allowance.
+struct Attacker {
+    _transport: QuicTransport,
+    conn: p2p_transport_quic::QuicConnection,
+}
+
+impl Attacker {
+    fn quinn(&self) -> &quinn::Connection {
+        self.conn.quinn()
+    }
+
+    /// A raw channel stream starting with `bytes` (header and all).
+    async fn raw_stream(&self, bytes: &[u8]) -> quinn::SendStream {
+        let mut s = within("stream credit", self.quinn().open_uni())
+            .await
+            .unwrap();
+        s.write_all(bytes).await.unwrap();
+        s
+    }
+
+    /// Waits for the target to ask for addresses (its first PEX message).
+    async fn await_pex_request(&self) {
+        let got = within("PEX request", self.conn.recv(PEX_CHANNEL, 1024)).await;
+        assert_eq!(got.unwrap().as_ref(), PEX_REQUEST);
+    }
+
+    /// Sends PEX messages on a raw stream of channel 0.
+    async fn send_pex(&self, messages: &[Vec<u8>]) {
+        let mut bytes = vec![PEX_CHANNEL.0, 0];
+        for m in messages {
+            bytes.extend(frame(m));
+        }
+        let _ = self.raw_stream(&bytes).await;
+    }
+
+    /// The target drops the connection.
+    async fn dropped(&self) {
+        within("attacker dropped", self.quinn().closed()).await;
+    }
+}
+
+/// Completes the handshake as `info` describes (edited by `edit`) and
+/// returns the admission the target answered.
+async fn handshake_as(
     target: &QuicNode,
+    ip: &str,
     n: u64,
-) -> (QuicTransport, p2p_transport_quic::QuicConnection) {
+    edit: impl FnOnce(&mut NodeInfo),
+) -> (Result<Admission, p2p_router::ConnectionError>, Attacker) {
     let k = key(n);
     let t = QuicTransport::bind(
         &LocalNode::new(k.clone(), NETWORK),
-        quic_config("127.0.0.1:0"),
+        quic_config(&format!("{ip}:0")),
     )
     .unwrap();
     let conn = within("dial", t.dial_quic(target.id(), target.addrs[0]))
         .await
         .unwrap();
     let mut info = NodeInfo::new(k.node_id(), NETWORK, "attacker");
-    info.listen_addr = "127.0.0.1:0".into();
-    info.channels = vec![CHAT.0, BULK.0];
-    within("handshake", conn.handshake(&info)).await.unwrap();
-    assert_eq!(
-        within("admission", conn.recv_admission()).await.unwrap(),
-        Admission::Accepted
+    info.listen_addr = format!("{ip}:1");
+    info.channels = vec![PEX_CHANNEL.0, CHAT.0, BULK.0];
+    edit(&mut info);
+    let admission = match within("handshake", conn.handshake(&info)).await {
+        Ok(_) => within("admission", conn.recv_admission()).await,
+        Err(e) => Err(e),
+    };
+    let attacker = Attacker {
+        _transport: t,
+        conn,
+    };
+    (admission, attacker)
+}
+
+/// A peer admitted by the target, from `ip`.
+async fn admitted(target: &QuicNode, ip: &str, n: u64) -> Attacker {
+    let (admission, attacker) = handshake_as(target, ip, n, |_| ()).await;
+    assert_eq!(admission.unwrap(), Admission::Accepted);
+    attacker
+}
+
+/// A handshake the target must refuse.
+async fn refused_handshake(target: &QuicNode, ip: &str, n: u64, edit: impl FnOnce(&mut NodeInfo)) {
+    let (admission, attacker) = handshake_as(target, ip, n, edit).await;
+    assert!(
+        !matches!(admission, Ok(Admission::Accepted | Admission::Visiting)),
+        "admitted: {admission:?}"
     );
-    (t, conn)
+    attacker.dropped().await;
+}
+
+const PEX_CHANNEL: p2p_router::ChannelId = p2p_router::ChannelId(0);
+/// A PEX request (`Message { pex_request {} }`).
+const PEX_REQUEST: &[u8] = &[0x0a, 0x00];
+
+/// A PEX response carrying `urls`, built by hand (PROTOCOL.md §9).
+fn pex_response(urls: &[String]) -> Vec<u8> {
+    let mut addrs = Vec::new();
+    for url in urls {
+        let mut address = vec![0x22];
+        push_varint(&mut address, url.len() as u64);
+        address.extend_from_slice(url.as_bytes());
+        addrs.push(0x0a);
+        push_varint(&mut addrs, address.len() as u64);
+        addrs.extend(address);
+    }
+    let mut message = vec![0x12];
+    push_varint(&mut message, addrs.len() as u64);
+    message.extend(addrs);
+    message
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A frame: varint length, then the message.
+fn frame(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_varint(&mut out, message.len() as u64);
+    out.extend_from_slice(message);
+    out
+}
+
+/// The stream code the target stopped `stream` with.
+async fn stopped_with(stream: &quinn::SendStream) -> u64 {
+    let code = within("stop", stream.stopped()).await.unwrap();
+    code.expect("stopped, not finished").into_inner()
+}
+
+/// Addresses nobody listens on, on loopback (a node that dials them sends
+/// nothing beyond this machine).
+fn unreachable_url(n: u64) -> String {
+    format!("quic://{}@127.0.0.1:{}", key(n).node_id(), 1 + n % 1000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_contains_each_attack_and_keeps_serving_an_honest_peer() {
-    let mut a = arena().await;
+    let (mut a, _honest) = arena().await;
     let to = a.target.addrs[0];
     let alpn = alpn_for(NETWORK);
-    println!("| attack | honest peer's rate | longest gap | RSS after |");
-    println!("|---|---|---|---|");
 
     under_attack(
         &mut a,
@@ -283,9 +320,9 @@ async fn the_router_contains_each_attack_and_keeps_serving_an_honest_peer() {
     })
     .await;
 
-    let (_attacker, conn) = admitted_attacker(&a.target, 880).await;
+    let attacker = admitted(&a.target, "127.0.0.6", 880).await;
     under_attack(&mut a, "40 bad streams from an admitted peer", async {
-        let quinn = conn.quinn().clone();
+        let quinn = attacker.quinn().clone();
         for i in 0..40u8 {
             let Ok(mut s) = quinn.open_uni().await else {
                 break;
@@ -304,5 +341,268 @@ async fn the_router_contains_each_attack_and_keeps_serving_an_honest_peer() {
     })
     .await;
 
-    a.pump.abort();
+    after_admission(&mut a).await;
+    router_and_pex(&mut a).await;
+    println!("{}", a.flow.table());
+}
+
+/// Attacks by a peer the target admitted, on its channel streams.
+async fn after_admission(a: &mut Arena) {
+    let chat_max = NodeBuilder::new(key(0)).test.descriptor.max_message_size as u64;
+
+    let attacker = admitted(&a.target, "127.0.1.1", 900).await;
+    under_attack(a, "a stream for a channel not shared", async {
+        let s = attacker.raw_stream(&[0x42, 0]).await;
+        assert_eq!(stopped_with(&s).await, 0x02);
+    })
+    .await;
+    under_attack(a, "a second stream with the same generation", async {
+        let first = attacker.raw_stream(&[CHAT.0, 0]).await;
+        let second = attacker.raw_stream(&[CHAT.0, 0]).await;
+        // Their headers are read concurrently: whichever arrives second
+        // is the duplicate.
+        let code = tokio::select! {
+            code = stopped_with(&first) => code,
+            code = stopped_with(&second) => code,
+        };
+        assert_eq!(code, 0x03);
+    })
+    .await;
+    let attacker = admitted(&a.target, "127.0.1.2", 901).await;
+    let bulk_rx = a.target.bulk_rx.clone();
+    a.flow
+        .under_attack(&a.target, "generations racing, out of order", async {
+            // Generation 3 comes first: a message on it shows it is read.
+            let blob = [0x0a, 0x01, 0x07];
+            let mut bytes = vec![BULK.0, 3];
+            bytes.extend(frame(&blob));
+            let _current = attacker.raw_stream(&bytes).await;
+            within("blob", bulk_rx.recv()).await.unwrap();
+            for g in [1, 2, 3] {
+                let s = attacker.raw_stream(&[BULK.0, g]).await;
+                assert_eq!(stopped_with(&s).await, 0x03, "generation {g}");
+            }
+            // 5 and 6 race: 6 replaces a waiting 5 (0x06), or arrives
+            // first and makes 5 a stale generation (0x03).
+            let five = attacker.raw_stream(&[BULK.0, 5]).await;
+            let _six = attacker.raw_stream(&[BULK.0, 6]).await;
+            let code = stopped_with(&five).await;
+            assert!(code == 0x06 || code == 0x03, "stopped with {code}");
+        })
+        .await;
+    let attacker = admitted(&a.target, "127.0.1.3", 902).await;
+    under_attack(a, "a length prefix of 2^40", async {
+        let mut bytes = vec![CHAT.0, 0];
+        push_varint(&mut bytes, 1 << 40);
+        let s = attacker.raw_stream(&bytes).await;
+        assert_eq!(stopped_with(&s).await, 0x04);
+    })
+    .await;
+    under_attack(a, "a maximal varint length (2^64 - 1)", async {
+        let mut bytes = vec![CHAT.0, 1];
+        bytes.extend([0xff; 9]);
+        bytes.push(0x01);
+        let s = attacker.raw_stream(&bytes).await;
+        assert_eq!(stopped_with(&s).await, 0x04);
+    })
+    .await;
+    under_attack(a, "a varint length of eleven bytes", async {
+        let mut bytes = vec![CHAT.0, 2];
+        bytes.extend([0xff; 10]);
+        bytes.push(0x01);
+        let s = attacker.raw_stream(&bytes).await;
+        assert_eq!(stopped_with(&s).await, 0x05);
+    })
+    .await;
+    under_attack(a, "a message one byte over the channel maximum", async {
+        let mut bytes = vec![CHAT.0, 3];
+        push_varint(&mut bytes, chat_max + 1);
+        let s = attacker.raw_stream(&bytes).await;
+        assert_eq!(stopped_with(&s).await, 0x04);
+    })
+    .await;
+    let attacker = admitted(&a.target, "127.0.1.4", 903).await;
+    under_attack(a, "a truncated frame, then FIN", async {
+        let mut s = attacker.raw_stream(&[CHAT.0, 0, 10, 1, 2, 3]).await;
+        s.finish().unwrap();
+        within("finished", s.stopped()).await.unwrap();
+    })
+    .await;
+    under_attack(a, "FIN inside the header", async {
+        let mut bytes = vec![BULK.0];
+        bytes.push(0x80);
+        let mut s = attacker.raw_stream(&bytes).await;
+        s.finish().unwrap();
+        within("finished", s.stopped()).await.unwrap();
+    })
+    .await;
+    under_attack(a, "an undecodable protobuf in a valid frame", async {
+        let mut bytes = vec![CHAT.0, 1];
+        bytes.extend(frame(&[0xff, 0xff, 0xff]));
+        let mut s = attacker.raw_stream(&bytes).await;
+        s.finish().unwrap();
+        within("finished", s.stopped()).await.unwrap();
+    })
+    .await;
+    // Each of those counted against the attacker; it is still connected
+    // (a few reports stay within the error budget).
+    assert!(attacker.quinn().close_reason().is_none());
+
+    let attacker = admitted(&a.target, "127.0.1.5", 904).await;
+    let before = test_utils::process_rss_bytes();
+    let bulk = a.target.bulk.clone();
+    let attacker_id = key(904).node_id();
+    under_attack(
+        a,
+        "a peer that never reads, sent 1 MiB messages for 3 s",
+        async {
+            let mut sent = 0u32;
+            let sending = async {
+                for _ in 0..500 {
+                    send_to(
+                        &bulk,
+                        attacker_id,
+                        Blob {
+                            data: vec![7; 1 << 20],
+                        },
+                    )
+                    .await;
+                    sent += 1;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(3), sending).await;
+            // Backpressure stopped the sender long before 500 MiB.
+            assert!(
+                sent < 500,
+                "{sent} messages queued to a peer that reads nothing"
+            );
+        },
+    )
+    .await;
+    let grown = test_utils::process_rss_bytes().saturating_sub(before);
+    assert!(grown < 256 << 20, "RSS grew by {} MB", grown >> 20);
+    drop(attacker);
+
+    let target = &a.target;
+    let mut dropped = 0;
+    let churn = async {
+        for _ in 0..50 {
+            let (admission, attacker) = handshake_as(target, "127.0.1.6", 905, |_| ()).await;
+            if admission == Ok(Admission::Accepted) {
+                attacker.quinn().close(0u32.into(), b"");
+            } else {
+                dropped += 1;
+            }
+        }
+    };
+    a.flow
+        .under_attack(&a.target, "50 admissions and drops by one node", churn)
+        .await;
+    // The per-IP attempt limit cut the churn short.
+    assert!(dropped > 0, "all 50 reconnections were admitted");
+    let known = a.target.known_set().await.len();
+    assert!(known < 10, "{known} peers known after the churn");
+}
+
+/// Attacks on the handshake's `NodeInfo` and on peer exchange.
+async fn router_and_pex(a: &mut Arena) {
+    let target = &a.target;
+    a.flow
+        .under_attack(target, "NodeInfo naming another node id", async {
+            refused_handshake(target, "127.0.2.1", 910, |i| {
+                i.node_id = key(911).node_id().to_string()
+            })
+            .await;
+        })
+        .await;
+    a.flow
+        .under_attack(target, "NodeInfo with 64 channels", async {
+            refused_handshake(target, "127.0.2.1", 912, |i| i.channels = (0..64).collect()).await;
+        })
+        .await;
+    let alpn = alpn_for(NETWORK);
+    a.flow
+        .under_attack(target, "NodeInfo with a 20 KB moniker", async {
+            // Sent by hand: the crate's own handshake will not write it.
+            let mut info = NodeInfo::new(key(913).node_id(), NETWORK, "m".repeat(20_000));
+            info.listen_addr = "127.0.2.1:1".into();
+            let cert = ClientCert::Node(Box::new(key(913)));
+            let conn = connect_from("127.0.2.1", target.addrs[0], cert, &alpn).await.unwrap();
+            let (mut send, _recv) = conn.open_bi().await.unwrap();
+            let _ = send.write_all(&prost::Message::encode_length_delimited_to_vec(&info)).await;
+            let closed = within("close", conn.closed()).await;
+            assert!(
+                matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if u64::from(c.error_code) == 0x10),
+                "{closed:?}"
+            );
+        })
+        .await;
+    a.flow
+        .under_attack(target, "NodeInfo with escape codes in its version", async {
+            refused_handshake(target, "127.0.2.1", 914, |i| {
+                i.version = "1\n\x1b[31m".into()
+            })
+            .await;
+        })
+        .await;
+
+    let attacker = admitted(target, "127.0.2.2", 915).await;
+    a.flow
+        .under_attack(target, "PEX requests back to back", async {
+            attacker
+                .send_pex(&[
+                    PEX_REQUEST.to_vec(),
+                    PEX_REQUEST.to_vec(),
+                    PEX_REQUEST.to_vec(),
+                ])
+                .await;
+            attacker.dropped().await;
+        })
+        .await;
+    let attacker = admitted(target, "127.0.2.3", 916).await;
+    a.flow
+        .under_attack(target, "an unsolicited PEX response", async {
+            // One answer to the target's request, then a second nobody
+            // asked for.
+            attacker.await_pex_request().await;
+            let answer = pex_response(&[unreachable_url(1)]);
+            attacker.send_pex(&[answer.clone(), answer]).await;
+            attacker.dropped().await;
+        })
+        .await;
+    let attacker = admitted(target, "127.0.2.4", 917).await;
+    a.flow
+        .under_attack(target, "a PEX response with 101 addresses", async {
+            attacker.await_pex_request().await;
+            let urls: Vec<_> = (0..101).map(unreachable_url).collect();
+            attacker.send_pex(&[pex_response(&urls)]).await;
+            attacker.dropped().await;
+        })
+        .await;
+    let attacker = admitted(target, "127.0.2.5", 918).await;
+    a.flow
+        .under_attack(target, "a PEX response with an unparsable address", async {
+            attacker.await_pex_request().await;
+            let urls = [unreachable_url(2), "quic://nonsense\n\x1b[2J".to_owned()];
+            attacker.send_pex(&[pex_response(&urls)]).await;
+            attacker.dropped().await;
+        })
+        .await;
+    let attacker = admitted(target, "127.0.2.6", 919).await;
+    let own = format!("quic://{}@{}", target.id(), target.addrs[0]);
+    a.flow
+        .under_attack(
+            target,
+            "a PEX response with the target's own address",
+            async {
+                attacker.await_pex_request().await;
+                attacker.send_pex(&[pex_response(&[own])]).await;
+                // Taken as a valid answer (the target asks again later), and
+                // its own address is never kept.
+                attacker.await_pex_request().await;
+            },
+        )
+        .await;
+    assert!(!a.target.known_set().await.contains(&a.target.id()));
+    assert!(attacker.quinn().close_reason().is_none());
 }

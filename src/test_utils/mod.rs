@@ -11,6 +11,8 @@
 //! as the runtime's "every task idle" deadlock panic, and over real sockets
 //! wrap a wait in [`within`].
 
+pub mod attack;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
