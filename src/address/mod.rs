@@ -245,25 +245,35 @@ impl FromStr for PeerAddress {
         if let Some(position) = s.find(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(ParseAddressError::InvalidCharacter { position });
         }
-        if let Some(i) = s.find("://") {
-            let scheme = &s[..i];
-            let protocol = Protocol::from_scheme(scheme)
-                .ok_or_else(|| ParseAddressError::UnknownScheme(scheme.to_ascii_lowercase()))?;
-            return parse_after_scheme(protocol, &s[i + 3..]);
-        }
-        // `scheme:rest` without `//`: only `memory:` has that form. The node id
-        // part of a bare address never holds `:`, so a prefix naming a known
-        // scheme is unambiguous.
-        if let Some((scheme, rest)) = s.split_once(':') {
-            if let Some(protocol) = Protocol::from_scheme(scheme) {
-                return match protocol {
-                    Protocol::Memory => parse_after_scheme(protocol, rest),
-                    _ => Err(ParseAddressError::MissingHost),
-                };
+        // A scheme is what comes before the first `:`, if it has a
+        // scheme's shape (RFC 3986: a letter, then letters, digits, `+`,
+        // `-`, `.`). Looking for the first `://` instead would take one
+        // inside a path for the scheme, and an address would not parse
+        // back from how it prints.
+        if let Some((scheme, rest)) = s.split_once(':').filter(|(scheme, _)| is_scheme(scheme)) {
+            let protocol = Protocol::from_scheme(scheme);
+            if let Some(after) = rest.strip_prefix("//") {
+                let protocol = protocol
+                    .ok_or_else(|| ParseAddressError::UnknownScheme(scheme.to_ascii_lowercase()))?;
+                return parse_after_scheme(protocol, after);
+            }
+            // `scheme:rest` without `//`: only `memory:` has that form.
+            match protocol {
+                Some(Protocol::Memory) => return parse_after_scheme(Protocol::Memory, rest),
+                Some(_) => return Err(ParseAddressError::MissingHost),
+                // A bare `host:port` with no id; the bare form reports it.
+                None => {}
             }
         }
         parse_after_scheme(Protocol::Quic, s)
     }
+}
+
+/// Whether `s` has the shape of a URL scheme.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 fn parse_after_scheme(protocol: Protocol, rest: &str) -> Result<PeerAddress, ParseAddressError> {
