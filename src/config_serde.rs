@@ -63,12 +63,12 @@ mod tests {
             r#"
             dial_concurrency = 4
             handshake_timeout = "20s"
-            ip_window = "1m 30s"
+            peer_error_window = "1m 30s"
             "#,
         );
         assert_eq!(router.dial_concurrency, 4);
         assert_eq!(router.handshake_timeout, Duration::from_secs(20));
-        assert_eq!(router.ip_window, Duration::from_secs(90));
+        assert_eq!(router.peer_error_window, Duration::from_secs(90));
         assert_eq!(router.max_inbound, RouterOptions::default().max_inbound);
 
         let id = "89006b58739b9db9d25e4295cdb96ab10ac1ef9f";

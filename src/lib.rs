@@ -26,6 +26,7 @@ mod channel;
 mod config_serde;
 #[cfg(feature = "test-utils")]
 pub mod conformance;
+mod error_budget;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -96,7 +96,6 @@ pub use p2p_router::test_utils::key;
 /// thousands of them may connect.
 fn router_options(peers: usize) -> RouterOptions {
     let mut o = p2p_router::test_utils::loopback_options(peers);
-    o.max_attempts_per_ip = 4 * peers + 1024;
     o.max_inbound_handshakes = 256;
     o.max_handshakes_per_ip = o.max_inbound_handshakes;
     o.dial_concurrency = 64;
@@ -128,7 +127,7 @@ pub async fn transport(
             c.listener.max_connections = 8192;
             c.listener.max_incoming_handshakes = 256;
             // Every peer comes from 127.0.0.1.
-            c.listener.max_handshakes_per_ip = 256;
+            c.listener.single_source(8192);
             let node = LocalNode::new(key.clone(), NETWORK);
             Arc::new(QuicTransport::bind(&node, c).expect("quic"))
         }
@@ -144,7 +143,7 @@ pub async fn transport(
             c.listener.max_connections = 8192;
             c.listener.max_incoming_handshakes = 256;
             // Every peer comes from 127.0.0.1.
-            c.listener.max_handshakes_per_ip = 256;
+            c.listener.single_source(8192);
             Arc::new(MconnTransport::bind(key, c).await.expect("mconn"))
         }
         Kind::Memory => Arc::new(memory.transport(key)),

@@ -43,24 +43,25 @@ impl Node {
     }
 }
 
+/// A transport on loopback for one of `nodes` nodes.
 pub async fn transport(
     kind: TransportKind,
     node: &LocalNode,
+    nodes: usize,
 ) -> Result<Arc<dyn Transport>, Box<dyn std::error::Error>> {
     let loopback = "127.0.0.1:0".parse()?;
     Ok(match kind {
         TransportKind::Quic => {
             let mut config = QuicConfig::new().listen_on(loopback);
-            // Every peer comes from 127.0.0.1: one IP may use every
-            // handshake slot.
-            config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+            // Every peer comes from 127.0.0.1.
+            config.listener.single_source(nodes);
             Arc::new(QuicTransport::bind(node, config)?)
         }
         TransportKind::Mconn => {
             // No rate limit and no flush delay: a local demo, not CometBFT
             // defaults.
             let mut config = MconnConfig::fast().listen_on(loopback);
-            config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+            config.listener.single_source(nodes);
             Arc::new(MconnTransport::bind(node.key(), config).await?)
         }
     })
@@ -88,7 +89,7 @@ pub async fn start(
     let (nodes, block_size) = (shape.nodes, shape.block_size);
     let key = NodeKey::load_or_generate(dir.join("node_key.json"))?;
     let node = LocalNode::new(key, NETWORK);
-    let transport = transport(kind, &node).await?;
+    let transport = transport(kind, &node, nodes).await?;
     let endpoint = transport
         .listen_endpoints()
         .into_iter()
@@ -110,7 +111,6 @@ pub async fn start(
     // Every peer comes from 127.0.0.1: lift the per-IP limits.
     let mut options = RouterOptions::default();
     options.max_connections_per_ip = nodes + 4;
-    options.max_attempts_per_ip = 16 * nodes;
     options.max_handshakes_per_ip = options.max_inbound_handshakes;
     let mut builder = Router::builder(node);
     builder

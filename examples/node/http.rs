@@ -202,4 +202,37 @@ mod tests {
         assert!(reply(&mut s).await.starts_with("HTTP/1.1 431"));
         stop.cancel();
     }
+
+    #[tokio::test]
+    async fn a_connection_flood_from_many_ips_is_bounded_and_passes() {
+        let limits = Limits {
+            header_deadline: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (addr, stop) = server(limits).await;
+        // 100 idle connections from 50 addresses: at most `connections`
+        // are held, the rest are closed at once.
+        let mut flood = Vec::new();
+        for i in 0..100 {
+            flood.push(from(&format!("127.0.3.{}", 1 + i / 2), addr).await);
+        }
+        let mut timed_out = 0;
+        for mut s in flood {
+            let reply = reply(&mut s).await;
+            if reply.starts_with("HTTP/1.1 408") {
+                timed_out += 1;
+            } else {
+                assert_eq!(reply, "", "closed at once");
+            }
+        }
+        assert!(timed_out <= limits.connections, "{timed_out} held");
+        // Once it is over, the scraper is served.
+        let mut scraper = from("127.0.0.2", addr).await;
+        scraper
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(reply(&mut scraper).await.starts_with("HTTP/1.1 200 OK"));
+        stop.cancel();
+    }
 }

@@ -63,14 +63,8 @@ fn valid_addresses_normalize() {
         (format!("Memory:{ID_UPPER}"), format!("memory:{ID}")),
         (format!("memory://{ID}"), format!("memory:{ID}")),
         // Found by the address fuzzer: a `://` in the path is not a scheme.
-        (
-            format!("memory://{ID}/a://b"),
-            format!("memory:{ID}/a://b"),
-        ),
-        (
-            format!("{ID}@h:1/x://y"),
-            format!("quic://{ID}@h:1/x://y"),
-        ),
+        (format!("memory://{ID}/a://b"), format!("memory:{ID}/a://b")),
+        (format!("{ID}@h:1/x://y"), format!("quic://{ID}@h:1/x://y")),
         (
             format!("quic://{ID}@localhost:26656/some/path?x=1"),
             format!("quic://{ID}@localhost:26656/some/path?x=1"),

@@ -17,7 +17,6 @@ use tracing::Instrument;
 
 use super::clock::Clock;
 use super::dial::{dial, DialOutcome};
-use super::error_budget::{Charge, ErrorBudget};
 use super::inbound::{accept_loop, InboundOutcome};
 use super::ip_limit::{IpLimiter, IpLimits};
 use super::peer_task::PeerExit;
@@ -27,6 +26,7 @@ use super::store_writer::StoreWriter;
 use super::tasks::{Ended, Joined, Owned};
 use super::{Command, PeerError, RouterOptions};
 use crate::address::PeerAddress;
+use crate::error_budget::{Charge, ErrorBudget};
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::PeerManager;
@@ -78,8 +78,6 @@ impl Actor {
         let ip_limiter = IpLimiter::new(IpLimits {
             connections: options.max_connections_per_ip,
             handshakes: options.max_handshakes_per_ip,
-            attempts: options.max_attempts_per_ip,
-            window: options.ip_window,
         });
         Self {
             cancel: shared.shutdown.clone(),

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::actor::Actor;
 use super::dial::Handshaken;
-use super::error_budget::Charge;
 use super::handshake::{check_peer_info, new_connection_wins, HandshakeError};
 use super::tasks::{Ended, Joined};
 use super::Command;
+use crate::error_budget::Charge;
 use crate::identity::NodeId;
 use crate::peer_manager::{AdmitError, Direction, PeerStatus};
 use crate::transport::{AcceptError, Admission, CloseReason, Connection, RefusalReason, Transport};
@@ -63,10 +63,7 @@ impl Actor {
         {
             Some("too many inbound connections".to_owned())
         } else if let Some(ip) = ip {
-            self.ip_limiter
-                .admit(ip, Instant::now())
-                .err()
-                .map(|e| e.to_string())
+            self.ip_limiter.admit(ip).err().map(|e| e.to_string())
         } else {
             None
         };

@@ -1,13 +1,11 @@
-//! Per-IP admission of inbound connections, checked before any handshake
-//! work: a pure structure on a caller-supplied clock. IPs are counted by
-//! [`IpKey`] (an IPv6 host's whole /64 is one), and each attempt costs
-//! O(1): expired attempts leave a time-ordered queue from its front.
+//! Per-IP admission of inbound connections by the router, checked before
+//! its handshake (NodeInfo and admission): live connections and
+//! handshakes in progress per source. IPs are counted by [`IpKey`] (an
+//! IPv6 host's whole /64 is one). How often a source may connect is the
+//! transport listener's limit, checked before any cryptographic work.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::Duration;
-
-use tokio::time::Instant;
 
 use crate::ip_key::IpKey;
 
@@ -18,8 +16,6 @@ pub(crate) enum IpLimitError {
     Connections,
     #[error("too many handshakes in progress from this IP")]
     Handshakes,
-    #[error("connection attempts from this IP are too frequent")]
-    Attempts,
 }
 
 /// The limits, from [`RouterOptions`](super::RouterOptions).
@@ -29,34 +25,20 @@ pub(crate) struct IpLimits {
     pub(crate) connections: usize,
     /// Handshakes in progress.
     pub(crate) handshakes: usize,
-    /// Attempts admitted per `window`.
-    pub(crate) attempts: usize,
-    pub(crate) window: Duration,
 }
 
 #[derive(Debug, Default)]
 struct Entry {
     active: usize,
     handshaking: usize,
-    /// Admitted attempts still in the window (each also in `recent`).
-    attempts: usize,
 }
 
-impl Entry {
-    fn is_idle(&self) -> bool {
-        self.active == 0 && self.handshaking == 0 && self.attempts == 0
-    }
-}
-
-/// Counts live connections, handshakes and recent attempts per IP.
+/// Counts live connections and handshakes per IP. An entry lives while it
+/// has a connection, so the map is bounded by the live connections.
 #[derive(Debug)]
 pub(crate) struct IpLimiter {
     limits: IpLimits,
     entries: HashMap<IpKey, Entry>,
-    /// Admitted attempts, oldest first. An entry lives while it has a
-    /// connection or an attempt here, so the map is bounded by the live
-    /// connections plus the attempts admitted in one window.
-    recent: VecDeque<(Instant, IpKey)>,
 }
 
 impl IpLimiter {
@@ -64,15 +46,13 @@ impl IpLimiter {
         Self {
             limits,
             entries: HashMap::new(),
-            recent: VecDeque::new(),
         }
     }
 
-    /// Registers an attempt from `ip`, which starts a handshake. On `Ok`
+    /// Registers a connection from `ip`, which starts a handshake. On `Ok`
     /// the caller must call `handshake_done` when the handshake ends and
     /// `release` when the connection ends.
-    pub(crate) fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), IpLimitError> {
-        self.expire(now);
+    pub(crate) fn admit(&mut self, ip: IpAddr) -> Result<(), IpLimitError> {
         let key = IpKey::from(ip);
         let limits = self.limits;
         let entry = self.entries.entry(key).or_default();
@@ -80,21 +60,17 @@ impl IpLimiter {
             Some(IpLimitError::Connections)
         } else if entry.handshaking >= limits.handshakes {
             Some(IpLimitError::Handshakes)
-        } else if entry.attempts >= limits.attempts {
-            Some(IpLimitError::Attempts)
         } else {
             None
         };
         if let Some(refusal) = refusal {
-            if entry.is_idle() {
+            if entry.active == 0 {
                 self.entries.remove(&key);
             }
             return Err(refusal);
         }
         entry.active += 1;
         entry.handshaking += 1;
-        entry.attempts += 1;
-        self.recent.push_back((now, key));
         Ok(())
     }
 
@@ -112,23 +88,8 @@ impl IpLimiter {
         let key = IpKey::from(ip);
         if let Some(entry) = self.entries.get_mut(&key) {
             change(entry);
-            if entry.is_idle() {
+            if entry.active == 0 {
                 self.entries.remove(&key);
-            }
-        }
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.recent.front() {
-            if now.duration_since(at) < self.limits.window {
-                break;
-            }
-            self.recent.pop_front();
-            if let Some(entry) = self.entries.get_mut(&key) {
-                entry.attempts = entry.attempts.saturating_sub(1);
-                if entry.is_idle() {
-                    self.entries.remove(&key);
-                }
             }
         }
     }
@@ -147,87 +108,67 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
 
-    fn limiter(connections: usize, handshakes: usize, attempts: usize, window: u64) -> IpLimiter {
+    fn limiter(connections: usize, handshakes: usize) -> IpLimiter {
         IpLimiter::new(IpLimits {
             connections,
             handshakes,
-            attempts,
-            window: Duration::from_secs(window),
         })
     }
 
     #[test]
     fn refuses_too_many_live_connections_per_ip() {
-        let now = Instant::now();
-        let mut l = limiter(2, 100, 100, 1);
+        let mut l = limiter(2, 100);
         for _ in 0..2 {
-            l.admit(ip(1), now).unwrap();
+            l.admit(ip(1)).unwrap();
             l.handshake_done(ip(1));
         }
-        assert_eq!(l.admit(ip(1), now), Err(IpLimitError::Connections));
-        l.admit(ip(2), now).unwrap();
+        assert_eq!(l.admit(ip(1)), Err(IpLimitError::Connections));
+        l.admit(ip(2)).unwrap();
         l.release(ip(1));
-        l.admit(ip(1), now).unwrap();
+        l.admit(ip(1)).unwrap();
     }
 
     #[test]
     fn refuses_too_many_handshakes_per_ip_until_one_ends() {
-        let now = Instant::now();
-        let mut l = limiter(100, 2, 100, 1);
-        l.admit(ip(1), now).unwrap();
-        l.admit(ip(1), now).unwrap();
-        assert_eq!(l.admit(ip(1), now), Err(IpLimitError::Handshakes));
-        l.admit(ip(2), now).unwrap();
+        let mut l = limiter(100, 2);
+        l.admit(ip(1)).unwrap();
+        l.admit(ip(1)).unwrap();
+        assert_eq!(l.admit(ip(1)), Err(IpLimitError::Handshakes));
+        l.admit(ip(2)).unwrap();
         // An admitted connection no longer handshaking leaves room.
         l.handshake_done(ip(1));
-        l.admit(ip(1), now).unwrap();
-    }
-
-    #[test]
-    fn refuses_too_fast_reconnections_until_the_window_passes() {
-        let t0 = Instant::now();
-        let mut l = limiter(100, 100, 3, 10);
-        for _ in 0..3 {
-            l.admit(ip(1), t0).unwrap();
-            l.handshake_done(ip(1));
-            l.release(ip(1));
-        }
-        assert_eq!(
-            l.admit(ip(1), t0 + Duration::from_secs(9)),
-            Err(IpLimitError::Attempts)
-        );
-        l.admit(ip(1), t0 + Duration::from_secs(10)).unwrap();
+        l.admit(ip(1)).unwrap();
     }
 
     #[test]
     fn the_addresses_of_one_ipv6_slash_64_are_one_source() {
-        let now = Instant::now();
-        let mut l = limiter(2, 100, 100, 1);
-        l.admit("2001:db8::1".parse().unwrap(), now).unwrap();
-        l.admit("2001:db8::ffff".parse().unwrap(), now).unwrap();
+        let mut l = limiter(2, 100);
+        l.admit("2001:db8::1".parse().unwrap()).unwrap();
+        l.admit("2001:db8::ffff".parse().unwrap()).unwrap();
         assert_eq!(
-            l.admit("2001:db8::1234".parse().unwrap(), now),
+            l.admit("2001:db8::1234".parse().unwrap()),
             Err(IpLimitError::Connections)
         );
-        l.admit("2001:db8:0:1::1".parse().unwrap(), now).unwrap();
+        l.admit("2001:db8:0:1::1".parse().unwrap()).unwrap();
     }
 
     #[test]
-    fn entries_leave_with_their_last_connection_and_attempt() {
-        let t0 = Instant::now();
-        let mut l = limiter(1, 1, 1, 1);
+    fn entries_leave_with_their_last_connection() {
+        let mut l = limiter(1, 1);
         for n in 0..=255u8 {
-            for m in 0..5u8 {
-                let a = IpAddr::from([10, m, 0, n]);
-                l.admit(a, t0).unwrap();
-                l.handshake_done(a);
-                l.release(a);
-            }
+            let a = IpAddr::from([10, 1, 0, n]);
+            l.admit(a).unwrap();
+            l.handshake_done(a);
         }
-        // Only their attempts keep them, until the window has passed.
-        assert_eq!(l.tracked(), 256 * 5);
-        assert_eq!(l.admit(ip(1), t0 + Duration::from_secs(2)), Ok(()));
-        assert_eq!(l.tracked(), 1);
-        assert_eq!(l.recent.len(), 1);
+        assert_eq!(l.tracked(), 256);
+        for n in 0..=255u8 {
+            l.release(IpAddr::from([10, 1, 0, n]));
+        }
+        assert_eq!(l.tracked(), 0);
+        // A refusal leaves nothing behind either.
+        l.admit(ip(1)).unwrap();
+        assert_eq!(l.admit(ip(1)), Err(IpLimitError::Connections));
+        l.release(ip(1));
+        assert_eq!(l.tracked(), 0);
     }
 }

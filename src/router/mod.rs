@@ -32,7 +32,6 @@ mod builder;
 mod channel;
 mod clock;
 mod dial;
-mod error_budget;
 #[cfg(feature = "test-utils")]
 mod faults;
 mod handle;

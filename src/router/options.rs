@@ -33,11 +33,6 @@ pub struct RouterOptions {
     /// half of `max_inbound_handshakes` are taken, a new handshake gets a
     /// quarter of `handshake_timeout`.
     pub max_handshakes_per_ip: usize,
-    /// Connection attempts per remote IP within `ip_window` (default 16).
-    pub max_attempts_per_ip: usize,
-    /// The window of `max_attempts_per_ip` (default 10 s).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
-    pub ip_window: Duration,
     /// After this long, a new connection from a connected peer replaces the
     /// existing one (the peer restarted); younger conflicts are settled by
     /// node id (default 5 s).
@@ -67,8 +62,6 @@ impl Default for RouterOptions {
             max_inbound_handshakes: 32,
             max_connections_per_ip: 8,
             max_handshakes_per_ip: 4,
-            max_attempts_per_ip: 16,
-            ip_window: Duration::from_secs(10),
             takeover_after: Duration::from_secs(5),
             mailbox_capacity: 256,
             peer_update_capacity: 256,
@@ -102,7 +95,6 @@ impl RouterOptions {
             ("max_inbound_handshakes", self.max_inbound_handshakes),
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("max_handshakes_per_ip", self.max_handshakes_per_ip),
-            ("max_attempts_per_ip", self.max_attempts_per_ip),
             ("mailbox_capacity", self.mailbox_capacity),
             ("peer_update_capacity", self.peer_update_capacity),
         ];
@@ -113,7 +105,6 @@ impl RouterOptions {
             ("dial_timeout", self.dial_timeout),
             ("handshake_timeout", self.handshake_timeout),
             ("resolve_timeout", self.resolve_timeout),
-            ("ip_window", self.ip_window),
             ("peer_error_window", self.peer_error_window),
         ];
         if let Some((name, _)) = times.iter().find(|(_, t)| t.is_zero()) {

@@ -12,13 +12,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::actor::Actor;
-use super::error_budget::ErrorBudget;
 use super::handshake::new_connection_wins;
 use super::peer_task::{PeerChannel, PeerExit, PeerTask};
 use super::queue::{ReadySet, SendQueue};
 use super::shared::PeerRoute;
 use super::tasks::{Ended, Joined};
 use crate::address::Protocol;
+use crate::error_budget::ErrorBudget;
 use crate::identity::NodeId;
 use crate::node_info::NodeInfo;
 use crate::peer_manager::Direction;

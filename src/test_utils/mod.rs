@@ -75,7 +75,6 @@ pub fn loopback_options(peers: usize) -> RouterOptions {
         max_inbound: defaults.max_inbound.max(peers + 16),
         max_connections_per_ip: peers + 16,
         max_handshakes_per_ip: defaults.max_inbound_handshakes,
-        max_attempts_per_ip: 16 * peers + 1024,
         ..defaults
     }
 }

@@ -1,6 +1,7 @@
 //! Listener plumbing every transport shares: the limits an incoming
 //! connection passes before any cryptographic work (handshakes in progress,
-//! in all and per source IP, live connections), the handshake timeout
+//! in all and per source IP, attempts per source IP in a window, live
+//! connections), the handshake timeout
 //! (shorter under pressure), and the backlog from which
 //! [`Transport::accept`](super::Transport::accept) takes finished
 //! connections.
@@ -16,11 +17,14 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::SourceSlots;
+use super::attempt_rate::AttemptRate;
 use super::{AcceptError, AcceptFailure, Connection};
+use super::{SourceSlot, SourceSlots};
+use crate::error_budget::{Charge, ErrorBudget};
 
 /// Finished incoming connections, waiting for `accept`.
 pub struct AcceptQueue<C> {
@@ -73,6 +77,14 @@ pub struct ListenerConfig {
     /// Incoming handshakes in progress from one IPv4 address or IPv6 /64
     /// (default 8), so that one host cannot hold every handshake slot.
     pub max_handshakes_per_ip: usize,
+    /// Handshakes one IPv4 address or IPv6 /64 may start per
+    /// `attempt_window` (default 16); more are refused before any
+    /// cryptographic work, so reconnecting in a loop costs the node nothing
+    /// but the refusal.
+    pub max_attempts_per_ip: usize,
+    /// The window of `max_attempts_per_ip` (default 10 s).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub attempt_window: Duration,
     /// Live connections, both directions; incoming ones over the limit are
     /// refused before any cryptographic work, dials fail (default 1024).
     pub max_connections: usize,
@@ -86,6 +98,8 @@ impl Default for ListenerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_incoming_handshakes: 64,
             max_handshakes_per_ip: 8,
+            max_attempts_per_ip: 16,
+            attempt_window: Duration::from_secs(10),
             max_connections: 1024,
             accept_backlog: 64,
         }
@@ -97,6 +111,14 @@ impl ListenerConfig {
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
+    }
+
+    /// Lifts the per-IP limits for a network whose `peers` all connect
+    /// from one address (loopback tests, a local network): one IP may take
+    /// every handshake slot and reconnect as often as `peers` nodes would.
+    pub fn single_source(&mut self, peers: usize) {
+        self.max_handshakes_per_ip = self.max_incoming_handshakes;
+        self.max_attempts_per_ip = self.max_attempts_per_ip.max(16 * peers + 1024);
     }
 
     /// Checks for values that cannot work (a transport's `validate` calls
@@ -111,8 +133,14 @@ impl ListenerConfig {
         if self.max_handshakes_per_ip == 0 {
             return Err(ListenerConfigError::Zero("max_handshakes_per_ip"));
         }
+        if self.max_attempts_per_ip == 0 {
+            return Err(ListenerConfigError::Zero("max_attempts_per_ip"));
+        }
         if self.handshake_timeout.is_zero() {
             return Err(ListenerConfigError::Zero("handshake_timeout"));
+        }
+        if self.attempt_window.is_zero() {
+            return Err(ListenerConfigError::Zero("attempt_window"));
         }
         Ok(())
     }
@@ -175,6 +203,10 @@ pub struct Listener<C> {
     max_handshakes: usize,
     handshaking: Arc<Semaphore>,
     per_ip: SourceSlots,
+    attempts: AttemptRate,
+    /// Paces the `info` line about refusals.
+    refusal_log: ErrorBudget,
+    refusal_window: Duration,
     handshakes: JoinSet<()>,
 }
 
@@ -189,6 +221,10 @@ pub enum Refusal {
     /// progress.
     #[error("too many handshakes from this IP")]
     HandshakesPerIp,
+    /// This IP (or IPv6 /64) started as many handshakes as allowed in the
+    /// attempt window.
+    #[error("connection attempts from this IP are too frequent")]
+    AttemptsPerIp,
     /// The transport has as many connections as allowed.
     #[error("connection limit")]
     Connections,
@@ -207,6 +243,9 @@ impl<C: Send + 'static> Listener<C> {
             handshaking: Arc::new(Semaphore::new(config.max_incoming_handshakes)),
             max_handshakes: config.max_incoming_handshakes,
             per_ip: SourceSlots::new(config.max_handshakes_per_ip),
+            attempts: AttemptRate::new(config.max_attempts_per_ip, config.attempt_window),
+            refusal_log: ErrorBudget::new(Instant::now()),
+            refusal_window: config.attempt_window,
             queue,
             connections,
             handshake_timeout: config.handshake_timeout,
@@ -238,29 +277,27 @@ impl<C: Send + 'static> Listener<C> {
     where
         F: Future<Output = Result<C, AcceptFailure>> + Send + 'static,
     {
-        let refused = |refusal: Refusal| {
-            tracing::debug!(%remote, %refusal, "incoming connection refused");
-            refusal
-        };
         let timeout = if self.under_pressure() {
             self.handshake_timeout / 4
         } else {
             self.handshake_timeout
         };
-        let ip_slot = self
-            .per_ip
-            .try_take(remote.ip())
-            .ok_or_else(|| refused(Refusal::HandshakesPerIp))?;
-        let slot = self
-            .handshaking
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| refused(Refusal::Handshakes))?;
-        let permit = self
-            .connections
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| refused(Refusal::Connections))?;
+        let (ip_slot, slot, permit) = match self.take_slots(remote) {
+            Ok(slots) => slots,
+            Err(refusal) => {
+                // One line per window at info, so that a flood of refusals
+                // cannot fill the log; the line says how many the last
+                // window did not show.
+                let now = Instant::now();
+                match self.refusal_log.charge(now, u32::MAX, self.refusal_window) {
+                    Charge::Log { quiet } => {
+                        tracing::info!(%remote, %refusal, quiet, "incoming connection refused");
+                    }
+                    _ => tracing::debug!(%remote, %refusal, "incoming connection refused"),
+                }
+                return Err(refusal);
+            }
+        };
         let queue = self.queue.tx.clone();
         let handshake = handshake(permit);
         self.handshakes.spawn(
@@ -283,6 +320,32 @@ impl<C: Send + 'static> Listener<C> {
             .instrument(span),
         );
         Ok(())
+    }
+
+    /// The slots a new handshake from `remote` holds, cheapest check
+    /// first.
+    fn take_slots(
+        &mut self,
+        remote: SocketAddr,
+    ) -> Result<(SourceSlot, OwnedSemaphorePermit, OwnedSemaphorePermit), Refusal> {
+        if !self.attempts.try_attempt(remote.ip(), Instant::now()) {
+            return Err(Refusal::AttemptsPerIp);
+        }
+        let ip_slot = self
+            .per_ip
+            .try_take(remote.ip())
+            .ok_or(Refusal::HandshakesPerIp)?;
+        let slot = self
+            .handshaking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Handshakes)?;
+        let permit = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Connections)?;
+        Ok((ip_slot, slot, permit))
     }
 
     /// Resolves when a handshake task ends (to be polled in the accept
@@ -388,6 +451,33 @@ mod tests {
             listener.reap().await;
         }
         assert_eq!(listener.per_ip.sources(), 0);
+        assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_reconnecting_in_a_loop_is_refused_until_its_window_passes() {
+        let (tx, _queue) = accept_queue::<u32>(64, CancellationToken::new());
+        let config = ListenerConfig {
+            max_attempts_per_ip: 3,
+            attempt_window: Duration::from_secs(10),
+            ..ListenerConfig::default()
+        };
+        let mut listener = Listener::new(tx, &config, Arc::new(Semaphore::new(64)));
+        let admit = |l: &mut Listener<u32>, ip: &str| {
+            l.admit(from(ip), tracing::Span::none(), |_| async { Ok(1) })
+        };
+        for _ in 0..3 {
+            assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
+            listener.reap().await;
+        }
+        // Each finished at once, yet the fourth within the window is
+        // refused before its handshake runs.
+        let refused = listener.admit(from("10.0.0.1"), tracing::Span::none(), |_| async {
+            unreachable!("a refused handshake never runs")
+        });
+        assert_eq!(refused, Err(Refusal::AttemptsPerIp));
+        assert_eq!(admit(&mut listener, "10.0.0.2"), Ok(()));
+        tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
     }
 

@@ -25,6 +25,7 @@ use crate::resolve::Endpoint;
 pub use futures::future::BoxFuture;
 
 mod accept_backoff;
+mod attempt_rate;
 mod error;
 pub mod listener;
 mod source_slots;

@@ -20,7 +20,7 @@ async fn mconn_transport_passes_the_conformance_suite() {
         |key| async move {
             let mut config = MconnConfig::fast().listen_on("127.0.0.1:0".parse().unwrap());
             // The suite's many dialers all come from 127.0.0.1.
-            config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+            config.listener.single_source(64);
             Arc::new(MconnTransport::bind(&key, config).await.unwrap()) as Arc<dyn Transport>
         },
         expect,

@@ -35,7 +35,7 @@ fn router(
     let node = LocalNode::new(key.clone(), "idle");
     let mut config = QuicConfig::new().listen_on("127.0.0.1:0".parse()?);
     // Every peer comes from 127.0.0.1.
-    config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+    config.listener.single_source(peers);
     let transport = Arc::new(QuicTransport::bind(&node, config)?);
     let addrs = transport.local_addrs();
     let mut pm = PeerManagerOptions::default();
@@ -45,7 +45,6 @@ fn router(
     // Every peer comes from 127.0.0.1.
     options.max_inbound = peers + 8;
     options.max_connections_per_ip = peers + 8;
-    options.max_attempts_per_ip = peers * 2 + 8;
     options.max_handshakes_per_ip = options.max_inbound_handshakes;
     let mut builder = Router::builder(node);
     builder

@@ -18,7 +18,7 @@ async fn quic_transport_passes_the_conformance_suite() {
             // handshake timeout.
             config.listener.handshake_timeout = Duration::from_secs(2);
             // The suite's many dialers all come from 127.0.0.1.
-            config.listener.max_handshakes_per_ip = config.listener.max_incoming_handshakes;
+            config.listener.single_source(64);
             Arc::new(
                 QuicTransport::bind(&LocalNode::new(key.clone(), "conformance"), config).unwrap(),
             ) as Arc<dyn Transport>

@@ -260,3 +260,35 @@ async fn a_dialer_refuses_the_wrong_listener_with_certificate_unknown() {
     );
     still_serving(&l, &lk).await;
 }
+
+#[tokio::test]
+async fn a_client_reconnecting_in_a_loop_is_refused_before_tls() {
+    let lk = key(132);
+    let mut config = quic_config("127.0.0.1:0");
+    config.listener.max_attempts_per_ip = 3;
+    let l = QuicTransport::bind(&node(&lk), config).unwrap();
+    let addr = l.local_addrs()[0];
+    let alpn = alpn_for(NETWORK);
+    for i in 0..3 {
+        let cert = ClientCert::Node(Box::new(key(133 + i)));
+        // The TLS handshake completes (the listener checks the rest later).
+        let conn = within("raw client", raw_connect(addr, cert, &alpn))
+            .await
+            .unwrap();
+        conn.close(0u32.into(), b"");
+    }
+    // The fourth within 10 s: CONNECTION_REFUSED (transport error 0x02),
+    // sent before any TLS work.
+    let cert = ClientCert::Node(Box::new(key(136)));
+    let refused = within("raw client", raw_connect(addr, cert, &alpn)).await;
+    let error = refused.expect_err("refused");
+    assert_eq!(transport_close_code(&error), Some(0x02), "{error:?}");
+    // Another source is still served.
+    let other = common::raw_endpoint(
+        "127.0.0.2:0".parse().unwrap(),
+        ClientCert::Node(Box::new(key(137))),
+        &alpn,
+    );
+    let conn = within("other source", other.connect(addr, "peer").unwrap()).await;
+    assert!(conn.is_ok(), "{conn:?}");
+}

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod attacker;
+
 use p2p_router::NodeKey;
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 

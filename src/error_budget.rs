@@ -1,4 +1,5 @@
-//! How many minor errors one peer may cause, and how many log lines.
+//! How many minor errors one peer may cause, and how many log lines
+//! something a peer controls may cause.
 //!
 //! A minor [`PeerError`](crate::PeerError) only lowers a peer's score, so a
 //! peer sending nothing but undecodable messages would stay connected on a
@@ -7,7 +8,8 @@
 //! logged, the rest are counted (their number goes into the next window's
 //! first line), and the one past the budget makes the error fatal. With an
 //! unlimited budget the same count paces a log line alone (refused inbound
-//! connections: one line per window).
+//! connections, in the router and in a transport's listener: one line per
+//! window).
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 
 /// One peer's minor errors in the current window.
 #[derive(Debug)]
-pub(super) struct ErrorBudget {
+pub(crate) struct ErrorBudget {
     window_start: Instant,
     count: u32,
     /// Errors of the window not logged.
@@ -24,7 +26,7 @@ pub(super) struct ErrorBudget {
 
 /// What to do about one more minor error.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Charge {
+pub(crate) enum Charge {
     /// Log it; `quiet` errors of the last window went unlogged.
     Log { quiet: u32 },
     /// Count it without a log line.
@@ -35,7 +37,7 @@ pub(super) enum Charge {
 }
 
 impl ErrorBudget {
-    pub(super) fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             window_start: now,
             count: 0,
@@ -44,7 +46,7 @@ impl ErrorBudget {
     }
 
     /// Counts one minor error at `now`: `budget` are allowed per `window`.
-    pub(super) fn charge(&mut self, now: Instant, budget: u32, window: Duration) -> Charge {
+    pub(crate) fn charge(&mut self, now: Instant, budget: u32, window: Duration) -> Charge {
         let mut quiet_before = 0;
         if now.duration_since(self.window_start) >= window {
             quiet_before = self.quiet;
