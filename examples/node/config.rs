@@ -80,6 +80,11 @@ pub struct Flags {
     /// Send every chat message received back to its sender.
     #[arg(long)]
     pub echo: bool,
+    /// Run the probe workload (the chaos test's): sequence-numbered
+    /// messages to every peer, checked on arrival, and latency probes;
+    /// `stats` lines every 2 s.
+    #[arg(long)]
+    pub probe: bool,
 }
 
 /// The file's form; every field optional.
@@ -98,6 +103,8 @@ pub struct FileConfig {
     metrics: Option<SocketAddr>,
     #[serde(default)]
     echo: bool,
+    #[serde(default)]
+    probe: bool,
     #[serde(default)]
     router: RouterOptions,
     #[serde(default)]
@@ -126,6 +133,7 @@ pub struct Config {
     pub seeds: Vec<PeerAddress>,
     pub metrics: Option<SocketAddr>,
     pub echo: bool,
+    pub probe: bool,
     pub router: RouterOptions,
     pub peer_manager: PeerManagerOptions,
     pub quic: QuicConfig,
@@ -251,6 +259,7 @@ impl Config {
             seeds: pick(parse_peers(&flags.seeds, "seed")?, file.seeds),
             metrics: flags.metrics.or(file.metrics),
             echo: flags.echo || file.echo,
+            probe: flags.probe || file.probe,
             router: file.router,
             peer_manager,
             quic: file.quic,

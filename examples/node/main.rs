@@ -13,7 +13,8 @@
 //! Standard output is line-oriented, for people and scripts alike:
 //! `node <id>`, `listening <address>`, `metrics <url>`, `known <id>` (the
 //! peer store at start), `ready` (start-up is over), `peer up <id>` / `peer down <id>`,
-//! `chat <id>: <text>`, `echo <id>: <text>`, `stopped`. Logs go to stderr
+//! `chat <id>: <text>`, `echo <id>: <text>`, `stopped`; with `--probe`
+//! also `stats …` and `violation …` (see `probe.rs`). Logs go to stderr
 //! (`RUST_LOG` filters them).
 
 // An example binary: its modules are private however they are marked.
@@ -22,6 +23,7 @@
 mod chat;
 mod config;
 mod http;
+mod probe;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -148,6 +150,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         builder.transport(t.clone());
     }
     let chat = builder.channel::<chat::ChatMessage>(chat::descriptor())?;
+    let probes = if config.probe {
+        Some(probe::declare(&mut builder)?)
+    } else {
+        None
+    };
     Pex::register(&mut builder, PexOptions::default())?;
     let router = builder.spawn()?;
     let mut updates = router.subscribe_peer_updates();
@@ -199,6 +206,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
+    if let Some(channels) = probes {
+        tasks.spawn(probe::run(router.handle(), channels, out.clone()));
+    }
     tasks.spawn(chat::receive(chat.clone(), config.echo, out.clone()));
     tasks.spawn(chat::send_stdin(chat));
     // Listening for SIGTERM before saying "ready": a supervisor may stop us
