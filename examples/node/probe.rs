@@ -99,9 +99,8 @@ impl Checker {
             conn: m.conn,
             last: m.n,
         };
-        let Some(track) = self.tracks.insert(peer, next) else {
-            return None;
-        };
+        // A first message is fine whatever its number.
+        let track = self.tracks.insert(peer, next)?;
         let verdict = if track.epoch != m.epoch {
             // A restart: its own numbering.
             None
