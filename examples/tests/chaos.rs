@@ -24,6 +24,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -296,7 +298,7 @@ impl Node {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &ns(index)])
-            .arg(node_binary())
+            .arg(common::node_binary())
             .arg("--data-dir")
             .arg(&data)
             .args(["--network", "chaos", "--probe"])
@@ -396,24 +398,6 @@ impl Node {
     }
 }
 
-/// The node example binary, built by `cargo test` with the examples (the
-/// build here is a no-op then).
-fn node_binary() -> PathBuf {
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--example", "node"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the node example failed");
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("node")
-}
-
 /// Waits until every node is connected to all the others; returns how long
 /// it took.
 async fn full_mesh(nodes: &[Node], after: &str) -> Duration {
@@ -469,7 +453,7 @@ impl Report {
 
 async fn run(lab: &Lab, total: Duration) {
     let started = Instant::now();
-    let node_binary = node_binary();
+    let node_binary = common::node_binary();
     assert!(node_binary.exists());
     let mut nodes = vec![Node::start(0, &lab.dir, None).await];
     let first = nodes[0].id();
