@@ -341,9 +341,89 @@ async fn the_router_contains_each_attack_and_keeps_serving_an_honest_peer() {
     })
     .await;
 
+    more_before_admission(&mut a).await;
     after_admission(&mut a).await;
     router_and_pex(&mut a).await;
     println!("{}", a.flow.table());
+}
+
+/// The control stream's other malformations, floods, and a listener
+/// that is not the node the target meant to dial.
+async fn more_before_admission(a: &mut Arena) {
+    let to = a.target.addrs[0];
+    let alpn = alpn_for(NETWORK);
+    let closed_with_0x10 = |closed: &quinn::ConnectionError| matches!(closed, quinn::ConnectionError::ApplicationClosed(c) if u64::from(c.error_code) == 0x10);
+    under_attack(a, "a control stream with an eleven-byte varint", async {
+        let conn = connect_from("127.0.3.1", to, ClientCert::Node(Box::new(key(930))), &alpn)
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        let mut bytes = vec![0xff; 10];
+        bytes.push(0x01);
+        let _ = send.write_all(&bytes).await;
+        let closed = within("close", conn.closed()).await;
+        assert!(closed_with_0x10(&closed), "{closed:?}");
+    })
+    .await;
+    under_attack(a, "a control stream finished inside its length", async {
+        let conn = connect_from("127.0.3.1", to, ClientCert::Node(Box::new(key(931))), &alpn)
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        let _ = send.write_all(&[0x80]).await;
+        let _ = send.finish();
+        let closed = within("close", conn.closed()).await;
+        assert!(closed_with_0x10(&closed), "{closed:?}");
+    })
+    .await;
+    under_attack(a, "a channel stream before admission", async {
+        let conn = connect_from("127.0.3.2", to, ClientCert::Node(Box::new(key(932))), &alpn)
+            .await
+            .unwrap();
+        // No stream credit before the handshake: the open never completes,
+        // and the silent client is closed at the handshake timeout.
+        let opened = tokio::select! {
+            opened = conn.open_uni() => opened.map(|_| ()),
+            closed = conn.closed() => Err(closed),
+        };
+        assert!(opened.is_err(), "a stream opened before admission");
+    })
+    .await;
+    under_attack(a, "50 simultaneous connections from one IP", async {
+        let mut tries = tokio::task::JoinSet::new();
+        for i in 0..50 {
+            let alpn = alpn.clone();
+            let cert = ClientCert::Node(Box::new(key(940 + i)));
+            tries.spawn(async move { connect_from("127.0.3.3", to, cert, &alpn).await });
+        }
+        let results = tries.join_all().await;
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        // At most the per-IP handshake share gets through TLS at once.
+        assert!(refused >= 40, "{refused} of 50 refused");
+    })
+    .await;
+    let target = &a.target;
+    a.flow
+        .under_attack(target, "NodeInfo of another network (same ALPN)", async {
+            refused_handshake(target, "127.0.3.4", 990, |i| i.network = "elsewhere".into()).await;
+        })
+        .await;
+    let k = key(991);
+    let imposter =
+        QuicTransport::bind(&LocalNode::new(k, NETWORK), quic_config("127.0.3.5:0")).unwrap();
+    let meant = key(992).node_id();
+    let wrong: p2p_router::PeerAddress = format!("quic://{meant}@{}", imposter.local_addrs()[0])
+        .parse()
+        .unwrap();
+    a.flow
+        .under_attack(target, "a listener whose key is not the dialed id", async {
+            target.router.add_peer(wrong).await.unwrap();
+            // The target refuses it in the TLS handshake (certificate_unknown).
+            let got = within("the refused dial", p2p_router::Transport::accept(&imposter)).await;
+            assert!(got.is_err(), "the target accepted the wrong key");
+        })
+        .await;
+    assert!(!a.target.connected_set().await.contains(&meant));
 }
 
 /// Attacks by a peer the target admitted, on its channel streams.
@@ -448,6 +528,31 @@ async fn after_admission(a: &mut Arena) {
     // (a few reports stay within the error budget).
     assert!(attacker.quinn().close_reason().is_none());
 
+    let attacker = admitted(&a.target, "127.0.1.7", 906).await;
+    let before = test_utils::process_rss_bytes();
+    under_attack(a, "100 streams opened at once, past the credit", async {
+        let mut streams = Vec::new();
+        for g in 0..100u8 {
+            // The credit is 2 x the 3 shared channels. The target stops
+            // each replaced stream, but a stream the attacker never
+            // finishes or resets still counts: past the credit the open
+            // waits. The wait is bounded only to end the attack.
+            let open =
+                tokio::time::timeout(Duration::from_millis(500), attacker.quinn().open_uni());
+            let Ok(Ok(mut s)) = open.await else { break };
+            let _ = s.write_all(&[BULK.0, g]).await;
+            streams.push(s);
+        }
+        assert!(
+            (1..=6).contains(&streams.len()),
+            "{} streams open at once",
+            streams.len()
+        );
+    })
+    .await;
+    let grown = test_utils::process_rss_bytes().saturating_sub(before);
+    assert!(grown < 32 << 20, "RSS grew by {} MB", grown >> 20);
+
     let attacker = admitted(&a.target, "127.0.1.5", 904).await;
     let before = test_utils::process_rss_bytes();
     let bulk = a.target.bulk.clone();
@@ -484,6 +589,7 @@ async fn after_admission(a: &mut Arena) {
     drop(attacker);
 
     let target = &a.target;
+    let known_before = target.known_set().await.len();
     let mut refused = 0;
     let churn = async {
         let k = key(905);
@@ -512,8 +618,12 @@ async fn after_admission(a: &mut Arena) {
         .under_attack(&a.target, "50 admissions and drops by one node", churn)
         .await;
     assert!(refused >= 30, "only {refused} of 50 reconnections refused");
+    // One node churning is one more known peer, however often it came.
     let known = a.target.known_set().await.len();
-    assert!(known < 10, "{known} peers known after the churn");
+    assert!(
+        known <= known_before + 1,
+        "{known_before} peers known before the churn, {known} after"
+    );
 }
 
 /// Attacks on the handshake's `NodeInfo` and on peer exchange.
