@@ -14,8 +14,8 @@
 //! down may arrive after the Down. Per sender and epoch the numbers must
 //! strictly increase, by exactly one within a connection: a gap is allowed
 //! only where `conn` grows. Anything else prints a `violation <peer>
-//! <what>` line. Every 2 s a `stats` line gives the counts, latency percentiles,
-//! and the process's RSS, open file descriptors and live tasks.
+//! <what>` line. Every 2 s a `stats` line gives the counts, the peers
+//! known, latency percentiles, and the process's RSS, open file descriptors and live tasks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -141,7 +141,7 @@ pub async fn run(router: RouterHandle, channels: Channels, out: Arc<Output>) {
     let mut senders: HashMap<NodeId, tokio::task::AbortHandle> = HashMap::new();
     let mut tasks = JoinSet::new();
     // Each peer's sequence goes on across its reconnections.
-    let counters: Arc<std::sync::Mutex<HashMap<NodeId, u64>>> = Arc::default();
+    let mut counters: HashMap<NodeId, Arc<tokio::sync::Mutex<u64>>> = HashMap::new();
     let mut checker = Checker::default();
     let mut rtts = hdrhistogram::Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     let mut stats = tokio::time::interval(STATS_EVERY);
@@ -155,7 +155,7 @@ pub async fn run(router: RouterHandle, channels: Channels, out: Arc<Output>) {
             peer,
             epoch,
             conn: *conn,
-            counters: counters.clone(),
+            counter: counters.entry(peer).or_default().clone(),
         };
         tasks.spawn(sender.run())
     };
@@ -168,10 +168,11 @@ pub async fn run(router: RouterHandle, channels: Channels, out: Arc<Output>) {
             biased;
             update = updates.recv() => match update {
                 Ok(PeerUpdate::Up { peer, .. }) => {
-                    let handle = start_sender(peer, &mut tasks);
-                    if let Some(old) = senders.insert(peer, handle) {
+                    if let Some(old) = senders.remove(&peer) {
                         old.abort();
                     }
+                    let handle = start_sender(peer, &mut tasks);
+                    senders.insert(peer, handle);
                 }
                 Ok(PeerUpdate::Down { peer }) => {
                     if let Some(old) = senders.remove(&peer) {
@@ -182,12 +183,8 @@ pub async fn run(router: RouterHandle, channels: Channels, out: Arc<Output>) {
                 Err(RecvError::Lagged(n)) => out.line(&format!("violation - missed {n} peer updates")),
                 Err(RecvError::Closed) => return,
             },
-            got = seq.recv() => {
-                let Some(Envelope { peer, message }) = got else { return };
-                if let Some(what) = checker.seq(peer, &message) {
-                    out.line(&format!("violation {peer} {what}"));
-                }
-            }
+            // Probes before the steady sequence traffic, so that their
+            // round trips measure the network, not this loop's backlog.
             got = probe.recv() => {
                 let Some(Envelope { peer, message }) = got else { return };
                 if message.reply {
@@ -198,13 +195,20 @@ pub async fn run(router: RouterHandle, channels: Channels, out: Arc<Output>) {
                     let _ = probe.send(Envelope { peer, message: reply }).await;
                 }
             }
+            got = seq.recv() => {
+                let Some(Envelope { peer, message }) = got else { return };
+                if let Some(what) = checker.seq(peer, &message) {
+                    out.line(&format!("violation {peer} {what}"));
+                }
+            }
             _ = probes.tick() => {
                 let sent_us = start.elapsed().as_micros() as u64;
                 let _ = probe.broadcast(Probe { sent_us, reply: false }).await;
             }
             _ = stats.tick() => {
+                let known = router.known_peers().await.map_or(0, |k| k.len());
                 out.line(&format!(
-                    "stats t={} peers={} seq={} gaps={} violations={} rtt_p50_us={} rtt_p99_us={} rss={} fds={} tasks={}",
+                    "stats t={} peers={} known={known} seq={} gaps={} violations={} rtt_p50_us={} rtt_p99_us={} rss={} fds={} tasks={}",
                     start.elapsed().as_secs(),
                     senders.len(),
                     checker.received,
@@ -229,8 +233,10 @@ struct Sender {
     peer: NodeId,
     epoch: u64,
     conn: u64,
-    /// Each peer's last number: its sequence goes on across connections.
-    counters: Arc<std::sync::Mutex<HashMap<NodeId, u64>>>,
+    /// The peer's last number, shared with the senders of its other
+    /// connections and held across the send: an aborted sender may still
+    /// be running for a moment, and must not slip a number in between.
+    counter: Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl Sender {
@@ -240,15 +246,11 @@ impl Sender {
         let mut tick = tokio::time::interval(SEQ_EVERY);
         loop {
             tick.tick().await;
-            let n = {
-                let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-                let n = counters.entry(self.peer).or_insert(0);
-                *n += 1;
-                *n
-            };
+            let mut last = self.counter.lock().await;
+            *last += 1;
             let message = Seq {
                 epoch: self.epoch,
-                n,
+                n: *last,
                 conn: self.conn,
             };
             let envelope = Envelope {
@@ -258,6 +260,7 @@ impl Sender {
             if self.seq.send(envelope).await.is_err() {
                 return;
             }
+            drop(last);
         }
     }
 }

@@ -49,6 +49,11 @@ const LOSS_FOR: Duration = Duration::from_secs(20);
 const PARTITION_FOR: Duration = Duration::from_secs(20);
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--burst") {
+        // This binary again, inside the ninth namespace (see `burst`).
+        return burst(args.get(i + 1).expect("--burst takes the seed's address"));
+    }
     let minutes = parse_minutes();
     if let Some(reason) = missing_prerequisite() {
         println!("chaos: skipped: {reason}");
@@ -62,6 +67,14 @@ fn main() {
     // Processes first (dropping the runtime's children kills them), then
     // the namespaces.
     drop(runtime);
+    if result.is_err() {
+        // The nodes' logs, for the post-mortem.
+        let kept = std::env::temp_dir().join(format!("{PREFIX}-failed"));
+        let _ = std::fs::remove_dir_all(&kept);
+        if std::fs::rename(&lab.dir, &kept).is_ok() {
+            println!("chaos: the nodes' logs are in {}", kept.display());
+        }
+    }
     drop(lab);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
@@ -159,7 +172,8 @@ impl Lab {
         sh("ip", &["netns", "add", &hub]);
         sh("ip", &["-n", &hub, "link", "add", "br0", "type", "bridge"]);
         sh("ip", &["-n", &hub, "link", "set", "br0", "up"]);
-        for i in 0..NODES {
+        // The nodes, and one more for the PEX burst.
+        for i in 0..=NODES {
             let n = ns(i);
             let veth = format!("v{i}");
             sh("ip", &["netns", "add", &n]);
@@ -251,8 +265,10 @@ struct Seen {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Stats {
+    known: u64,
     seq: u64,
     gaps: u64,
+    rtt_p50_us: u64,
     rtt_p99_us: u64,
     rss: u64,
     fds: u64,
@@ -267,8 +283,10 @@ impl Stats {
             .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
             .collect();
         Some(Self {
+            known: *fields.get("known")?,
             seq: *fields.get("seq")?,
             gaps: *fields.get("gaps")?,
+            rtt_p50_us: *fields.get("rtt_p50_us")?,
             rtt_p99_us: *fields.get("rtt_p99_us")?,
             rss: *fields.get("rss")?,
             fds: *fields.get("fds")?,
@@ -308,7 +326,7 @@ impl Node {
         }
         let stderr = std::fs::File::create(dir.join(format!("n{index}.log"))).unwrap();
         let mut child = command
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -396,6 +414,47 @@ impl Node {
         self.wait("stopped", Duration::from_secs(5), |s| s.stopped)
             .await;
     }
+}
+
+/// Addresses in the burst, on a subnet no namespace routes: dialing one
+/// fails at once and sends nothing.
+const BURST: u64 = 200;
+
+/// The burst peer: a router with PEX at the ninth namespace's address that
+/// knows [`BURST`] addresses nobody can reach, connects to `seed` and
+/// serves peer exchange until it is killed.
+fn burst(seed: &str) {
+    use p2p_router::test_utils::{key, TestNodeBuilder};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let k = key(9_000);
+        let local = p2p_router::LocalNode::new(k.clone(), "chaos");
+        let listen = format!("{}:{QUIC_PORT}", ip(NODES)).parse().unwrap();
+        let config = p2p_transport_quic::QuicConfig::new().listen_on(listen);
+        let transport = Arc::new(p2p_transport_quic::QuicTransport::bind(&local, config).unwrap());
+        let address = format!("quic://{}@{listen}", k.node_id()).parse().unwrap();
+        let mut builder = TestNodeBuilder::new(k);
+        builder.network = "chaos".into();
+        builder.pex = Some(p2p_router::pex::PexOptions::default());
+        let mut node = builder.start(transport, address);
+        let seed: p2p_router::PeerAddress = seed.parse().unwrap();
+        let seed_id = seed.node_id();
+        node.router.add_peer(seed).await.unwrap();
+        p2p_router::test_utils::require_up(&mut node.updates, seed_id).await;
+        // Known only once connected: dials to them take their whole
+        // timeout and would hold the dial slots the seed needs.
+        for n in 0..BURST {
+            let fake = format!(
+                "quic://{}@10.199.1.{}:{}",
+                key(10_000 + n).node_id(),
+                1 + n % 250,
+                QUIC_PORT
+            );
+            node.router.add_peer(fake.parse().unwrap()).await.unwrap();
+        }
+        println!("burst up");
+        std::future::pending::<()>().await;
+    });
 }
 
 /// Waits until every node is connected to all the others; returns how long
@@ -540,19 +599,59 @@ async fn run(lab: &Lab, total: Duration) {
         hold(STOP_FOR).await;
         sh("kill", &["-CONT", &nodes[sleeper].pid()]);
         report.fault("SIGSTOP for 15 s", full_mesh(&nodes, "SIGCONT").await);
+
+        // A peer tells node 0 of 200 addresses nobody can reach; PEX
+        // spreads them to every node, which tries them all.
+        let seed = format!("quic://{first}@{}:{QUIC_PORT}", ip(0));
+        let mut burster = Command::new("ip")
+            .args(["netns", "exec", &ns(NODES)])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--burst", &seed])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(burster.stdout.take().unwrap()).lines();
+        let up = tokio::time::timeout(RECONNECT_BOUND, lines.next_line()).await;
+        assert!(
+            matches!(&up, Ok(Ok(Some(l))) if l == "burst up"),
+            "the burst peer did not connect: {up:?}"
+        );
+        // Node 0 asks the burst peer directly (a response carries at most
+        // 100 addresses). The others learn them second hand at PEX's own
+        // pace, and only over QUIC: MConnection peers speak CometBFT's
+        // dialect, which carries no QUIC address.
+        let learned = Instant::now();
+        nodes[0]
+            .wait("told of the burst", RECONNECT_BOUND, |s| {
+                s.stats.is_some_and(|st| st.known >= BURST / 2)
+            })
+            .await;
+        let known: Vec<u64> = nodes.iter().map(|n| n.stats().known).collect();
+        println!(
+            "chaos: burst spread in {:.2} s; peers known per node: {known:?}",
+            learned.elapsed().as_secs_f64()
+        );
+        burster.kill().await.unwrap();
+        flowing(&nodes, "the burst").await;
+        report.fault(
+            "a burst of 200 PEX-learned addresses",
+            full_mesh(&nodes, "the burst").await,
+        );
         flowing(&nodes, "the end of the cycle").await;
     }
 
     let mut violations = Vec::new();
-    println!("| node | seq received | gaps (across reconnections) | rtt p99 | RSS start → end | fds | tasks |");
+    println!("| node | seq received | gaps (across reconnections) | rtt p50 / p99 (last 2 s) | RSS start → end | fds | tasks |");
     println!("|---|---|---|---|---|---|---|");
     for node in &nodes {
         let (start, end) = (baseline[node.index], node.stats());
         println!(
-            "| n{} | {} | {} | {:.1} ms | {:.1} → {:.1} MB | {} → {} | {} → {} |",
+            "| n{} | {} | {} | {:.1} / {:.1} ms | {:.1} → {:.1} MB | {} → {} | {} → {} |",
             node.index,
             end.seq,
             end.gaps,
+            end.rtt_p50_us as f64 / 1e3,
             end.rtt_p99_us as f64 / 1e3,
             start.rss as f64 / 1e6,
             end.rss as f64 / 1e6,

@@ -271,7 +271,10 @@ impl Reactor {
         peer: NodeId,
         response: PexResponse,
     ) -> Result<Result<(), PexViolation>, RouterStopped> {
-        if let Err(v) = self.state.on_response(peer, response.addresses.len()) {
+        if let Err(v) = self
+            .state
+            .on_response(peer, response.addresses.len(), Instant::now())
+        {
             return Ok(Err(v));
         }
         let dialect = self.state.dialect(peer).unwrap_or(Dialect::Native);

@@ -249,14 +249,23 @@ impl PexState {
     /// A peer answered with `count` addresses: it must have been asked, and
     /// stay within the limit. The addresses themselves are checked by the
     /// caller.
-    pub(crate) fn on_response(&mut self, peer: NodeId, count: usize) -> Result<(), PexViolation> {
+    pub(crate) fn on_response(
+        &mut self,
+        peer: NodeId,
+        count: usize,
+        now: Instant,
+    ) -> Result<(), PexViolation> {
         // Before `gone` may forget the peer's dialect.
         let max = self.rules_of(peer).max_addresses;
-        if self.pending.remove(&peer).is_some() {
+        if self.pending.remove(&peer).is_some() || self.late.remove(&peer) {
             if self.up.contains_key(&peer) {
                 self.available.push_back(peer);
+                // Our spacing counts from the answer too: the peer got the
+                // request no later than it answered, and a request delayed
+                // in flight must not make the next one look too soon.
+                self.last_asked.insert(peer, now);
             }
-        } else if !self.late.remove(&peer) {
+        } else {
             let index = self.gone.iter().position(|(p, _)| *p == peer);
             let index = index.ok_or(PexViolation::Unsolicited)?;
             self.gone.remove(index);
@@ -334,7 +343,11 @@ impl PexState {
     }
 
     /// Requests unanswered for longer than the response timeout: they are
-    /// given up, and the peers may be asked again later.
+    /// given up (the caller lowers the peers' scores). A peer is asked
+    /// again only once its late answer has come: a request still in
+    /// flight (a stalled TCP connection, a partition) would otherwise
+    /// arrive together with the next one, which the peer must refuse as
+    /// too soon.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<NodeId> {
         let timeout = self.options.response_timeout;
         let expired: Vec<NodeId> = self
@@ -346,7 +359,6 @@ impl PexState {
         for peer in &expired {
             self.pending.remove(peer);
             self.late.insert(*peer);
-            self.available.push_back(*peer);
         }
         expired
     }
@@ -388,7 +400,7 @@ mod tests {
         s.peer_up(id(1), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert_eq!(s.poll_request(now + Duration::from_secs(5)), None);
-        s.on_response(id(1), 3).unwrap();
+        s.on_response(id(1), 3, now).unwrap();
         s.learned(3, 3, 100, false, now);
         let later = now + Duration::from_secs(5);
         assert_eq!(s.poll_request(later), Some(id(1)));
@@ -424,7 +436,7 @@ mod tests {
         let min = PexOptions::default().min_request_interval;
         s.peer_up(id(1), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
-        s.on_response(id(1), 0).unwrap();
+        s.on_response(id(1), 0, now).unwrap();
         s.learned(100, 100, 1000, false, now);
         assert_eq!(s.poll_request(now + min), None);
         assert_eq!(s.poll_request(now + 2 * min), Some(id(1)));
@@ -485,7 +497,7 @@ mod tests {
         let (mut s, now) = state();
         s.peer_up(id(1), Dialect::CometBft, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
-        s.on_response(id(1), 250).unwrap();
+        s.on_response(id(1), 250, now).unwrap();
         s.learned(0, 1, 1000, true, now);
         let mut t = now;
         while t < now + cometbft::OUR_REQUEST_SPACING {
@@ -503,8 +515,8 @@ mod tests {
         s.peer_up(id(2), Dialect::Native, now);
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert_eq!(s.poll_request(now), Some(id(2)));
-        assert_eq!(s.on_response(id(1), 250), Ok(()));
-        assert!(s.on_response(id(2), 250).is_err());
+        assert_eq!(s.on_response(id(1), 250, now), Ok(()));
+        assert!(s.on_response(id(2), 250, now).is_err());
     }
 
     #[test]
@@ -514,16 +526,19 @@ mod tests {
         assert_eq!(s.poll_request(now), Some(id(1)));
         s.peer_down(id(1));
         assert_eq!(s.dialect(id(1)), Some(Dialect::CometBft));
-        assert_eq!(s.on_response(id(1), 250), Ok(()));
-        assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
+        assert_eq!(s.on_response(id(1), 250, now), Ok(()));
+        assert_eq!(s.on_response(id(1), 1, now), Err(PexViolation::Unsolicited));
         // Only so many are remembered.
         for n in 0..=GONE_KEPT as u8 {
             s.peer_up(id(n + 10), Dialect::Native, now);
             assert_eq!(s.poll_request(now), Some(id(n + 10)));
             s.peer_down(id(n + 10));
         }
-        assert_eq!(s.on_response(id(10), 1), Err(PexViolation::Unsolicited));
-        assert_eq!(s.on_response(id(11), 1), Ok(()));
+        assert_eq!(
+            s.on_response(id(10), 1, now),
+            Err(PexViolation::Unsolicited)
+        );
+        assert_eq!(s.on_response(id(11), 1, now), Ok(()));
     }
 
     #[test]
@@ -541,17 +556,17 @@ mod tests {
     fn unsolicited_and_oversized_responses_are_violations() {
         let (mut s, now) = state();
         s.peer_up(id(1), Dialect::Native, now);
-        assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
+        assert_eq!(s.on_response(id(1), 1, now), Err(PexViolation::Unsolicited));
         assert_eq!(s.poll_request(now), Some(id(1)));
         assert!(matches!(
-            s.on_response(id(1), 101),
+            s.on_response(id(1), 101, now),
             Err(PexViolation::TooManyAddresses {
                 count: 101,
                 max: 100
             })
         ));
         // The request was used up by the bad answer.
-        assert_eq!(s.on_response(id(1), 1), Err(PexViolation::Unsolicited));
+        assert_eq!(s.on_response(id(1), 1, now), Err(PexViolation::Unsolicited));
     }
 
     #[test]
@@ -569,13 +584,36 @@ mod tests {
         let mut both = vec![id(1), id(2)];
         both.sort();
         assert_eq!(expired, both);
+        // Neither is asked again while its request may be in flight.
+        let later = now + 4 * o.response_timeout;
+        assert_eq!(s.poll_request(later), None);
         // A late answer is still taken (CometBFT never gives a request
-        // up), once.
-        assert_eq!(s.on_response(id(1), 0), Ok(()));
-        assert_eq!(s.on_response(id(1), 0), Err(PexViolation::Unsolicited));
+        // up), once, and makes the peer available again.
+        assert_eq!(s.on_response(id(1), 0, now), Ok(()));
+        assert_eq!(s.on_response(id(1), 0, now), Err(PexViolation::Unsolicited));
+        assert_eq!(s.poll_request(later + o.idle_retry), Some(id(1)));
         s.peer_down(id(1));
         s.peer_down(id(2));
         assert!(s.known_peers().is_empty());
         assert_eq!(s.poll_request(now + o.response_timeout), None);
+    }
+
+    #[test]
+    fn a_late_answer_restarts_our_spacing_so_a_delayed_request_is_not_followed_at_once() {
+        let (mut s, now) = state();
+        let o = PexOptions::default();
+        s.peer_up(id(1), Dialect::CometBft, now);
+        assert_eq!(s.poll_request(now), Some(id(1)));
+        // Unanswered past the timeout: not asked again meanwhile.
+        assert_eq!(s.expire(now + o.response_timeout), vec![id(1)]);
+        let answered = now + Duration::from_secs(30);
+        assert_eq!(s.poll_request(answered), None);
+        // The answer comes late (the request sat behind a stalled link, so
+        // the peer has only just read it): the next request waits a whole
+        // spacing from the answer, not from our first ask.
+        s.on_response(id(1), 0, answered).unwrap();
+        let spacing = Dialect::CometBft.rules(&o).our_spacing;
+        assert_eq!(s.poll_request(answered + spacing / 2), None);
+        assert_eq!(s.poll_request(answered + spacing), Some(id(1)));
     }
 }
