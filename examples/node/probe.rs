@@ -1,5 +1,5 @@
 //! The probe workload (`--probe`), which the chaos test drives: each node
-//! sends every peer a sequence-numbered message every 20 ms on a reliable
+//! sends every peer a sequence-numbered message every 50 ms on a reliable
 //! channel and a latency probe every 200 ms on a high-priority one, and
 //! checks what arrives itself.
 //!
@@ -31,7 +31,7 @@ use crate::Output;
 
 pub const SEQ: ChannelId = ChannelId(0x71);
 pub const PROBE: ChannelId = ChannelId(0x72);
-const SEQ_EVERY: Duration = Duration::from_millis(20);
+const SEQ_EVERY: Duration = Duration::from_millis(50);
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const STATS_EVERY: Duration = Duration::from_secs(2);
 
@@ -240,7 +240,7 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends the next number every 20 ms (waiting while the peer's queue is
+    /// Sends the next number every 50 ms (waiting while the peer's queue is
     /// full), until aborted at the peer's Down.
     async fn run(self) {
         let mut tick = tokio::time::interval(SEQ_EVERY);
