@@ -7,6 +7,7 @@
 //! channel's (hol p99 395 → 589 µs when tried).
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::task::JoinSet;
@@ -30,6 +31,10 @@ const SEND_BATCH_BYTES: usize = 256 * 1024;
 /// already buffered, so a burst of small messages costs one call, not one
 /// each.
 const RECV_BATCH: usize = 64;
+
+/// How long the receive loops of a connection that ended by itself may
+/// take to hand on what it had delivered.
+const DRAIN_ON_CLOSE: Duration = Duration::from_secs(1);
 
 /// One channel as the peer task serves it.
 pub(crate) struct PeerChannel {
@@ -190,6 +195,9 @@ impl PeerTask {
         // bulk of a connection's memory).
         let mut reading = vec![false; self.channels.len()];
         let mut unread = self.channels.len();
+        // Apart from `loops`: when the connection ends by itself, these may
+        // still hold what it delivered.
+        let mut receivers = JoinSet::new();
         let (reason, close) = loop {
             tokio::select! {
                 () = self.cancel.cancelled() => {
@@ -208,13 +216,17 @@ impl PeerTask {
                     ended.unwrap_or_else(|e| format!("channel task failed: {e}")),
                     CloseReason::Normal,
                 ),
+                Some(ended) = receivers.join_next() => break (
+                    ended.unwrap_or_else(|e| format!("channel task failed: {e}")),
+                    CloseReason::Normal,
+                ),
                 started = self.conn.next_started_channel(), if unread > 0 => {
                     for (i, channel) in self.channels.iter().enumerate() {
                         let wanted = started.is_none_or(|id| id == channel.id);
                         if wanted && !reading[i] {
                             reading[i] = true;
                             unread -= 1;
-                            loops.spawn(self.receive(channel));
+                            receivers.spawn(self.receive(channel));
                         }
                     }
                 }
@@ -229,6 +241,15 @@ impl PeerTask {
                 stats.add(&stats.dropped_disconnected, dropped);
             }
         }
+        if !self.cancel.is_cancelled() {
+            // The connection ended by itself: what it received before that
+            // still reaches the reactors (a CometBFT seed answers and hangs
+            // up at once), as each receive loop drains its channel and
+            // meets the end. Bounded, for a reactor that reads nothing.
+            let drained = async { while receivers.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(DRAIN_ON_CLOSE, drained).await;
+        }
+        receivers.shutdown().await;
         loops.shutdown().await;
         self.conn.close(close).await;
         tracing::debug!(%reason, "peer task ended");

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{text, TestNode};
 use crate::identity::NodeId;
-use crate::router::Envelope;
+use crate::router::{ChannelSender, Envelope};
 
 /// The longest the honest flow may pause before it counts as a stall.
 pub const STALL: Duration = Duration::from_secs(1);
@@ -155,6 +155,39 @@ impl HonestFlow {
         }
         out
     }
+}
+
+/// The attack of a peer that reads nothing: `tx` sends it `message` until
+/// `max` are queued or `bound` has passed. Backpressure must stop the
+/// sender well before `max`, which this checks; returns how many were
+/// queued.
+pub async fn send_to_a_reader_of_nothing<M>(
+    tx: &ChannelSender<M>,
+    peer: NodeId,
+    message: M,
+    max: u32,
+    bound: Duration,
+) -> u32
+where
+    M: prost::Message + Clone,
+{
+    let mut sent = 0u32;
+    let sending = async {
+        while sent < max {
+            let envelope = Envelope {
+                peer,
+                message: message.clone(),
+            };
+            tx.send(envelope).await.expect("send");
+            sent += 1;
+        }
+    };
+    let _ = tokio::time::timeout(bound, sending).await;
+    assert!(
+        sent < max,
+        "{sent} messages queued to a peer that reads nothing"
+    );
+    sent
 }
 
 impl Drop for HonestFlow {

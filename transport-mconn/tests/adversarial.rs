@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::attacker::{tcp_from, until_closed, AuthMessage, KeyMessage, Sealed, FRAME_DATA};
 use p2p_router::pex::PexOptions;
-use p2p_router::test_utils::attack::HonestFlow;
+use p2p_router::test_utils::attack::{send_to_a_reader_of_nothing, HonestFlow};
 use p2p_router::test_utils::{
     self, key, text, TestNode, TestNodeBuilder, TEST_NETWORK, TEXT_CHANNEL,
 };
@@ -294,23 +294,8 @@ async fn the_router_over_mconn_contains_each_attack_and_keeps_serving_an_honest_
         target,
         "a peer that stops reading, sent 64 KiB for 3 s",
         async {
-            let mut sent = 0u32;
-            let sending = async {
-                for _ in 0..20_000 {
-                    let envelope = Envelope {
-                        peer: reader_id,
-                        message: text("x".repeat(64 << 10)),
-                    };
-                    tx.send(envelope).await.unwrap();
-                    sent += 1;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(3), sending).await;
-            // Backpressure stopped the sender well before 1.25 GiB.
-            assert!(
-                sent < 20_000,
-                "{sent} messages queued to a peer that reads nothing"
-            );
+            let line = text("x".repeat(64 << 10));
+            send_to_a_reader_of_nothing(&tx, reader_id, line, 20_000, Duration::from_secs(3)).await;
         },
     )
     .await;

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use common::tendermint::{packet, read_delimited, try_read_delimited};
 use p2p_router::pex::{PexAddress, PexMessage, PexSum, PEX_CHANNEL};
-use p2p_router::test_utils::{key, within, TestNode, TestNodeBuilder, TEST_NETWORK};
+use p2p_router::test_utils::{
+    key, text, within, TestNode, TestNodeBuilder, TEST_NETWORK, TEXT_CHANNEL,
+};
 use p2p_router::{Host, NodeId, NodeInfo, NodeKey, PeerAddress, Protocol};
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use prost::Message;
@@ -406,4 +408,51 @@ async fn a_cometbft_seed_answers_once_and_hangs_up() {
         0,
         "a seed's hang-up is no violation"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_peer_sends_right_before_it_hangs_up_is_all_delivered() {
+    const COUNT: usize = 300;
+    let (node, listen) = router().await;
+    let router_id = node.id();
+    let peer = tokio::task::spawn_blocking(move || {
+        let stream = std::net::TcpStream::connect(listen).unwrap();
+        let raw = stream.try_clone().unwrap();
+        let signing = ed25519_consensus::SigningKey::from(their_key().seed());
+        let conn = SecretConnection::new(stream, signing, Version::V0_34).unwrap();
+        let (mut send, recv) = conn.split().unwrap();
+        let mut recv = BufReader::with_capacity(4096, recv);
+        let mut info = their_node_info();
+        info.channels = vec![PEX_CHANNEL.0, TEXT_CHANNEL.0];
+        send.write_all(&info.encode_length_delimited_to_vec())
+            .unwrap();
+        let theirs: tm::DefaultNodeInfo = read_delimited(&mut recv);
+        assert_eq!(theirs.default_node_id, router_id.to_string());
+        // Everything at once, then the connection is dropped.
+        let mut bytes = Vec::new();
+        for n in 0..COUNT {
+            bytes.extend(packet(Sum::PacketMsg(tm::PacketMsg {
+                channel_id: i32::from(TEXT_CHANNEL.0),
+                eof: true,
+                data: text(format!("{n}")).encode_to_vec(),
+            })));
+        }
+        send.write_all(&bytes).unwrap();
+        send.flush().unwrap();
+        // Hang up cleanly: FIN, then read what the router still sends
+        // until it closes too (unread data would make the kernel reset
+        // the connection, and a reset discards what the router's kernel
+        // had not yet handed it).
+        raw.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut sink = [0u8; 4096];
+        let mut raw = raw;
+        while matches!(std::io::Read::read(&mut raw, &mut sink), Ok(n) if n > 0) {}
+    });
+    // Read while the peer writes: the router's queues are bounded.
+    for n in 0..COUNT {
+        let got = tokio::time::timeout(PATIENCE, node.rx.recv()).await;
+        let got = got.unwrap_or_else(|_| panic!("message {n} of {COUNT} never came"));
+        assert_eq!(got.unwrap().message.text, format!("{n}"));
+    }
+    within(PATIENCE, "the peer's hang-up", peer).await.unwrap();
 }

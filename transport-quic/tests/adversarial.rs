@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::*;
-use p2p_router::test_utils::attack::HonestFlow;
+use p2p_router::test_utils::attack::{send_to_a_reader_of_nothing, HonestFlow};
 use p2p_router::transport::Admission;
 use p2p_router::{Connection, LocalNode, NodeInfo};
 use p2p_transport_quic::QuicTransport;
@@ -561,26 +561,11 @@ async fn after_admission(a: &mut Arena) {
         a,
         "a peer that never reads, sent 1 MiB messages for 3 s",
         async {
-            let mut sent = 0u32;
-            let sending = async {
-                for _ in 0..500 {
-                    send_to(
-                        &bulk,
-                        attacker_id,
-                        Blob {
-                            data: vec![7; 1 << 20],
-                        },
-                    )
-                    .await;
-                    sent += 1;
-                }
+            let blob = Blob {
+                data: vec![7; 1 << 20],
             };
-            let _ = tokio::time::timeout(Duration::from_secs(3), sending).await;
-            // Backpressure stopped the sender long before 500 MiB.
-            assert!(
-                sent < 500,
-                "{sent} messages queued to a peer that reads nothing"
-            );
+            send_to_a_reader_of_nothing(&bulk, attacker_id, blob, 500, Duration::from_secs(3))
+                .await;
         },
     )
     .await;
