@@ -19,7 +19,7 @@ use p2p_router::test_utils::attack::{send_to_a_reader_of_nothing, HonestFlow};
 use p2p_router::test_utils::{
     self, key, text, TestNode, TestNodeBuilder, TEST_NETWORK, TEXT_CHANNEL,
 };
-use p2p_router::{Envelope, NodeInfo, NodeKey};
+use p2p_router::{NodeInfo, NodeKey};
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use prost::Message;
 use tendermint_proto::v0_34::p2p::{self as tm, packet::Sum};
