@@ -110,8 +110,7 @@ pub async fn start(
 
     // Every peer comes from 127.0.0.1: lift the per-IP limits.
     let mut options = RouterOptions::default();
-    options.max_connections_per_ip = nodes + 4;
-    options.max_handshakes_per_ip = options.max_inbound_handshakes;
+    options.single_source(nodes);
     let mut builder = Router::builder(node);
     builder
         .transport(transport)

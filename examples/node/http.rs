@@ -157,6 +157,24 @@ mod tests {
         socket.connect(to).await.unwrap()
     }
 
+    /// Limits whose header deadline a test can wait out.
+    fn short_deadline() -> Limits {
+        Limits {
+            header_deadline: Duration::from_millis(300),
+            ..Limits::default()
+        }
+    }
+
+    /// A scraper from an address of its own gets the metrics.
+    async fn assert_scraper_served(addr: SocketAddr) {
+        let mut scraper = from("127.0.0.2", addr).await;
+        scraper
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(reply(&mut scraper).await.starts_with("HTTP/1.1 200 OK"));
+    }
+
     /// What the server sends before it closes.
     async fn reply(stream: &mut TcpStream) -> String {
         let mut out = Vec::new();
@@ -166,10 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_trickling_client_keeps_only_its_own_slots_and_times_out() {
-        let limits = Limits {
-            header_deadline: Duration::from_millis(300),
-            ..Limits::default()
-        };
+        let limits = short_deadline();
         let (addr, stop) = server(limits).await;
         // Two slow clients from one IP: the third from it is turned away.
         let mut slow = Vec::new();
@@ -181,12 +196,7 @@ mod tests {
         let mut third = from("127.0.0.1", addr).await;
         assert_eq!(reply(&mut third).await, "", "closed at once");
         // The scraper from another IP is answered meanwhile.
-        let mut scraper = from("127.0.0.2", addr).await;
-        scraper
-            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(reply(&mut scraper).await.starts_with("HTTP/1.1 200 OK"));
+        assert_scraper_served(addr).await;
         // The slow ones get 408 once their headers are overdue.
         for mut s in slow {
             assert!(reply(&mut s).await.starts_with("HTTP/1.1 408"));
@@ -205,10 +215,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_flood_from_many_ips_is_bounded_and_passes() {
-        let limits = Limits {
-            header_deadline: Duration::from_millis(300),
-            ..Limits::default()
-        };
+        let limits = short_deadline();
         let (addr, stop) = server(limits).await;
         // 100 idle connections from 50 addresses: at most `connections`
         // are held, the rest are closed at once.
@@ -227,12 +234,7 @@ mod tests {
         }
         assert!(timed_out <= limits.connections, "{timed_out} held");
         // Once it is over, the scraper is served.
-        let mut scraper = from("127.0.0.2", addr).await;
-        scraper
-            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(reply(&mut scraper).await.starts_with("HTTP/1.1 200 OK"));
+        assert_scraper_served(addr).await;
         stop.cancel();
     }
 }

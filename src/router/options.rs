@@ -86,6 +86,16 @@ pub enum RouterOptionsError {
 }
 
 impl RouterOptions {
+    /// Lifts the per-IP limits for `peers` peers that all connect from one
+    /// address (a localnet, a test, a benchmark on loopback), and makes
+    /// room for them in `max_inbound`. Keep the defaults on a real network:
+    /// the per-IP limits are what stops one host from taking every slot.
+    pub fn single_source(&mut self, peers: usize) {
+        self.max_inbound = self.max_inbound.max(peers + 16);
+        self.max_connections_per_ip = self.max_connections_per_ip.max(peers + 16);
+        self.max_handshakes_per_ip = self.max_inbound_handshakes;
+    }
+
     /// Checks for values that cannot work.
     /// [`RouterBuilder::spawn`](crate::RouterBuilder::spawn) runs it.
     pub fn validate(&self) -> Result<(), RouterOptionsError> {

@@ -70,13 +70,9 @@ pub fn fast_retry_options() -> PeerManagerOptions {
 /// Router options for `peers` nodes that all connect from one address
 /// (loopback): the per-IP limits are lifted to fit them.
 pub fn loopback_options(peers: usize) -> RouterOptions {
-    let defaults = RouterOptions::default();
-    RouterOptions {
-        max_inbound: defaults.max_inbound.max(peers + 16),
-        max_connections_per_ip: peers + 16,
-        max_handshakes_per_ip: defaults.max_inbound_handshakes,
-        ..defaults
-    }
+    let mut options = RouterOptions::default();
+    options.single_source(peers);
+    options
 }
 
 /// A running test node: its router, its [`Text`] channel and a

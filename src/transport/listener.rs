@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::attempt_rate::AttemptRate;
-use super::{AcceptError, AcceptFailure, Connection};
+use super::{AcceptError, AcceptFailure};
 use super::{SourceSlot, SourceSlots};
 use crate::error_budget::{Charge, ErrorBudget};
 
@@ -38,16 +38,16 @@ impl<C> std::fmt::Debug for AcceptQueue<C> {
     }
 }
 
-impl<C: Connection> AcceptQueue<C> {
+impl<C> AcceptQueue<C> {
     /// The next connection or failed attempt; [`AcceptError::Closed`] once
     /// `closed` is cancelled or every listener has stopped. Cancel safe.
-    pub async fn next(&self) -> Result<Box<dyn Connection>, AcceptError> {
+    pub async fn next(&self) -> Result<C, AcceptError> {
         let mut rx = self.rx.lock().await;
         tokio::select! {
             biased;
             () = self.closed.cancelled() => Err(AcceptError::Closed),
             next = rx.recv() => match next {
-                Some(Ok(conn)) => Ok(Box::new(conn)),
+                Some(Ok(conn)) => Ok(conn),
                 Some(Err(e)) => Err(e),
                 None => Err(AcceptError::Closed),
             },

@@ -9,19 +9,11 @@
 //! admit a peer, belong to the router: transports only carry the messages
 //! (`NodeInfo`, [`Admission`]) and report the peer's authenticated key.
 //!
-//! Methods return boxed futures so that transports of different types can be
-//! stored side by side (`Arc<dyn Transport>`).
+//! A transport implements [`AsyncTransport`] and [`AsyncConnection`]; the
+//! router holds it as the object-safe [`Transport`] (`Arc<dyn Transport>`),
+//! which every implementation gets for free.
 
-use bytes::Bytes;
-use ed25519_dalek::VerifyingKey;
-
-use crate::address::Protocol;
-use crate::channel::{ChannelDescriptor, ChannelId};
-use crate::identity::NodeId;
-use crate::node_info::NodeInfo;
-use crate::resolve::Endpoint;
-
-/// The boxed, sendable future every method returns (`futures`' own).
+/// The boxed, sendable future the object-safe traits return (`futures`' own).
 pub use futures::future::BoxFuture;
 
 mod accept_backoff;
@@ -29,6 +21,7 @@ mod attempt_rate;
 mod error;
 pub mod listener;
 mod source_slots;
+mod traits;
 
 pub use accept_backoff::AcceptBackoff;
 pub use error::{
@@ -36,165 +29,7 @@ pub use error::{
     IncompatibleKind, MalformedKind, ProtocolViolation, UsageError,
 };
 pub use source_slots::{SourceSlot, SourceSlots};
-
-/// Listens for, accepts and dials connections of one or more protocols.
-pub trait Transport: Send + Sync + 'static {
-    /// The protocols this transport dials and serves.
-    fn protocols(&self) -> Vec<Protocol>;
-
-    /// Where this transport listens (empty when it does not).
-    fn listen_endpoints(&self) -> Vec<Endpoint>;
-
-    /// Waits for the next inbound connection, authenticated at the transport
-    /// level (the peer's key is known) but not yet handshaken. Returns
-    /// [`AcceptError::Closed`] once the transport is closed; any other error
-    /// concerns one connection attempt and the caller should keep accepting.
-    ///
-    /// Cancel safe: dropping the future loses no accepted connection.
-    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>>;
-
-    /// Dials node `peer` at `endpoint`. A transport that authenticates
-    /// peers refuses a peer proving another id ([`DialError::WrongPeer`]).
-    /// The caller bounds the time.
-    fn dial<'a>(
-        &'a self,
-        peer: NodeId,
-        endpoint: &'a Endpoint,
-    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>>;
-
-    /// Stops listening and makes `accept` return [`AcceptError::Closed`].
-    fn close(&self) -> BoxFuture<'_, ()>;
-}
-
-/// One connection to one peer.
-///
-/// Call order: [`handshake`](Self::handshake); then the accepting side calls
-/// [`send_admission`](Self::send_admission) and the dialing side
-/// [`recv_admission`](Self::recv_admission); then any number of concurrent
-/// [`send`](Self::send)/[`recv`](Self::recv) calls, at most one of each per
-/// channel at a time; finally [`close`](Self::close).
-pub trait Connection: Send + Sync + 'static {
-    /// The remote end.
-    fn remote_endpoint(&self) -> Endpoint;
-
-    /// The peer's ed25519 key, as authenticated by the transport (TLS
-    /// certificate, SecretConnection signature, or the memory hub).
-    fn peer_key(&self) -> VerifyingKey;
-
-    /// Sends our `NodeInfo` and receives the peer's, concurrently.
-    fn handshake<'a>(
-        &'a self,
-        ours: &'a NodeInfo,
-    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>>;
-
-    /// Accepting side: tells the dialer whether it was admitted.
-    fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>>;
-
-    /// Dialing side: waits for the accepting side's decision.
-    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>>;
-
-    /// Sends one encoded message on `channel`, waiting for that channel's
-    /// credit (this wait is the backpressure).
-    ///
-    /// Not cancel safe for the message being sent: a cancelled send may or
-    /// may not deliver it, but never delivers it truncated.
-    fn send(
-        &self,
-        channel: ChannelId,
-        message: Bytes,
-    ) -> BoxFuture<'_, Result<(), ConnectionError>>;
-
-    /// Sends several encoded messages on `channel`, in order, as
-    /// [`send`](Self::send) would one by one; transports override it to
-    /// write them in one go. On error some of them may have been sent.
-    fn send_batch(
-        &self,
-        channel: ChannelId,
-        messages: Vec<Bytes>,
-    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async move {
-            for message in messages {
-                self.send(channel, message).await?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Receives the next message on `channel`, refusing one larger than
-    /// `max_size` before reading it into memory. An error that concerns one
-    /// stream ([`ConnectionError::is_stream_error`]) leaves the connection
-    /// and other channels working.
-    fn recv(
-        &self,
-        channel: ChannelId,
-        max_size: usize,
-    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>>;
-
-    /// Receives the messages of `channel` that are already here into `out`:
-    /// at least one, at most `limit`, waiting only for the first. Frames
-    /// over `max_size` are refused as [`recv`](Self::recv) refuses them; an
-    /// error met after some messages were taken is returned by the next
-    /// call. Transports override it to take a buffer's worth in one call;
-    /// the default receives one message.
-    fn recv_batch<'a>(
-        &'a self,
-        channel: ChannelId,
-        max_size: usize,
-        limit: usize,
-        out: &'a mut Vec<Bytes>,
-    ) -> BoxFuture<'a, Result<(), ConnectionError>> {
-        let _ = limit;
-        Box::pin(async move {
-            out.push(self.recv(channel, max_size).await?);
-            Ok(())
-        })
-    }
-
-    /// Closes the connection; the peer sees the reason where the transport
-    /// can carry one.
-    fn close(&self, reason: CloseReason) -> BoxFuture<'_, ()>;
-
-    /// Resolves once the connection is closed, by either side.
-    fn closed(&self) -> BoxFuture<'_, ()>;
-
-    /// Tells the transport how the router will use `channel` on this
-    /// connection, before any traffic on it: transports with per-channel
-    /// streams map the descriptor's priority onto the stream. The default
-    /// ignores it.
-    fn prepare_channel(&self, channel: &ChannelDescriptor) {
-        let _ = channel;
-    }
-
-    /// Waits until the peer starts sending on a channel it had not used on
-    /// this connection, and returns that channel. The router begins
-    /// reading a channel only then, so a connected peer's idle channels
-    /// cost no receive task (with QUIC, a channel starts when the peer
-    /// opens its first stream for it).
-    ///
-    /// `None` means the transport cannot tell: every channel is read from
-    /// the start. That is the default, for transports that carry all
-    /// channels on one stream. Cancel safe: a started channel is reported
-    /// exactly once, by the call that returns it.
-    fn next_started_channel(&self) -> BoxFuture<'_, Option<ChannelId>> {
-        Box::pin(std::future::ready(None))
-    }
-
-    /// Waits for the next stream-level misbehaviour the transport detected
-    /// outside any [`recv`](Self::recv) call (for example, a stream opened
-    /// for a channel the peer did not negotiate). The stream is already
-    /// reset; the router reports the error against the peer and keeps the
-    /// connection. Transports without such errors never resolve (the
-    /// default).
-    fn next_stream_error(&self) -> BoxFuture<'_, ConnectionError> {
-        Box::pin(std::future::pending())
-    }
-
-    /// The path's round-trip time and packet counts, for metrics, when the
-    /// transport measures them (QUIC does; the default reports nothing).
-    fn path_stats(&self) -> Option<PathStats> {
-        None
-    }
-}
+pub use traits::{AsyncConnection, AsyncTransport, Connection, ConnectionFuture, Transport};
 
 /// What a transport knows about a connection's network path.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
 use p2p_router::transport::{
-    Admission, BoxFuture, CloseReason, MalformedKind, ProtocolViolation, UsageError,
+    Admission, AsyncConnection, CloseReason, MalformedKind, ProtocolViolation, UsageError,
 };
 use p2p_router::{
-    ChannelDescriptor, ChannelId, Connection, ConnectionError, Endpoint, NodeInfo, Protocol,
-    MAX_NODE_INFO_SIZE,
+    ChannelDescriptor, ChannelId, ConnectionError, Endpoint, NodeInfo, Protocol, MAX_NODE_INFO_SIZE,
 };
 use prost::Message;
 use tokio::io::BufReader;
@@ -378,7 +377,7 @@ async fn read_loop(
     }
 }
 
-impl Connection for MconnConnection {
+impl AsyncConnection for MconnConnection {
     fn remote_endpoint(&self) -> Endpoint {
         Endpoint::ip(Protocol::Mconn, self.remote)
     }
@@ -387,92 +386,76 @@ impl Connection for MconnConnection {
         self.peer_key
     }
 
-    fn handshake<'a>(
-        &'a self,
-        ours: &'a NodeInfo,
-    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>> {
-        Box::pin(self.exchange(ours))
+    async fn handshake(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
+        self.exchange(ours).await
     }
 
     /// MConnection has no admission message (Tendermint peers start
     /// sending right after `NodeInfo`): acceptance is implicit and a
     /// refusal is a close.
-    fn send_admission(&self, _admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async { Ok(()) })
+    async fn send_admission(&self, _admission: Admission) -> Result<(), ConnectionError> {
+        async { Ok(()) }.await
     }
 
     /// Always `Accepted`: a refusing listener closes the connection, which
     /// the dialer then sees as the connection closing.
-    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
-        Box::pin(async {
+    async fn recv_admission(&self) -> Result<Admission, ConnectionError> {
+        async {
             if self.shared.closed.is_cancelled() {
                 return Err(self.shared.closed_error());
             }
             Ok(Admission::Accepted)
-        })
+        }
+        .await
     }
 
-    fn send(
-        &self,
-        channel: ChannelId,
-        message: Bytes,
-    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async move {
-            let state = self.channels()?.get(channel)?;
-            tokio::select! {
-                biased;
-                () = self.shared.closed.cancelled() => return Err(ConnectionError::Closed),
-                () = self.shared.closing.cancelled() => return Err(ConnectionError::Closed),
-                sent = state.send_tx.send(message) => sent.map_err(|_| ConnectionError::Closed)?,
-            }
-            self.shared.wake_writer.notify_one();
-            Ok(())
-        })
+    async fn send(&self, channel: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
+        let state = self.channels()?.get(channel)?;
+        tokio::select! {
+            biased;
+            () = self.shared.closed.cancelled() => return Err(ConnectionError::Closed),
+            () = self.shared.closing.cancelled() => return Err(ConnectionError::Closed),
+            sent = state.send_tx.send(message) => sent.map_err(|_| ConnectionError::Closed)?,
+        }
+        self.shared.wake_writer.notify_one();
+        Ok(())
     }
 
-    fn recv(
-        &self,
-        channel: ChannelId,
-        max_size: usize,
-    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
-        Box::pin(async move {
-            let state = self.channels()?.get(channel)?;
-            let mut rx = state.recv_rx.lock().await;
-            tokio::select! {
-                biased;
-                m = rx.recv() => match m {
-                    Some(m) if m.len() > max_size => Err(ConnectionError::Oversized {
-                        size: m.len() as u64,
-                        max: max_size,
-                    }),
-                    Some(m) => Ok(m),
-                    None => Err(self.shared.closed_error()),
-                },
-                () = self.shared.closed.cancelled() => Err(self.shared.closed_error()),
-            }
-        })
+    async fn recv(&self, channel: ChannelId, max_size: usize) -> Result<Bytes, ConnectionError> {
+        let state = self.channels()?.get(channel)?;
+        let mut rx = state.recv_rx.lock().await;
+        tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) if m.len() > max_size => Err(ConnectionError::Oversized {
+                    size: m.len() as u64,
+                    max: max_size,
+                }),
+                Some(m) => Ok(m),
+                None => Err(self.shared.closed_error()),
+            },
+            () = self.shared.closed.cancelled() => Err(self.shared.closed_error()),
+        }
     }
 
-    fn close(&self, _reason: CloseReason) -> BoxFuture<'_, ()> {
+    async fn close(&self, _reason: CloseReason) {
         // MConnection carries no close reason: the TCP stream just ends.
-        Box::pin(async move {
-            self.shared.closing.cancel();
-            self.shared.wake_writer.notify_one();
-            if self.channels.get().is_some() {
-                let _ = tokio::time::timeout(
-                    self.config.close_drain_timeout,
-                    self.shared.writer_done.cancelled(),
-                )
-                .await;
-            } else if let Some((_, mut writer)) = self.halves.lock().await.take() {
-                writer.shutdown().await;
-            }
-            self.shared.closed.cancel();
-        })
+        self.shared.closing.cancel();
+        self.shared.wake_writer.notify_one();
+        if self.channels.get().is_some() {
+            let _ = tokio::time::timeout(
+                self.config.close_drain_timeout,
+                self.shared.writer_done.cancelled(),
+            )
+            .await;
+        } else if let Some((_, mut writer)) = self.halves.lock().await.take() {
+            writer.shutdown().await;
+        }
+        self.shared.closed.cancel();
     }
 
-    fn closed(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.shared.closed.cancelled())
+    async fn closed(&self) {
+        self.shared.closed.cancelled().await
     }
 
     fn prepare_channel(&self, channel: &ChannelDescriptor) {

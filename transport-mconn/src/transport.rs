@@ -5,10 +5,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender, Listener};
-use p2p_router::transport::{AcceptBackoff, AcceptFailure, BoxFuture};
-use p2p_router::{
-    AcceptError, BindError, Connection, DialError, Endpoint, NodeId, NodeKey, Protocol, Transport,
-};
+use p2p_router::transport::{AcceptBackoff, AcceptFailure, AsyncConnection, AsyncTransport};
+use p2p_router::{AcceptError, BindError, DialError, Endpoint, NodeId, NodeKey, Protocol};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -204,7 +202,9 @@ async fn accept_loop(
     }
 }
 
-impl Transport for MconnTransport {
+impl AsyncTransport for MconnTransport {
+    type Connection = MconnConnection;
+
     fn protocols(&self) -> Vec<Protocol> {
         vec![Protocol::Mconn]
     }
@@ -216,29 +216,19 @@ impl Transport for MconnTransport {
             .collect()
     }
 
-    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
-        Box::pin(self.inner.accepted.next())
+    async fn accept(&self) -> Result<MconnConnection, AcceptError> {
+        self.inner.accepted.next().await
     }
 
-    fn dial<'a>(
-        &'a self,
-        peer: NodeId,
-        endpoint: &'a Endpoint,
-    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
-        Box::pin(async move {
-            let address = endpoint.dial_addr(Protocol::Mconn)?;
-            let conn = self.dial_mconn(peer, address).await?;
-            Ok(Box::new(conn) as Box<dyn Connection>)
-        })
+    async fn dial(&self, peer: NodeId, endpoint: &Endpoint) -> Result<MconnConnection, DialError> {
+        let address = endpoint.dial_addr(Protocol::Mconn)?;
+        self.dial_mconn(peer, address).await
     }
 
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.inner.closed.cancel();
-            let mut tasks =
-                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-            // Dropping the listeners closes their sockets.
-            tasks.shutdown().await;
-        })
+    async fn close(&self) {
+        self.inner.closed.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        // Dropping the listeners closes their sockets.
+        tasks.shutdown().await;
     }
 }

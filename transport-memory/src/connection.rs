@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
-use p2p_router::transport::{Admission, BoxFuture, CloseReason, MalformedKind, UsageError};
-use p2p_router::{
-    ChannelId, Connection, ConnectionError, Endpoint, NodeId, NodeInfo, MAX_NODE_INFO_SIZE,
-};
+use p2p_router::transport::{Admission, AsyncConnection, CloseReason, MalformedKind, UsageError};
+use p2p_router::{ChannelId, ConnectionError, Endpoint, NodeId, NodeInfo, MAX_NODE_INFO_SIZE};
 use prost::Message;
 use tokio::sync::{mpsc, Mutex as AsyncMutex};
 use tokio_util::sync::CancellationToken;
@@ -156,7 +154,7 @@ impl MemoryConnection {
     }
 }
 
-impl Connection for MemoryConnection {
+impl AsyncConnection for MemoryConnection {
     fn remote_endpoint(&self) -> Endpoint {
         Endpoint::memory(self.remote)
     }
@@ -165,93 +163,75 @@ impl Connection for MemoryConnection {
         self.remote_key
     }
 
-    fn handshake<'a>(
-        &'a self,
-        ours: &'a NodeInfo,
-    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>> {
-        Box::pin(async move {
-            let (sent, theirs) = tokio::join!(
-                self.send_control(Bytes::from(ours.encode_to_vec())),
-                self.recv_control()
-            );
-            sent?;
-            let theirs = theirs?;
-            // The same bound as on the wire transports.
-            if theirs.len() > MAX_NODE_INFO_SIZE {
-                return Err(ConnectionError::Oversized {
-                    size: theirs.len() as u64,
-                    max: MAX_NODE_INFO_SIZE,
-                });
-            }
-            let info = NodeInfo::decode(theirs)
-                .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
-            self.handshaken.store(true, Ordering::Release);
-            Ok(info)
-        })
+    async fn handshake(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
+        let (sent, theirs) = tokio::join!(
+            self.send_control(Bytes::from(ours.encode_to_vec())),
+            self.recv_control()
+        );
+        sent?;
+        let theirs = theirs?;
+        // The same bound as on the wire transports.
+        if theirs.len() > MAX_NODE_INFO_SIZE {
+            return Err(ConnectionError::Oversized {
+                size: theirs.len() as u64,
+                max: MAX_NODE_INFO_SIZE,
+            });
+        }
+        let info = NodeInfo::decode(theirs)
+            .map_err(|_| ConnectionError::Malformed(MalformedKind::NodeInfo))?;
+        self.handshaken.store(true, Ordering::Release);
+        Ok(info)
     }
 
-    fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(self.send_control(Bytes::copy_from_slice(&[admission.to_byte()])))
+    async fn send_admission(&self, admission: Admission) -> Result<(), ConnectionError> {
+        self.send_control(Bytes::copy_from_slice(&[admission.to_byte()]))
+            .await
     }
 
-    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
-        Box::pin(async move {
-            let bytes = self.recv_control().await?;
-            match bytes.as_ref() {
-                [b] => Ok(Admission::from_byte(*b)),
-                _ => Err(ConnectionError::Malformed(MalformedKind::Admission)),
-            }
-        })
+    async fn recv_admission(&self) -> Result<Admission, ConnectionError> {
+        let bytes = self.recv_control().await?;
+        match bytes.as_ref() {
+            [b] => Ok(Admission::from_byte(*b)),
+            _ => Err(ConnectionError::Malformed(MalformedKind::Admission)),
+        }
     }
 
-    fn send(
-        &self,
-        channel: ChannelId,
-        message: Bytes,
-    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async move {
-            self.ready()?;
-            if !self.latency.is_zero() {
-                tokio::time::sleep(self.latency).await;
-            }
-            let lane = self.outbound.lane(channel);
-            tokio::select! {
-                biased;
-                () = self.closed.cancelled() => Err(ConnectionError::Closed),
-                r = lane.tx.send(message) => r.map_err(|_| ConnectionError::Closed),
-            }
-        })
+    async fn send(&self, channel: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
+        self.ready()?;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let lane = self.outbound.lane(channel);
+        tokio::select! {
+            biased;
+            () = self.closed.cancelled() => Err(ConnectionError::Closed),
+            r = lane.tx.send(message) => r.map_err(|_| ConnectionError::Closed),
+        }
     }
 
-    fn recv(
-        &self,
-        channel: ChannelId,
-        max_size: usize,
-    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
-        Box::pin(async move {
-            self.ready()?;
-            let lane = self.inbound.lane(channel);
-            let mut rx = lane.rx.lock().await;
-            let message = tokio::select! {
-                biased;
-                m = rx.recv() => m.ok_or(ConnectionError::Closed)?,
-                () = self.closed.cancelled() => return Err(ConnectionError::Closed),
-            };
-            if message.len() > max_size {
-                return Err(ConnectionError::Oversized {
-                    size: message.len() as u64,
-                    max: max_size,
-                });
-            }
-            Ok(message)
-        })
+    async fn recv(&self, channel: ChannelId, max_size: usize) -> Result<Bytes, ConnectionError> {
+        self.ready()?;
+        let lane = self.inbound.lane(channel);
+        let mut rx = lane.rx.lock().await;
+        let message = tokio::select! {
+            biased;
+            m = rx.recv() => m.ok_or(ConnectionError::Closed)?,
+            () = self.closed.cancelled() => return Err(ConnectionError::Closed),
+        };
+        if message.len() > max_size {
+            return Err(ConnectionError::Oversized {
+                size: message.len() as u64,
+                max: max_size,
+            });
+        }
+        Ok(message)
     }
 
-    fn close(&self, _reason: CloseReason) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.closed.cancel() })
+    async fn close(&self, _reason: CloseReason) {
+        self.closed.cancel()
     }
 
-    fn closed(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.closed.cancelled())
+    async fn closed(&self) {
+        self.closed.cancelled().await
     }
 }

@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender};
-use p2p_router::transport::BoxFuture;
-use p2p_router::{
-    AcceptError, Connection, DialError, Endpoint, EndpointAddress, NodeId, NodeKey, Protocol,
-    Transport,
-};
+use p2p_router::transport::{AsyncConnection, AsyncTransport};
+use p2p_router::{AcceptError, DialError, Endpoint, EndpointAddress, NodeId, NodeKey, Protocol};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::MemoryConnection;
@@ -182,7 +179,9 @@ impl MemoryTransport {
     }
 }
 
-impl Transport for MemoryTransport {
+impl AsyncTransport for MemoryTransport {
+    type Connection = MemoryConnection;
+
     fn protocols(&self) -> Vec<Protocol> {
         vec![Protocol::Memory]
     }
@@ -191,41 +190,33 @@ impl Transport for MemoryTransport {
         vec![self.endpoint()]
     }
 
-    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
-        Box::pin(self.backlog.next())
+    async fn accept(&self) -> Result<MemoryConnection, AcceptError> {
+        self.backlog.next().await
     }
 
-    fn dial<'a>(
-        &'a self,
-        peer: NodeId,
-        endpoint: &'a Endpoint,
-    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
-        Box::pin(async move {
-            let conn = self.dial_memory(endpoint).await?;
-            // The hub authenticates the listener's key, as TLS would.
-            let actual = NodeId::from_public_key(&conn.peer_key());
-            if actual != peer {
-                conn.kill();
-                return Err(DialError::WrongPeer {
-                    expected: peer,
-                    actual,
-                });
-            }
-            Ok(Box::new(conn) as Box<dyn Connection>)
-        })
+    async fn dial(&self, peer: NodeId, endpoint: &Endpoint) -> Result<MemoryConnection, DialError> {
+        let conn = self.dial_memory(endpoint).await?;
+        // The hub authenticates the listener's key, as TLS would.
+        let actual = NodeId::from_public_key(&conn.peer_key());
+        if actual != peer {
+            conn.kill();
+            return Err(DialError::WrongPeer {
+                expected: peer,
+                actual,
+            });
+        }
+        Ok(conn)
     }
 
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.closed.cancel();
-            let mut listeners = self.network.listeners();
-            // Only unregister if a restarted transport has not replaced us.
-            if listeners
-                .get(&self.id)
-                .is_some_and(|l| l.generation == self.generation)
-            {
-                listeners.remove(&self.id);
-            }
-        })
+    async fn close(&self) {
+        self.closed.cancel();
+        let mut listeners = self.network.listeners();
+        // Only unregister if a restarted transport has not replaced us.
+        if listeners
+            .get(&self.id)
+            .is_some_and(|l| l.generation == self.generation)
+        {
+            listeners.remove(&self.id);
+        }
     }
 }

@@ -43,9 +43,7 @@ fn router(
     pm.max_outgoing = peers + 8;
     let mut options = RouterOptions::default();
     // Every peer comes from 127.0.0.1.
-    options.max_inbound = peers + 8;
-    options.max_connections_per_ip = peers + 8;
-    options.max_handshakes_per_ip = options.max_inbound_handshakes;
+    options.single_source(peers);
     let mut builder = Router::builder(node);
     builder
         .transport(transport)
@@ -60,11 +58,7 @@ fn router(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let peers: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(200);
+    let peers: usize = std::env::args().nth(1).map_or(Ok(200), |s| s.parse())?;
     let hub_key = NodeKey::from_seed([0; 32]);
     let (hub, hub_addrs) = router(&hub_key, peers)?;
     let mut updates = hub.subscribe_peer_updates();

@@ -118,11 +118,7 @@ async fn run(window: u32, seconds: f64) -> Result<Outcome, Box<dyn std::error::E
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: f64 = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(3.0);
+    let seconds: f64 = std::env::args().nth(1).map_or(Ok(3.0), |s| s.parse())?;
     println!("| stream window | small p50 µs | small p99 µs | bulk MB/s |");
     println!("|---|---|---|---|");
     for window in [32 << 10, 64 << 10, 128 << 10, 256 << 10, 1 << 20] {

@@ -7,11 +7,10 @@ use std::sync::{Arc, OnceLock};
 use bytes::{Bytes, BytesMut};
 use ed25519_dalek::VerifyingKey;
 use p2p_router::transport::{
-    Admission, BoxFuture, CloseReason, MalformedKind, PathStats, UsageError,
+    Admission, AsyncConnection, CloseReason, MalformedKind, PathStats, UsageError,
 };
 use p2p_router::{
-    ChannelDescriptor, ChannelId, Connection, ConnectionError, Endpoint, NodeInfo, Protocol,
-    MAX_NODE_INFO_SIZE,
+    ChannelDescriptor, ChannelId, ConnectionError, Endpoint, NodeInfo, Protocol, MAX_NODE_INFO_SIZE,
 };
 use prost::Message;
 use quinn::{RecvStream, SendStream, VarInt};
@@ -198,7 +197,7 @@ async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Bytes, Connecti
     })
 }
 
-impl Connection for QuicConnection {
+impl AsyncConnection for QuicConnection {
     fn remote_endpoint(&self) -> Endpoint {
         Endpoint::ip(Protocol::Quic, self.conn.remote_address())
     }
@@ -207,101 +206,78 @@ impl Connection for QuicConnection {
         self.peer_key
     }
 
-    fn handshake<'a>(
-        &'a self,
-        ours: &'a NodeInfo,
-    ) -> BoxFuture<'a, Result<NodeInfo, ConnectionError>> {
-        Box::pin(self.exchange(ours))
+    async fn handshake(&self, ours: &NodeInfo) -> Result<NodeInfo, ConnectionError> {
+        self.exchange(ours).await
     }
 
-    fn send_admission(&self, admission: Admission) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async move {
-            let mut control = self.control.lock().await;
-            let send = after_handshake(control.send.as_mut())?;
-            send.write_all(&[admission.to_byte()])
-                .await
-                .map_err(|_| ConnectionError::Closed)?;
-            let _ = send.finish();
-            Ok(())
-        })
+    async fn send_admission(&self, admission: Admission) -> Result<(), ConnectionError> {
+        let mut control = self.control.lock().await;
+        let send = after_handshake(control.send.as_mut())?;
+        send.write_all(&[admission.to_byte()])
+            .await
+            .map_err(|_| ConnectionError::Closed)?;
+        let _ = send.finish();
+        Ok(())
     }
 
-    fn recv_admission(&self) -> BoxFuture<'_, Result<Admission, ConnectionError>> {
-        Box::pin(async move {
-            let mut control = self.control.lock().await;
-            let recv = after_handshake(control.recv.as_mut())?;
-            let byte =
-                tokio::io::AsyncReadExt::read_u8(recv)
-                    .await
-                    .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::UnexpectedEof => {
-                            ConnectionError::Malformed(MalformedKind::Truncated)
-                        }
-                        _ => ConnectionError::Closed,
-                    })?;
-            Ok(Admission::from_byte(byte))
-        })
+    async fn recv_admission(&self) -> Result<Admission, ConnectionError> {
+        let mut control = self.control.lock().await;
+        let recv = after_handshake(control.recv.as_mut())?;
+        let byte = tokio::io::AsyncReadExt::read_u8(recv)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => {
+                    ConnectionError::Malformed(MalformedKind::Truncated)
+                }
+                _ => ConnectionError::Closed,
+            })?;
+        Ok(Admission::from_byte(byte))
     }
 
-    fn send(
-        &self,
-        channel: ChannelId,
-        message: Bytes,
-    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async move { self.channels()?.send(channel, message).await })
+    async fn send(&self, channel: ChannelId, message: Bytes) -> Result<(), ConnectionError> {
+        self.channels()?.send(channel, message).await
     }
 
-    fn send_batch(
+    async fn send_batch(
         &self,
         channel: ChannelId,
         messages: Vec<Bytes>,
-    ) -> BoxFuture<'_, Result<(), ConnectionError>> {
-        Box::pin(async move { self.channels()?.send_batch(channel, messages).await })
+    ) -> Result<(), ConnectionError> {
+        self.channels()?.send_batch(channel, messages).await
     }
 
-    fn recv(
+    async fn recv(&self, channel: ChannelId, max_size: usize) -> Result<Bytes, ConnectionError> {
+        self.channels()?.recv(channel, max_size).await
+    }
+
+    async fn recv_batch(
         &self,
         channel: ChannelId,
         max_size: usize,
-    ) -> BoxFuture<'_, Result<Bytes, ConnectionError>> {
-        Box::pin(async move { self.channels()?.recv(channel, max_size).await })
-    }
-
-    fn recv_batch<'a>(
-        &'a self,
-        channel: ChannelId,
-        max_size: usize,
         limit: usize,
-        out: &'a mut Vec<Bytes>,
-    ) -> BoxFuture<'a, Result<(), ConnectionError>> {
-        Box::pin(async move {
-            self.channels()?
-                .recv_batch(channel, max_size, limit, out)
-                .await
-        })
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), ConnectionError> {
+        self.channels()?
+            .recv_batch(channel, max_size, limit, out)
+            .await
     }
 
-    fn close(&self, reason: CloseReason) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            let control = self.control.try_lock().ok().and_then(|mut c| c.send.take());
-            if let Some(channels) = self.channels.get() {
-                channels
-                    .drain(control, self.config.close_drain_timeout)
-                    .await;
-            } else if let Some(mut control) = control {
-                let _ = control.finish();
-                let _ =
-                    tokio::time::timeout(self.config.close_drain_timeout, control.stopped()).await;
-            }
-            let code = CloseCode::from(reason);
-            self.conn.close(code.varint(), code.phrase());
-        })
+    async fn close(&self, reason: CloseReason) {
+        let control = self.control.try_lock().ok().and_then(|mut c| c.send.take());
+        if let Some(channels) = self.channels.get() {
+            channels
+                .drain(control, self.config.close_drain_timeout)
+                .await;
+        } else if let Some(mut control) = control {
+            let _ = control.finish();
+            let _ = tokio::time::timeout(self.config.close_drain_timeout, control.stopped()).await;
+        }
+        let code = CloseCode::from(reason);
+        self.conn.close(code.varint(), code.phrase());
     }
 
-    fn closed(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.conn.closed().await;
-        })
+    async fn closed(&self) {
+        self.conn.closed().await;
     }
 
     fn prepare_channel(&self, channel: &ChannelDescriptor) {
@@ -310,25 +286,21 @@ impl Connection for QuicConnection {
         }
     }
 
-    fn next_started_channel(&self) -> BoxFuture<'_, Option<ChannelId>> {
-        Box::pin(async move {
-            match self.channels.get() {
-                Some(channels) => Some(channels.next_started().await),
-                // Not negotiated yet: nothing to wait for.
-                None => None,
-            }
-        })
+    async fn next_started_channel(&self) -> Option<ChannelId> {
+        match self.channels.get() {
+            Some(channels) => Some(channels.next_started().await),
+            // Not negotiated yet: nothing to wait for.
+            None => None,
+        }
     }
 
-    fn next_stream_error(&self) -> BoxFuture<'_, ConnectionError> {
-        Box::pin(async move {
-            let mut rx = self.error_rx.lock().await;
-            match rx.recv().await {
-                Some(error) => error,
-                // The sender lives as long as we do; never reached.
-                None => std::future::pending().await,
-            }
-        })
+    async fn next_stream_error(&self) -> ConnectionError {
+        let mut rx = self.error_rx.lock().await;
+        match rx.recv().await {
+            Some(error) => error,
+            // The sender lives as long as we do; never reached.
+            None => std::future::pending().await,
+        }
     }
 
     fn path_stats(&self) -> Option<PathStats> {

@@ -6,10 +6,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender, Listener};
-use p2p_router::transport::{AcceptFailure, AuthFailure, BoxFuture, IncompatibleKind};
+use p2p_router::transport::{AcceptFailure, AsyncTransport, AuthFailure, IncompatibleKind};
 use p2p_router::{
-    AcceptError, BindError, Connection, DialError, Endpoint, LocalNode, NodeId, NodeKey, Protocol,
-    Transport,
+    AcceptError, BindError, DialError, Endpoint, LocalNode, NodeId, NodeKey, Protocol,
 };
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
@@ -441,7 +440,9 @@ async fn accept_loop(
     }
 }
 
-impl Transport for QuicTransport {
+impl AsyncTransport for QuicTransport {
+    type Connection = QuicConnection;
+
     fn protocols(&self) -> Vec<Protocol> {
         vec![Protocol::Quic]
     }
@@ -453,59 +454,47 @@ impl Transport for QuicTransport {
             .collect()
     }
 
-    fn accept(&self) -> BoxFuture<'_, Result<Box<dyn Connection>, AcceptError>> {
-        Box::pin(self.inner.accepted.next())
+    async fn accept(&self) -> Result<QuicConnection, AcceptError> {
+        self.inner.accepted.next().await
     }
 
-    fn dial<'a>(
-        &'a self,
-        peer: NodeId,
-        endpoint: &'a Endpoint,
-    ) -> BoxFuture<'a, Result<Box<dyn Connection>, DialError>> {
-        Box::pin(async move {
-            let address = endpoint.dial_addr(Protocol::Quic)?;
-            let conn = self.inner.dial(peer, address).await?;
-            Ok(Box::new(conn) as Box<dyn Connection>)
-        })
+    async fn dial(&self, peer: NodeId, endpoint: &Endpoint) -> Result<QuicConnection, DialError> {
+        let address = endpoint.dial_addr(Protocol::Quic)?;
+        self.inner.dial(peer, address).await
     }
 
-    fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.inner.closed.cancel();
-            let code = CloseCode::Shutdown;
-            let dialers: Vec<_> = self
-                .inner
-                .dialers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .cloned()
-                .collect();
-            for endpoint in self.inner.listeners.iter().chain(&dialers) {
-                endpoint.set_server_config(None);
-                endpoint.close(code.varint(), code.phrase());
-            }
-            let mut tasks =
-                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-            tasks.shutdown().await;
-            for endpoint in self.inner.listeners.iter().chain(&dialers) {
-                let _ = tokio::time::timeout(
-                    self.inner.config.close_drain_timeout,
-                    endpoint.wait_idle(),
-                )
-                .await;
-            }
-            // Give the listen ports back now, not when quinn's endpoint
-            // task next runs: a node restarted in the same process must be
-            // able to bind them again at once. Each rebind keeps the socket
-            // it replaces until the next one, so two drop ours.
-            for endpoint in &self.inner.listeners {
-                for _ in 0..2 {
-                    if let Ok(spare) = std::net::UdpSocket::bind(spare_address(endpoint)) {
-                        let _ = endpoint.rebind(spare);
-                    }
+    async fn close(&self) {
+        self.inner.closed.cancel();
+        let code = CloseCode::Shutdown;
+        let dialers: Vec<_> = self
+            .inner
+            .dialers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for endpoint in self.inner.listeners.iter().chain(&dialers) {
+            endpoint.set_server_config(None);
+            endpoint.close(code.varint(), code.phrase());
+        }
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        tasks.shutdown().await;
+        for endpoint in self.inner.listeners.iter().chain(&dialers) {
+            let _ =
+                tokio::time::timeout(self.inner.config.close_drain_timeout, endpoint.wait_idle())
+                    .await;
+        }
+        // Give the listen ports back now, not when quinn's endpoint
+        // task next runs: a node restarted in the same process must be
+        // able to bind them again at once. Each rebind keeps the socket
+        // it replaces until the next one, so two drop ours.
+        for endpoint in &self.inner.listeners {
+            for _ in 0..2 {
+                if let Ok(spare) = std::net::UdpSocket::bind(spare_address(endpoint)) {
+                    let _ = endpoint.rebind(spare);
                 }
             }
-        })
+        }
     }
 }
