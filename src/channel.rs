@@ -99,6 +99,21 @@ mod defaults {
     }
 }
 
+/// By-value setters, one per field: `name(field: Type)` sets `field`.
+/// The descriptor is `#[non_exhaustive]`, so other crates build it with
+/// these.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($field:ident: $ty:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
 impl ChannelDescriptor {
     /// Default [`priority`](Self::priority).
     pub const DEFAULT_PRIORITY: u8 = 1;
@@ -122,34 +137,17 @@ impl ChannelDescriptor {
         }
     }
 
-    /// Sets the priority.
-    pub fn with_priority(mut self, priority: u8) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Sets the per-peer send buffer capacity, in messages.
-    pub fn with_send_capacity(mut self, capacity: usize) -> Self {
-        self.send_capacity = capacity;
-        self
-    }
-
-    /// Sets the receive buffer capacity, in messages.
-    pub fn with_receive_capacity(mut self, capacity: usize) -> Self {
-        self.receive_capacity = capacity;
-        self
-    }
-
-    /// Sets the maximum encoded message size, in bytes.
-    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
-        self
-    }
-
-    /// Sets what a send does when the buffer is full.
-    pub fn with_full_policy(mut self, policy: FullPolicy) -> Self {
-        self.full_policy = policy;
-        self
+    setters! {
+        /// Sets the priority.
+        with_priority(priority: u8);
+        /// Sets the per-peer send buffer capacity, in messages.
+        with_send_capacity(send_capacity: usize);
+        /// Sets the receive buffer capacity, in messages.
+        with_receive_capacity(receive_capacity: usize);
+        /// Sets the maximum encoded message size, in bytes.
+        with_max_message_size(max_message_size: usize);
+        /// Sets what a send does when the buffer is full.
+        with_full_policy(full_policy: FullPolicy);
     }
 
     /// Checks that every setting is usable.

@@ -25,6 +25,12 @@ impl From<IpAddr> for IpKey {
     }
 }
 
+/// Test source number `n`: 10.0.0.0 + n, one source per number.
+#[cfg(test)]
+pub(crate) fn test_ip(n: u32) -> IpAddr {
+    IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

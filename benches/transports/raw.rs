@@ -30,18 +30,7 @@ impl Raw {
     }
 }
 
-use p2p_transport_quic::test_utils::AcceptAnyCert as AnyCert;
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite as cs;
-    let mut p = rustls::crypto::ring::default_provider();
-    p.cipher_suites = vec![
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-    ];
-    Arc::new(p)
-}
+use p2p_transport_quic::test_utils::{client_verifier, crypto_provider, AcceptAnyCert as AnyCert};
 
 fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
@@ -50,13 +39,14 @@ fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
         .self_signed(&pair)
         .expect("cert");
     let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
-    let p = provider();
+    let p = crypto_provider();
     // Mutual authentication, as our transport does: the client presents
-    // its certificate and the server checks its handshake signature.
+    // its certificate and the server checks it with the transport's own
+    // client verifier.
     let mut server = rustls::ServerConfig::builder_with_provider(p.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
-        .with_client_cert_verifier(Arc::new(AnyCert(p.clone())))
+        .with_client_cert_verifier(client_verifier())
         .with_single_cert(vec![cert.der().clone()], key())
         .expect("server");
     server.alpn_protocols = vec![alpn.to_vec()];

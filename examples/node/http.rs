@@ -184,8 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_trickling_client_keeps_only_its_own_slots_and_times_out() {
-        let limits = short_deadline();
-        let (addr, stop) = server(limits).await;
+        let (addr, stop) = server(short_deadline()).await;
         // Two slow clients from one IP: the third from it is turned away.
         let mut slow = Vec::new();
         for _ in 0..2 {

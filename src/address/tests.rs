@@ -93,13 +93,16 @@ fn invalid_addresses_give_precise_errors() {
     use ParseAddressError as E;
     let short = &ID[..39];
     let nonhex = format!("{}z", &ID[..39]);
+    // Shorthands for the variants that carry the offending text.
+    let scheme = |s: &str| E::UnknownScheme(s.into());
+    let range = |s: &str| E::PortOutOfRange(s.into());
+    let port = |s: &str| E::InvalidPort(s.into());
+    let garbage = |s: &str| E::TrailingGarbage(s.into());
+    let host = |s: &str| E::InvalidHost(s.into());
     let cases = [
         (String::new(), E::Empty),
-        (
-            format!("http://{ID}@host:1"),
-            E::UnknownScheme("http".into()),
-        ),
-        (format!("TCP://{ID}@host:1"), E::UnknownScheme("tcp".into())),
+        (format!("http://{ID}@host:1"), scheme("http")),
+        (format!("TCP://{ID}@host:1"), scheme("tcp")),
         ("quic://host:26656".to_owned(), E::MissingNodeId),
         ("host:26656".to_owned(), E::MissingNodeId),
         ("quic://@host:26656".to_owned(), E::MissingNodeId),
@@ -118,45 +121,24 @@ fn invalid_addresses_give_precise_errors() {
         (format!("quic://{ID}@host:"), E::MissingPort),
         (format!("mconn://{ID}@[::1]"), E::MissingPort),
         (format!("quic://{ID}@host:0"), E::PortZero),
-        (
-            format!("quic://{ID}@host:65536"),
-            E::PortOutOfRange("65536".into()),
-        ),
+        (format!("quic://{ID}@host:65536"), range("65536")),
         (
             format!("quic://{ID}@host:99999999999999999999"),
-            E::PortOutOfRange("99999999999999999999".into()),
+            range("99999999999999999999"),
         ),
-        (format!("quic://{ID}@host:-1"), E::InvalidPort("-1".into())),
-        (
-            format!("quic://{ID}@host:26656x"),
-            E::InvalidPort("26656x".into()),
-        ),
+        (format!("quic://{ID}@host:-1"), port("-1")),
+        (format!("quic://{ID}@host:26656x"), port("26656x")),
         (format!("quic://{ID}@::1:26656"), E::UnbracketedIpv6),
-        (
-            format!("quic://{ID}@[::1]x"),
-            E::TrailingGarbage("x".into()),
-        ),
-        (
-            format!("quic://{ID}@[::1:26656"),
-            E::InvalidHost("[::1:26656".into()),
-        ),
-        (
-            format!("quic://{ID}@[not-ip]:1"),
-            E::InvalidHost("[not-ip]".into()),
-        ),
-        (
-            format!("quic://{ID}@bad..name:1"),
-            E::InvalidHost("bad..name".into()),
-        ),
+        (format!("quic://{ID}@[::1]x"), garbage("x")),
+        (format!("quic://{ID}@[::1:26656"), host("[::1:26656")),
+        (format!("quic://{ID}@[not-ip]:1"), host("[not-ip]")),
+        (format!("quic://{ID}@bad..name:1"), host("bad..name")),
         (
             format!("quic://{ID}@-lead.example:1"),
-            E::InvalidHost("-lead.example".into()),
+            host("-lead.example"),
         ),
-        (
-            format!("quic://{ID}@256.1.1.1:1"),
-            E::InvalidHost("256.1.1.1".into()),
-        ),
-        (format!("quic://{ID}@a@b:1"), E::InvalidHost("a@b".into())),
+        (format!("quic://{ID}@256.1.1.1:1"), host("256.1.1.1")),
+        (format!("quic://{ID}@a@b:1"), host("a@b")),
         (
             format!("quic://{ID}@host:1 "),
             E::InvalidCharacter {

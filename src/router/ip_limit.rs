@@ -103,10 +103,7 @@ impl IpLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(n: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, n])
-    }
+    use crate::ip_key::test_ip as ip;
 
     fn limiter(connections: usize, handshakes: usize) -> IpLimiter {
         IpLimiter::new(IpLimits {
@@ -116,27 +113,22 @@ mod tests {
     }
 
     #[test]
-    fn refuses_too_many_live_connections_per_ip() {
-        let mut l = limiter(2, 100);
-        for _ in 0..2 {
-            l.admit(ip(1)).unwrap();
-            l.handshake_done(ip(1));
-        }
-        assert_eq!(l.admit(ip(1)), Err(IpLimitError::Connections));
-        l.admit(ip(2)).unwrap();
-        l.release(ip(1));
-        l.admit(ip(1)).unwrap();
-    }
-
-    #[test]
-    fn refuses_too_many_handshakes_per_ip_until_one_ends() {
-        let mut l = limiter(100, 2);
+    fn refuses_past_either_limit_until_a_slot_frees() {
+        // Per IP: two handshakes at once, three live connections.
+        let mut l = limiter(3, 2);
         l.admit(ip(1)).unwrap();
         l.admit(ip(1)).unwrap();
         assert_eq!(l.admit(ip(1)), Err(IpLimitError::Handshakes));
+        // Another IP has its own allowance.
         l.admit(ip(2)).unwrap();
-        // An admitted connection no longer handshaking leaves room.
+        // An admitted connection no longer handshaking leaves room for a
+        // handshake, until the connections are at their limit.
         l.handshake_done(ip(1));
+        l.admit(ip(1)).unwrap();
+        l.handshake_done(ip(1));
+        l.handshake_done(ip(1));
+        assert_eq!(l.admit(ip(1)), Err(IpLimitError::Connections));
+        l.release(ip(1));
         l.admit(ip(1)).unwrap();
     }
 

@@ -2,60 +2,82 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A snapshot of the router's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RouterStats {
-    /// Sends to a peer that is not connected.
-    pub dropped_unknown_peer: u64,
-    /// Sends addressed to ourselves.
-    pub dropped_self: u64,
-    /// Sends to a peer that did not advertise the channel.
-    pub dropped_no_channel: u64,
-    /// Messages discarded by a full queue (`DropNewest`/`DropOldest`).
-    pub dropped_full: u64,
-    /// Messages still queued for a peer when it disconnected (dropped).
-    pub dropped_disconnected: u64,
-    /// Inbound messages that did not decode.
-    pub decode_failures: u64,
-    /// Inbound stream errors (oversized, malformed, unexpected channel).
-    pub stream_errors: u64,
-    /// Inbound messages for a channel whose receiver was dropped.
-    pub dropped_no_receiver: u64,
-    /// Inbound connections refused before the handshake (limits).
-    pub refused_inbound: u64,
-    /// Handshakes that failed or were refused, both directions.
-    pub handshake_failures: u64,
-    /// Peer errors reported by reactors or the router.
-    pub peer_errors: u64,
-    /// Gauge: peers the peer manager knows (the store's size).
-    pub known_peers: u64,
-    /// Gauge: peers connected (admitted), both directions.
-    pub connected_peers: u64,
-    /// Gauge: of those, visits (a full node's visitors, which hold no slot
-    /// there, and our visits to full nodes): `connected_peers -
-    /// transient_peers` are the peers the node keeps.
-    pub transient_peers: u64,
+/// Declares a public snapshot of `u64` counters and the crate's struct of
+/// atomics behind it from one list, so a counter is named once. The
+/// atomics struct gets `snapshot`, which takes the snapshot's other fields
+/// (`$extra`) as arguments; `$inner` are the atomics struct's own extras.
+macro_rules! counters {
+    (
+        $(#[$meta:meta])*
+        pub struct $snapshot:ident { $($(#[$xdoc:meta])* $extra:ident: $xty:ty,)* }
+        counted by $atomics:ident { $($(#[$idoc:meta])* $inner:ident: $ity:ty,)* }
+        { $($(#[$doc:meta])* $field:ident,)* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct $snapshot {
+            $($(#[$xdoc])* pub $extra: $xty,)*
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        #[derive(Debug, Default)]
+        pub(crate) struct $atomics {
+            $($(#[$idoc])* pub(crate) $inner: $ity,)*
+            $(pub(crate) $field: AtomicU64,)*
+        }
+
+        impl $atomics {
+            pub(crate) fn snapshot(&self, $($extra: $xty),*) -> $snapshot {
+                $snapshot {
+                    $($extra,)*
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) dropped_unknown_peer: AtomicU64,
-    pub(crate) dropped_self: AtomicU64,
-    pub(crate) dropped_no_channel: AtomicU64,
-    pub(crate) dropped_full: AtomicU64,
-    pub(crate) dropped_disconnected: AtomicU64,
-    pub(crate) decode_failures: AtomicU64,
-    pub(crate) stream_errors: AtomicU64,
-    pub(crate) dropped_no_receiver: AtomicU64,
-    pub(crate) refused_inbound: AtomicU64,
-    pub(crate) handshake_failures: AtomicU64,
-    pub(crate) peer_errors: AtomicU64,
-    pub(crate) known_peers: AtomicU64,
-    pub(crate) connected_peers: AtomicU64,
-    pub(crate) transient_peers: AtomicU64,
-    /// Woken on every change, for [`RouterHandle::stats_when`](super::RouterHandle::stats_when).
-    pub(crate) changed: tokio::sync::Notify,
+counters! {
+    /// A snapshot of the router's counters.
+    #[derive(Copy, Default)]
+    pub struct RouterStats {}
+    counted by Stats {
+        /// Woken on every change, for [`RouterHandle::stats_when`](super::RouterHandle::stats_when).
+        changed: tokio::sync::Notify,
+    }
+    {
+        /// Sends to a peer that is not connected.
+        dropped_unknown_peer,
+        /// Sends addressed to ourselves.
+        dropped_self,
+        /// Sends to a peer that did not advertise the channel.
+        dropped_no_channel,
+        /// Messages discarded by a full queue (`DropNewest`/`DropOldest`).
+        dropped_full,
+        /// Messages still queued for a peer when it disconnected (dropped).
+        dropped_disconnected,
+        /// Inbound messages that did not decode.
+        decode_failures,
+        /// Inbound stream errors (oversized, malformed, unexpected channel).
+        stream_errors,
+        /// Inbound messages for a channel whose receiver was dropped.
+        dropped_no_receiver,
+        /// Inbound connections refused before the handshake (limits).
+        refused_inbound,
+        /// Handshakes that failed or were refused, both directions.
+        handshake_failures,
+        /// Peer errors reported by reactors or the router.
+        peer_errors,
+        /// Gauge: peers the peer manager knows (the store's size).
+        known_peers,
+        /// Gauge: peers connected (admitted), both directions.
+        connected_peers,
+        /// Gauge: of those, visits (a full node's visitors, which hold no slot
+        /// there, and our visits to full nodes): `connected_peers -
+        /// transient_peers` are the peers the node keeps.
+        transient_peers,
+    }
 }
 
 impl Stats {
@@ -101,107 +123,49 @@ impl Stats {
             changed.await;
         }
     }
+}
 
-    pub(crate) fn snapshot(&self) -> RouterStats {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RouterStats {
-            dropped_unknown_peer: r(&self.dropped_unknown_peer),
-            dropped_self: r(&self.dropped_self),
-            dropped_no_channel: r(&self.dropped_no_channel),
-            dropped_full: r(&self.dropped_full),
-            dropped_disconnected: r(&self.dropped_disconnected),
-            decode_failures: r(&self.decode_failures),
-            stream_errors: r(&self.stream_errors),
-            dropped_no_receiver: r(&self.dropped_no_receiver),
-            refused_inbound: r(&self.refused_inbound),
-            handshake_failures: r(&self.handshake_failures),
-            peer_errors: r(&self.peer_errors),
-            known_peers: r(&self.known_peers),
-            connected_peers: r(&self.connected_peers),
-            transient_peers: r(&self.transient_peers),
-        }
+counters! {
+    /// One channel's counters, summed over all peers. The hot paths add to
+    /// the atomics behind it with relaxed operations and notify nobody.
+    pub struct ChannelStats {
+        /// The channel.
+        id: crate::channel::ChannelId,
+        /// Its descriptor's name.
+        name: String,
+        /// Gauge: messages waiting in the channel's send queues, all peers.
+        queued: u64,
     }
-}
-
-/// One channel's counters, summed over all peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ChannelStats {
-    /// The channel.
-    pub id: crate::channel::ChannelId,
-    /// Its descriptor's name.
-    pub name: String,
-    /// Messages handed to transports.
-    pub sent_messages: u64,
-    /// Their bytes (encoded messages, without framing).
-    pub sent_bytes: u64,
-    /// Messages received from transports.
-    pub received_messages: u64,
-    /// Their bytes.
-    pub received_bytes: u64,
-    /// Sends dropped by a full queue.
-    pub dropped_full: u64,
-    /// Messages still queued when their peer disconnected.
-    pub dropped_disconnected: u64,
-    /// Sends to a peer not connected, or that left while we waited.
-    pub dropped_unknown_peer: u64,
-    /// Sends to a peer without the channel.
-    pub dropped_no_channel: u64,
-    /// Sends addressed to ourselves.
-    pub dropped_self: u64,
-    /// Inbound messages that did not decode.
-    pub decode_failures: u64,
-    /// Inbound messages whose receiver was gone.
-    pub dropped_no_receiver: u64,
-    /// Gauge: messages waiting in the channel's send queues, all peers.
-    pub queued: u64,
-}
-
-/// The atomics behind [`ChannelStats`]; the hot paths add to them with
-/// relaxed operations and notify nobody.
-#[derive(Debug, Default)]
-pub(crate) struct ChannelCounters {
-    pub(crate) sent_messages: AtomicU64,
-    pub(crate) sent_bytes: AtomicU64,
-    pub(crate) received_messages: AtomicU64,
-    pub(crate) received_bytes: AtomicU64,
-    pub(crate) dropped_full: AtomicU64,
-    pub(crate) dropped_disconnected: AtomicU64,
-    pub(crate) dropped_unknown_peer: AtomicU64,
-    pub(crate) dropped_no_channel: AtomicU64,
-    pub(crate) dropped_self: AtomicU64,
-    pub(crate) decode_failures: AtomicU64,
-    pub(crate) dropped_no_receiver: AtomicU64,
+    counted by ChannelCounters {}
+    {
+        /// Messages handed to transports.
+        sent_messages,
+        /// Their bytes (encoded messages, without framing).
+        sent_bytes,
+        /// Messages received from transports.
+        received_messages,
+        /// Their bytes.
+        received_bytes,
+        /// Sends dropped by a full queue.
+        dropped_full,
+        /// Messages still queued when their peer disconnected.
+        dropped_disconnected,
+        /// Sends to a peer not connected, or that left while we waited.
+        dropped_unknown_peer,
+        /// Sends to a peer without the channel.
+        dropped_no_channel,
+        /// Sends addressed to ourselves.
+        dropped_self,
+        /// Inbound messages that did not decode.
+        decode_failures,
+        /// Inbound messages whose receiver was gone.
+        dropped_no_receiver,
+    }
 }
 
 impl ChannelCounters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(
-        &self,
-        id: crate::channel::ChannelId,
-        name: String,
-        queued: u64,
-    ) -> ChannelStats {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ChannelStats {
-            id,
-            name,
-            sent_messages: r(&self.sent_messages),
-            sent_bytes: r(&self.sent_bytes),
-            received_messages: r(&self.received_messages),
-            received_bytes: r(&self.received_bytes),
-            dropped_full: r(&self.dropped_full),
-            dropped_disconnected: r(&self.dropped_disconnected),
-            dropped_unknown_peer: r(&self.dropped_unknown_peer),
-            dropped_no_channel: r(&self.dropped_no_channel),
-            dropped_self: r(&self.dropped_self),
-            decode_failures: r(&self.decode_failures),
-            dropped_no_receiver: r(&self.dropped_no_receiver),
-            queued,
-        }
     }
 }
 

@@ -86,10 +86,7 @@ impl AttemptRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(n: u32) -> IpAddr {
-        IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n))
-    }
+    use crate::ip_key::test_ip as ip;
 
     #[test]
     fn refuses_too_frequent_attempts_until_the_window_passes() {

@@ -418,19 +418,30 @@ mod tests {
         format!("{ip}:9").parse().unwrap_or_else(|_| unreachable!())
     }
 
+    /// A listener with `config`, 64 connection permits and the queue it
+    /// hands connections to (kept open by the caller).
+    fn configured(config: ListenerConfig) -> (Listener<u32>, AcceptQueue<u32>) {
+        let (tx, queue) = accept_queue::<u32>(64, CancellationToken::new());
+        (
+            Listener::new(tx, &config, Arc::new(Semaphore::new(64))),
+            queue,
+        )
+    }
+
+    /// Admits a connection from `ip` whose handshake never ends.
+    fn admit_pending(l: &mut Listener<u32>, ip: &str) -> Result<(), Refusal> {
+        let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
+        l.admit(from(ip), tracing::Span::none(), |_| pending())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_source_holds_at_most_its_share_of_handshakes() {
-        let (tx, _queue) = accept_queue::<u32>(4, CancellationToken::new());
-        let config = ListenerConfig {
+        let (mut listener, _queue) = configured(ListenerConfig {
             max_incoming_handshakes: 8,
             max_handshakes_per_ip: 2,
             ..ListenerConfig::default()
-        };
-        let mut listener = Listener::new(tx, &config, Arc::new(Semaphore::new(64)));
-        let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
-        let admit = |l: &mut Listener<u32>, ip: &str| {
-            l.admit(from(ip), tracing::Span::none(), |_| pending())
-        };
+        });
+        let admit = admit_pending;
         assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
         assert_eq!(admit(&mut listener, "10.0.0.1"), Ok(()));
         assert_eq!(
@@ -456,13 +467,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_source_reconnecting_in_a_loop_is_refused_until_its_window_passes() {
-        let (tx, _queue) = accept_queue::<u32>(64, CancellationToken::new());
-        let config = ListenerConfig {
+        let (mut listener, _queue) = configured(ListenerConfig {
             max_attempts_per_ip: 3,
             attempt_window: Duration::from_secs(10),
             ..ListenerConfig::default()
-        };
-        let mut listener = Listener::new(tx, &config, Arc::new(Semaphore::new(64)));
+        });
         let admit = |l: &mut Listener<u32>, ip: &str| {
             l.admit(from(ip), tracing::Span::none(), |_| async { Ok(1) })
         };
@@ -483,25 +492,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn under_pressure_a_new_handshake_gets_a_quarter_of_the_timeout() {
-        let (tx, _queue) = accept_queue::<u32>(4, CancellationToken::new());
-        let config = ListenerConfig {
+        let (mut listener, _queue) = configured(ListenerConfig {
             max_incoming_handshakes: 4,
             handshake_timeout: Duration::from_secs(8),
             ..ListenerConfig::default()
-        };
-        let mut listener = Listener::new(tx, &config, Arc::new(Semaphore::new(64)));
-        let pending = || std::future::pending::<Result<u32, AcceptFailure>>();
+        });
         for ip in ["10.0.0.1", "10.0.0.2"] {
             assert!(!listener.under_pressure());
-            listener
-                .admit(from(ip), tracing::Span::none(), |_| pending())
-                .unwrap_or_else(|_| unreachable!());
+            assert_eq!(admit_pending(&mut listener, ip), Ok(()));
         }
         assert!(listener.under_pressure(), "half the slots taken");
         let start = tokio::time::Instant::now();
-        listener
-            .admit(from("10.0.0.3"), tracing::Span::none(), |_| pending())
-            .unwrap_or_else(|_| unreachable!());
+        assert_eq!(admit_pending(&mut listener, "10.0.0.3"), Ok(()));
         // The third, admitted under pressure, ends first: after 2 s, not 8.
         listener.reap().await;
         assert_eq!(start.elapsed(), Duration::from_secs(2));

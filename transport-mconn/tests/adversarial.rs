@@ -159,68 +159,47 @@ async fn the_router_over_mconn_contains_each_attack_and_keeps_serving_an_honest_
         }
     })
     .await;
-    flow.under_attack(target, "an ephemeral key of order 8", async {
-        refused(
-            to,
-            "127.0.0.4",
-            1,
+    // Handshakes the target refuses: (what, the key message, the auth
+    // message), each from its own key.
+    let bad_handshakes = [
+        (
+            "an ephemeral key of order 8",
             KeyMessage::Point(ORDER_8),
             AuthMessage::Honest,
-        )
-        .await;
-    })
-    .await;
-    flow.under_attack(
-        target,
-        "an all-zero ephemeral key (all-zero secret)",
-        async {
-            refused(
-                to,
-                "127.0.0.4",
-                2,
-                KeyMessage::Point([0; 32]),
-                AuthMessage::Honest,
-            )
-            .await;
-        },
-    )
-    .await;
-    flow.under_attack(target, "a malformed key message", async {
+        ),
+        (
+            "an all-zero ephemeral key (all-zero secret)",
+            KeyMessage::Point([0; 32]),
+            AuthMessage::Honest,
+        ),
         // A BytesValue of 3 bytes, then a length prefix of 2^28.
-        for raw in [vec![5, 0x0a, 3, 1, 2, 3], vec![0xff, 0xff, 0xff, 0x7f]] {
-            refused(
-                to,
-                "127.0.0.4",
-                3,
-                KeyMessage::Raw(raw),
-                AuthMessage::Honest,
-            )
-            .await;
-        }
-    })
-    .await;
-    flow.under_attack(target, "an auth signature of the wrong challenge", async {
-        refused(
-            to,
-            "127.0.0.4",
-            4,
+        (
+            "a malformed key message",
+            KeyMessage::Raw(vec![5, 0x0a, 3, 1, 2, 3]),
+            AuthMessage::Honest,
+        ),
+        (
+            "a key message of 2^28 bytes",
+            KeyMessage::Raw(vec![0xff, 0xff, 0xff, 0x7f]),
+            AuthMessage::Honest,
+        ),
+        (
+            "an auth signature of the wrong challenge",
             KeyMessage::Fresh,
             AuthMessage::WrongChallenge,
-        )
-        .await;
-    })
-    .await;
-    flow.under_attack(target, "a secp256k1 key in the auth message", async {
-        refused(
-            to,
-            "127.0.0.4",
-            5,
+        ),
+        (
+            "a secp256k1 key in the auth message",
             KeyMessage::Fresh,
             AuthMessage::Secp256k1,
-        )
+        ),
+    ];
+    for (n, (name, key_message, auth_message)) in bad_handshakes.into_iter().enumerate() {
+        flow.under_attack(target, name, async {
+            refused(to, "127.0.0.4", 1 + n as u8, key_message, auth_message).await;
+        })
         .await;
-    })
-    .await;
+    }
 
     flow.under_attack(target, "a sealed frame claiming 2,000 data bytes", async {
         let mut sealed = admitted(to, "127.0.0.5", 10).await;

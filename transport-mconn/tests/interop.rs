@@ -118,13 +118,21 @@ fn tendermint_side(conn: SecretConnection<TcpStream>) -> TheirView {
     }
 }
 
-/// Our side, once connected: NodeInfo, the 5000-byte message, a reply.
-async fn our_side(conn: &dyn Connection, key: &NodeKey) -> NodeInfo {
-    let theirs = conn.handshake(&our_node_info(key)).await.unwrap();
-    let message = tokio::time::timeout(PATIENCE, conn.recv(ChannelId(CHANNEL), 1 << 20))
+/// `f`'s value, which must come within `PATIENCE` and be `Ok`.
+async fn patiently<T, E: std::fmt::Debug>(f: impl std::future::Future<Output = Result<T, E>>) -> T {
+    tokio::time::timeout(PATIENCE, f)
         .await
+        .expect("in time")
         .unwrap()
-        .unwrap();
+}
+
+/// Our side, once connected: the peer's id, NodeInfo, the 5000-byte
+/// message, a reply.
+async fn our_side(conn: &dyn Connection, key: &NodeKey) -> NodeInfo {
+    // Node ids agree on both sides.
+    assert_eq!(NodeId::from_public_key(&conn.peer_key()), their_id());
+    let theirs = conn.handshake(&our_node_info(key)).await.unwrap();
+    let message = patiently(conn.recv(ChannelId(CHANNEL), 1 << 20)).await;
     let want: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     assert_eq!(
         message.as_ref(),
@@ -139,7 +147,7 @@ async fn our_side(conn: &dyn Connection, key: &NodeKey) -> NodeInfo {
 /// Both sides saw each other right: NodeInfo both ways, our pong, our
 /// 3000-byte reply reassembled on theirs.
 async fn check(theirs: &NodeInfo, view: tokio::task::JoinHandle<TheirView>, our_key: &NodeKey) {
-    let view = tokio::time::timeout(PATIENCE, view).await.unwrap().unwrap();
+    let view = patiently(view).await;
     let ours_seen = &view.ours_seen;
     assert_eq!(view.remote, our_key.node_id());
     assert!(view.pong, "we answered their ping");
@@ -167,12 +175,7 @@ async fn our_listener_accepts_tendermint_rs() {
         let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
         tendermint_side(conn)
     });
-    let conn = tokio::time::timeout(PATIENCE, transport.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    // Node ids agree on both sides.
-    assert_eq!(NodeId::from_public_key(&conn.peer_key()), their_id());
+    let conn = patiently(transport.accept()).await;
     conn.send_admission(Admission::Accepted).await.unwrap();
     let their_info = our_side(&*conn, &key).await;
     check(&their_info, theirs, &key).await;
@@ -186,11 +189,7 @@ async fn our_dialer_connects_to_tendermint_rs() {
         let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
         tendermint_side(conn)
     });
-    let conn = tokio::time::timeout(PATIENCE, transport.dial_mconn(their_id(), addr))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(NodeId::from_public_key(&conn.peer_key()), their_id());
+    let conn = patiently(transport.dial_mconn(their_id(), addr)).await;
     let their_info = our_side(&conn, &key).await;
     assert_eq!(conn.recv_admission().await.unwrap(), Admission::Accepted);
     check(&their_info, theirs, &key).await;

@@ -1,17 +1,18 @@
 //! For tests and benchmarks that speak TLS to the transport by hand
-//! (feature `test-utils`): a verifier that takes any certificate.
+//! (feature `test-utils`): a verifier that takes any server certificate,
+//! and the transport's own client verifier and crypto provider.
 
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::tls::tls13_signatures;
 
-/// Accepts any certificate on either side, but checks the TLS 1.3
+/// Accepts any server certificate, but checks the TLS 1.3
 /// handshake signature made with it, so a connection still proves
 /// possession of the certificate's key. For hand-built clients (attackers,
 /// the raw-quinn baseline), never for a node.
@@ -45,24 +46,15 @@ impl ServerCertVerifier for AcceptAnyCert {
     );
 }
 
-impl ClientCertVerifier for AcceptAnyCert {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
+/// The verifier a listener of this transport uses for client certificates
+/// (any single self-signed ed25519 certificate, its handshake signature
+/// checked strictly), for a hand-built server that should authenticate
+/// clients exactly as a node does.
+pub fn client_verifier() -> Arc<dyn ClientCertVerifier> {
+    Arc::new(crate::tls::ClientVerifier)
+}
 
-    fn verify_client_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    tls13_signatures!(
-        verify: |this, m, c, d| {
-            rustls::crypto::verify_tls13_signature(m, c, d, &this.0.signature_verification_algorithms)
-        },
-        schemes: |this| this.0.signature_verification_algorithms.supported_schemes()
-    );
+/// The crypto provider the transport uses (ring, AES-128-GCM first).
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    crate::tls::provider()
 }

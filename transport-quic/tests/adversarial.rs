@@ -353,29 +353,35 @@ async fn more_before_admission(a: &mut Arena) {
     let to = a.target.addrs[0];
     let alpn = alpn_for(NETWORK);
     let closed_with_0x10 = |closed: &quinn::ConnectionError| matches!(closed, quinn::ConnectionError::ApplicationClosed(c) if u64::from(c.error_code) == 0x10);
-    under_attack(a, "a control stream with an eleven-byte varint", async {
-        let conn = connect_from("127.0.3.1", to, ClientCert::Node(Box::new(key(930))), &alpn)
-            .await
-            .unwrap();
-        let (mut send, _recv) = conn.open_bi().await.unwrap();
-        let mut bytes = vec![0xff; 10];
-        bytes.push(0x01);
-        let _ = send.write_all(&bytes).await;
-        let closed = within("close", conn.closed()).await;
-        assert!(closed_with_0x10(&closed), "{closed:?}");
-    })
-    .await;
-    under_attack(a, "a control stream finished inside its length", async {
-        let conn = connect_from("127.0.3.1", to, ClientCert::Node(Box::new(key(931))), &alpn)
-            .await
-            .unwrap();
-        let (mut send, _recv) = conn.open_bi().await.unwrap();
-        let _ = send.write_all(&[0x80]).await;
-        let _ = send.finish();
-        let closed = within("close", conn.closed()).await;
-        assert!(closed_with_0x10(&closed), "{closed:?}");
-    })
-    .await;
+    // Bad control streams close the connection as a protocol violation:
+    // (what, the bytes, whether the stream is then finished).
+    let eleven_bytes = [[0xff; 10].as_slice(), &[0x01]].concat();
+    let bad_control = [
+        (
+            "a control stream with an eleven-byte varint",
+            eleven_bytes,
+            false,
+        ),
+        (
+            "a control stream finished inside its length",
+            vec![0x80],
+            true,
+        ),
+    ];
+    for (n, (name, bytes, finish)) in bad_control.into_iter().enumerate() {
+        under_attack(a, name, async {
+            let cert = ClientCert::Node(Box::new(key(930 + n as u64)));
+            let conn = connect_from("127.0.3.1", to, cert, &alpn).await.unwrap();
+            let (mut send, _recv) = conn.open_bi().await.unwrap();
+            let _ = send.write_all(&bytes).await;
+            if finish {
+                let _ = send.finish();
+            }
+            let closed = within("close", conn.closed()).await;
+            assert!(closed_with_0x10(&closed), "{closed:?}");
+        })
+        .await;
+    }
     under_attack(a, "a channel stream before admission", async {
         let conn = connect_from("127.0.3.2", to, ClientCert::Node(Box::new(key(932))), &alpn)
             .await
@@ -471,59 +477,57 @@ async fn after_admission(a: &mut Arena) {
         })
         .await;
     let attacker = admitted(&a.target, "127.0.1.3", 902).await;
-    under_attack(a, "a length prefix of 2^40", async {
-        let mut bytes = vec![CHAT.0, 0];
-        push_varint(&mut bytes, 1 << 40);
-        let s = attacker.raw_stream(&bytes).await;
-        assert_eq!(stopped_with(&s).await, 0x04);
-    })
-    .await;
-    under_attack(a, "a maximal varint length (2^64 - 1)", async {
-        let mut bytes = vec![CHAT.0, 1];
-        bytes.extend([0xff; 9]);
-        bytes.push(0x01);
-        let s = attacker.raw_stream(&bytes).await;
-        assert_eq!(stopped_with(&s).await, 0x04);
-    })
-    .await;
-    under_attack(a, "a varint length of eleven bytes", async {
-        let mut bytes = vec![CHAT.0, 2];
-        bytes.extend([0xff; 10]);
-        bytes.push(0x01);
-        let s = attacker.raw_stream(&bytes).await;
-        assert_eq!(stopped_with(&s).await, 0x05);
-    })
-    .await;
-    under_attack(a, "a message one byte over the channel maximum", async {
-        let mut bytes = vec![CHAT.0, 3];
-        push_varint(&mut bytes, chat_max + 1);
-        let s = attacker.raw_stream(&bytes).await;
-        assert_eq!(stopped_with(&s).await, 0x04);
-    })
-    .await;
+    // Bad lengths: the target stops the stream with the code shown.
+    let length = |generation: u8, prefix: &[u8]| [&[CHAT.0, generation][..], prefix].concat();
+    let varint = |v: u64| {
+        let mut bytes = Vec::new();
+        push_varint(&mut bytes, v);
+        bytes
+    };
+    let eleven_bytes = [[0xff; 10].as_slice(), &[0x01]].concat();
+    let bad_lengths = [
+        ("a length prefix of 2^40", length(0, &varint(1 << 40)), 0x04),
+        (
+            "a maximal varint length (2^64 - 1)",
+            length(1, &varint(u64::MAX)),
+            0x04,
+        ),
+        (
+            "a varint length of eleven bytes",
+            length(2, &eleven_bytes),
+            0x05,
+        ),
+        (
+            "a message one byte over the channel maximum",
+            length(3, &varint(chat_max + 1)),
+            0x04,
+        ),
+    ];
+    for (name, bytes, code) in bad_lengths {
+        under_attack(a, name, async {
+            let s = attacker.raw_stream(&bytes).await;
+            assert_eq!(stopped_with(&s).await, code);
+        })
+        .await;
+    }
     let attacker = admitted(&a.target, "127.0.1.4", 903).await;
-    under_attack(a, "a truncated frame, then FIN", async {
-        let mut s = attacker.raw_stream(&[CHAT.0, 0, 10, 1, 2, 3]).await;
-        s.finish().unwrap();
-        within("finished", s.stopped()).await.unwrap();
-    })
-    .await;
-    under_attack(a, "FIN inside the header", async {
-        let mut bytes = vec![BULK.0];
-        bytes.push(0x80);
-        let mut s = attacker.raw_stream(&bytes).await;
-        s.finish().unwrap();
-        within("finished", s.stopped()).await.unwrap();
-    })
-    .await;
-    under_attack(a, "an undecodable protobuf in a valid frame", async {
-        let mut bytes = vec![CHAT.0, 1];
-        bytes.extend(frame(&[0xff, 0xff, 0xff]));
-        let mut s = attacker.raw_stream(&bytes).await;
-        s.finish().unwrap();
-        within("finished", s.stopped()).await.unwrap();
-    })
-    .await;
+    // Streams cut short or carrying garbage, then finished: the target
+    // stops reading them (and reports the attacker).
+    let mut undecodable = vec![CHAT.0, 1];
+    undecodable.extend(frame(&[0xff, 0xff, 0xff]));
+    let finished = [
+        ("a truncated frame, then FIN", vec![CHAT.0, 0, 10, 1, 2, 3]),
+        ("FIN inside the header", vec![BULK.0, 0x80]),
+        ("an undecodable protobuf in a valid frame", undecodable),
+    ];
+    for (name, bytes) in finished {
+        under_attack(a, name, async {
+            let mut s = attacker.raw_stream(&bytes).await;
+            s.finish().unwrap();
+            within("finished", s.stopped()).await.unwrap();
+        })
+        .await;
+    }
     // Each of those counted against the attacker; it is still connected
     // (a few reports stay within the error budget).
     assert!(attacker.quinn().close_reason().is_none());
@@ -653,48 +657,50 @@ async fn router_and_pex(a: &mut Arena) {
         })
         .await;
 
-    let attacker = admitted(target, "127.0.2.2", 915).await;
-    a.flow
-        .under_attack(target, "PEX requests back to back", async {
-            attacker
-                .send_pex(&[
-                    PEX_REQUEST.to_vec(),
-                    PEX_REQUEST.to_vec(),
-                    PEX_REQUEST.to_vec(),
-                ])
-                .await;
-            attacker.dropped().await;
-        })
-        .await;
-    let attacker = admitted(target, "127.0.2.3", 916).await;
-    a.flow
-        .under_attack(target, "an unsolicited PEX response", async {
+    // PEX abuse that gets the attacker dropped: (what, whether it waits
+    // for the target's request first, the messages it sends).
+    let abuse = [
+        (
+            "PEX requests back to back",
+            false,
+            vec![PEX_REQUEST.to_vec(); 3],
+        ),
+        (
             // One answer to the target's request, then a second nobody
             // asked for.
-            attacker.await_pex_request().await;
-            let answer = pex_response(&[unreachable_url(1)]);
-            attacker.send_pex(&[answer.clone(), answer]).await;
-            attacker.dropped().await;
-        })
-        .await;
-    let attacker = admitted(target, "127.0.2.4", 917).await;
-    a.flow
-        .under_attack(target, "a PEX response with 101 addresses", async {
-            attacker.await_pex_request().await;
-            let urls: Vec<_> = (0..101).map(unreachable_url).collect();
-            attacker.send_pex(&[pex_response(&urls)]).await;
-            attacker.dropped().await;
-        })
-        .await;
-    let attacker = admitted(target, "127.0.2.5", 918).await;
-    a.flow
-        .under_attack(target, "a PEX response with an unparsable address", async {
-            attacker.await_pex_request().await;
-            let urls = [unreachable_url(2), "quic://nonsense\n\x1b[2J".to_owned()];
-            attacker.send_pex(&[pex_response(&urls)]).await;
-            attacker.dropped().await;
-        })
-        .await;
+            "an unsolicited PEX response",
+            true,
+            vec![pex_response(&[unreachable_url(1)]); 2],
+        ),
+        (
+            "a PEX response with 101 addresses",
+            true,
+            vec![pex_response(
+                &(0..101).map(unreachable_url).collect::<Vec<_>>(),
+            )],
+        ),
+        (
+            "a PEX response with an unparsable address",
+            true,
+            vec![pex_response(&[
+                unreachable_url(2),
+                "quic://nonsense\n\x1b[2J".to_owned(),
+            ])],
+        ),
+    ];
+    for (i, (name, after_request, messages)) in abuse.into_iter().enumerate() {
+        let ip = format!("127.0.2.{}", 2 + i);
+        let attacker = admitted(target, &ip, 915 + i as u64).await;
+        a.flow
+            .under_attack(target, name, async {
+                if after_request {
+                    attacker.await_pex_request().await;
+                }
+                attacker.send_pex(&messages).await;
+                attacker.dropped().await;
+            })
+            .await;
+    }
     let attacker = admitted(target, "127.0.2.6", 919).await;
     let own = format!("quic://{}@{}", target.id(), target.addrs[0]);
     a.flow

@@ -52,18 +52,15 @@ async fn stopped_with(stream: &SendStream) -> u32 {
 
 /// The other channels still work both ways.
 async fn others_still_flow(h: &Hostile, channel: ChannelId) {
-    h.conn
-        .send(channel, Bytes::from_static(b"still here"))
-        .await
-        .unwrap();
-    let got = within("other channel", h.accepted.recv(channel, 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"still here"));
-    h.accepted
-        .send(channel, Bytes::from_static(b"and back"))
-        .await
-        .unwrap();
-    let got = within("reverse", h.conn.recv(channel, 1024)).await;
-    assert_eq!(got.unwrap(), Bytes::from_static(b"and back"));
+    let (hostile, accepted): (&dyn Connection, &dyn Connection) = (&h.conn, &*h.accepted);
+    for (from, to, text) in [
+        (hostile, accepted, "still here"),
+        (accepted, hostile, "and back"),
+    ] {
+        from.send(channel, Bytes::from(text)).await.unwrap();
+        let got = within(text, to.recv(channel, 1024)).await;
+        assert_eq!(got.unwrap(), Bytes::from(text));
+    }
 }
 
 #[tokio::test]
