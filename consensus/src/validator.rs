@@ -804,3 +804,6 @@ impl Host {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;
