@@ -1,5 +1,5 @@
 //! localnet: a small network in one process, forming itself by PEX and
-//! carrying a consensus-like workload. The README's main job:
+//! running Tendermint consensus on it. The README's main job:
 //!
 //! ```sh
 //! cargo run --release --example localnet
@@ -7,16 +7,23 @@
 //!
 //! N nodes (default 8) start on loopback, each with its own key and
 //! temporary data directory; only node 0's address is given to the others.
-//! Once every node is connected to every other, each node broadcasts a
-//! small vote every few ms on a high-priority channel while a rotating
-//! proposer broadcasts a 1 MiB block every second. The run stops after the
-//! duration or on Ctrl-C, lets in-flight messages land, shuts every node
-//! down and prints a summary. The exit code is 0 only if the network fully
-//! formed and no message was lost.
+//! Once every node is connected to every other, every node runs a
+//! validator (`--workload consensus`, the default): Malachite's Tendermint
+//! core over the router's consensus, proposal and sync channels, deciding
+//! blocks of `--block-size` synthetic bytes. With `--kill-one`, the last
+//! validator is stopped a third of the way through and restarted at two
+//! thirds; it catches up by sync. `--workload gossip` instead has each node
+//! broadcast a small vote every few ms on a high-priority channel while a
+//! rotating proposer broadcasts a block every second. The run stops after
+//! the duration or on Ctrl-C, shuts every node down and prints a summary.
+//! The exit code is 0 only if the network fully formed and, for consensus,
+//! heights were decided and every validator agrees (and the restarted one
+//! caught up); for gossip, no message was lost.
 
 // An example binary: its modules are private however they are marked.
 #![allow(unreachable_pub)]
 
+mod consensus;
 mod net;
 mod report;
 mod workload;
@@ -30,6 +37,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::time::Instant;
 
+use consensus::Validators;
 use net::{Node, TransportKind};
 use report::{ChannelSummary, Live, Summary};
 use workload::Workload;
@@ -59,12 +67,27 @@ struct Args {
     /// Time between two votes of one node.
     #[arg(long, default_value = "5ms", value_parser = parse_duration)]
     vote_interval: Duration,
+    /// What the nodes do once the network is formed.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Consensus)]
+    workload: WorkloadKind,
+    /// Consensus: stop the last validator a third of the way through the
+    /// run and restart it at two thirds.
+    #[arg(long)]
+    kill_one: bool,
     /// Bytes per block.
     #[arg(long, default_value_t = 1 << 20)]
     block_size: usize,
     /// Also write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WorkloadKind {
+    /// Every node a Tendermint validator.
+    Consensus,
+    /// Synthetic votes and blocks.
+    Gossip,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -114,18 +137,25 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
         (_, Some(t)) => t,
     };
+    if args.kill_one && args.workload != WorkloadKind::Consensus {
+        return Err("--kill-one needs --workload consensus".into());
+    }
+    let consensus_config =
+        (args.workload == WorkloadKind::Consensus).then(|| consensus::config(args.block_size));
+    let shape = net::Shape {
+        nodes: n,
+        max_connected: args.max_connected,
+        target_connected,
+        block_size: args.block_size,
+        consensus: consensus_config.clone(),
+    };
     let root = tempfile::Builder::new().prefix("localnet-").tempdir()?;
+    let node_dir = |i: usize| root.path().join(format!("node{i}"));
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
     for i in 0..n {
-        let dir = root.path().join(format!("node{i}"));
+        let dir = node_dir(i);
         std::fs::create_dir_all(&dir)?;
         let seed = nodes.first().map(|n0: &Node| n0.address.clone());
-        let shape = net::Shape {
-            nodes: n,
-            max_connected: args.max_connected,
-            target_connected,
-            block_size: args.block_size,
-        };
         nodes.push(net::start(i, &shape, args.transport, &dir, seed).await?);
     }
     eprintln!(
@@ -151,6 +181,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let mut formed_at: Option<Duration> = None;
     let mut workload_started: Option<Instant> = None;
     let mut last_line = Instant::now();
+    let mut validators: Option<Validators> = None;
+    // `--kill-one`: the last node is stopped, then started again.
+    let mut killed: Option<usize> = None;
+    let mut restarted = false;
 
     // Formation, then the workload, until the deadline or Ctrl-C.
     loop {
@@ -162,7 +196,32 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         if formed_at.is_none() && at_target(&nodes, target) {
             formed_at = Some(work.epoch.elapsed());
             workload_started = Some(Instant::now());
-            work.generate(&nodes, args.vote_interval, args.block_size);
+            match &consensus_config {
+                Some(config) => validators = Some(Validators::start(&mut nodes, config.clone())),
+                None => work.generate(&nodes, args.vote_interval, args.block_size),
+            }
+        }
+        if let (Some(v), Some(started)) = (validators.as_mut(), workload_started) {
+            let third = deadline.saturating_duration_since(started) / 3;
+            if args.kill_one && killed.is_none() && !restarted && started.elapsed() >= third {
+                let node = nodes
+                    .pop()
+                    .unwrap_or_else(|| unreachable!("two nodes at least"));
+                v.stop(node.index).await;
+                eprintln!("localnet: stopping node {}", node.index);
+                killed = Some(node.index);
+                node.router.shutdown().await;
+            }
+            if let Some(index) = killed.take_if(|_| started.elapsed() >= 2 * third) {
+                eprintln!("localnet: restarting node {index}");
+                let seed = Some(nodes[0].address.clone());
+                let mut node =
+                    net::start(index, &shape, args.transport, &node_dir(index), seed).await?;
+                v.restart(&mut node);
+                nodes.push(node);
+                restarted = true;
+            }
+            v.check_catch_up();
         }
         if last_render.elapsed() < Duration::from_millis(500) {
             continue;
@@ -173,7 +232,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         } else {
             "forming"
         };
-        let (table, line) = live.render(&nodes, &work, phase);
+        let (table, line) = match validators.as_mut() {
+            Some(v) => live.render_consensus(&nodes, &work, v, phase),
+            None => live.render(&nodes, &work, phase),
+        };
         if bar.is_hidden() {
             // Not a terminal: a line every few seconds instead of a table.
             if last_line.elapsed() >= Duration::from_secs(2) {
@@ -200,10 +262,17 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let per_node: Vec<u64> = nodes.iter().map(Node::kept_peers).collect();
     let fewest_peers = per_node.iter().copied().min().unwrap_or(0);
     let most_peers = per_node.iter().copied().max().unwrap_or(0);
-    let channels = vec![
-        ChannelSummary::of("vote", &work.votes),
-        ChannelSummary::of("block", &work.blocks),
-    ];
+    let channels = match consensus_config {
+        Some(_) => Vec::new(),
+        None => vec![
+            ChannelSummary::of("vote", &work.votes),
+            ChannelSummary::of("block", &work.blocks),
+        ],
+    };
+    let consensus = match validators {
+        Some(v) => Some(v.finish().await),
+        None => None,
+    };
     bar.finish_and_clear();
 
     let stopping = Instant::now();
@@ -218,8 +287,15 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     let lost: u64 = channels.iter().map(|c| c.lost).sum();
     let delivered: u64 = channels.iter().map(|c| c.delivered).sum();
+    let workload_ok = match &consensus {
+        Some(c) => c.ok(args.kill_one),
+        // Consensus never started: the network did not form.
+        None if args.workload == WorkloadKind::Consensus => false,
+        None => lost == 0 && delivered > 0,
+    };
     let summary = Summary {
         nodes: n,
+        workload: format!("{:?}", args.workload).to_lowercase(),
         transport: format!("{:?}", args.transport).to_lowercase(),
         formed_in_s: formed_at.map(|d| d.as_secs_f64()),
         workload_s,
@@ -229,8 +305,9 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         fewest_peers,
         most_peers,
         fully_connected: fully && formed_at.is_some(),
-        ok: fully && formed_at.is_some() && lost == 0 && delivered > 0 && clean && stopped,
+        ok: fully && formed_at.is_some() && workload_ok && clean && stopped,
         channels,
+        consensus,
         shutdown_s,
         interrupted,
     };

@@ -1,11 +1,12 @@
 //! Starting the nodes: each with its own key, temporary data directory
-//! (peer store), transport on loopback, router, PEX and the two workload
-//! channels.
+//! (peer store), transport on loopback, router, PEX, and the channels of
+//! its workload (the gossip channels, or the consensus ones).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use p2p_consensus::{ConsensusChannels, ConsensusConfig};
 use p2p_router::pex::{Pex, PexOptions};
 use p2p_router::{
     Channel, ChannelDescriptor, ChannelId, FullPolicy, LocalNode, NodeKey, PeerAddress,
@@ -31,6 +32,8 @@ pub struct Node {
     pub router: Router,
     pub votes: Channel<Vote>,
     pub blocks: Channel<Block>,
+    /// The consensus channels, until a validator takes them.
+    pub consensus: Option<ConsensusChannels>,
     pub address: PeerAddress,
 }
 
@@ -75,6 +78,8 @@ pub struct Shape {
     /// Peers each node dials towards; 0: `max_connected`.
     pub target_connected: usize,
     pub block_size: usize,
+    /// The consensus workload's settings; `None` for the gossip workload.
+    pub consensus: Option<ConsensusConfig>,
 }
 
 /// Starts node `index` with its data in `dir`; nodes other than 0 get node
@@ -135,6 +140,10 @@ pub async fn start(
             .with_max_message_size(block_size + 1024)
             .with_full_policy(FullPolicy::Wait),
     )?;
+    let consensus = match &shape.consensus {
+        Some(config) => Some(ConsensusChannels::declare(&mut builder, config)?),
+        None => None,
+    };
     let router = builder.spawn()?;
     if let Some(seed) = seed {
         router.add_peer(seed).await?;
@@ -144,6 +153,7 @@ pub async fn start(
         router,
         votes,
         blocks,
+        consensus,
         address,
     })
 }

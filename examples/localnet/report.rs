@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::consensus::{ConsensusSummary, Validators};
 use crate::net::Node;
 use crate::workload::{Flow, Workload};
 
@@ -33,6 +34,39 @@ impl Live {
             last_block_bytes: 0,
             last_per_node: vec![(0, 0); nodes],
         }
+    }
+
+    /// The consensus workload's live table (each node's peers and height)
+    /// and its one-line form.
+    pub fn render_consensus(
+        &mut self,
+        nodes: &[Node],
+        work: &Workload,
+        validators: &mut Validators,
+        phase: &str,
+    ) -> (String, String) {
+        let at = work.epoch.elapsed().as_secs_f64();
+        let mut table = format!("{phase} · {at:.1} s\nnode  peers  height\n");
+        let mut connected = 0;
+        for node in nodes {
+            let peers = node.kept_peers();
+            connected += peers;
+            let height = validators.node_height(node.index);
+            table += &format!(
+                "{:<4}  {:>2}/{:<2}  {:>6}\n",
+                node.index,
+                peers,
+                self.last_per_node.len() - 1,
+                height.map_or("-".to_owned(), |h| h.to_string())
+            );
+        }
+        let consensus = validators.live_line();
+        let connections = format!("connections {}/{}", connected / 2, self.expected);
+        table += &format!("{connections}\n{consensus}");
+        (
+            table,
+            format!("{phase} {at:.1}s: {connections}; {consensus}"),
+        )
     }
 
     /// The live table, and a one-line form of it for logs.
@@ -138,6 +172,8 @@ impl ChannelSummary {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub nodes: usize,
+    /// `consensus` or `gossip`.
+    pub workload: String,
     pub transport: String,
     pub formed_in_s: Option<f64>,
     pub workload_s: f64,
@@ -149,7 +185,10 @@ pub struct Summary {
     pub fewest_peers: u64,
     pub most_peers: u64,
     pub fully_connected: bool,
+    /// The gossip workload's channels (empty for consensus).
     pub channels: Vec<ChannelSummary>,
+    /// The consensus workload's figures.
+    pub consensus: Option<ConsensusSummary>,
     pub shutdown_s: f64,
     pub interrupted: bool,
     pub ok: bool,
@@ -158,11 +197,12 @@ pub struct Summary {
 impl Summary {
     pub fn print(&self) {
         println!(
-            "localnet: {} nodes over {}, network formed in {}, workload ran {:.1} s{}",
+            "localnet: {} nodes over {}, network formed in {}, {} workload ran {:.1} s{}",
             self.nodes,
             self.transport,
             self.formed_in_s
                 .map_or("(never)".to_owned(), |s| format!("{s:.2} s")),
+            self.workload,
             self.workload_s,
             if self.interrupted {
                 " (interrupted)"
@@ -187,6 +227,21 @@ impl Summary {
             ),
         }
         println!();
+        if let Some(c) = &self.consensus {
+            c.print();
+        } else {
+            self.print_channels();
+        }
+        println!();
+        println!("shutdown: every node stopped in {:.2} s", self.shutdown_s);
+        let success = match &self.consensus {
+            Some(_) => "OK: every node connected to every other, consensus decided and all validators agree",
+            None => "OK: every node connected to every other, no message lost",
+        };
+        println!("result: {}", if self.ok { success } else { "FAILED" });
+    }
+
+    fn print_channels(&self) {
         println!(
             "channel  broadcasts       sent  delivered  lost        MB   p50 µs   p90 µs   p99 µs   max µs"
         );
@@ -205,15 +260,5 @@ impl Summary {
                 c.latency_us_max,
             );
         }
-        println!();
-        println!("shutdown: every node stopped in {:.2} s", self.shutdown_s);
-        println!(
-            "result: {}",
-            if self.ok {
-                "OK: every node connected to every other, no message lost"
-            } else {
-                "FAILED"
-            }
-        );
     }
 }

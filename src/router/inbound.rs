@@ -154,8 +154,17 @@ impl Actor {
         // A simultaneous dial, settled before either connection is up: our
         // dial in flight counts as a young outbound connection, and the
         // rule `make_room` applies later decides now, so no connection
-        // comes up only to be replaced.
+        // comes up only to be replaced. Only a dial of the address the
+        // peer says it listens on counts: a dial of an address it no
+        // longer has (it restarted on another port) would hold the peer
+        // off until that dial times out.
+        let protocol = conn.remote_endpoint().protocol;
+        let claimed = info.self_address(protocol, outcome.ip);
+        let dialing_claimed = claimed
+            .as_ref()
+            .is_some_and(|claimed| self.dialing.values().any(|a| a == claimed));
         let ours_wins = self.pm.status(peer) == PeerStatus::Dialing
+            && dialing_claimed
             && !new_connection_wins(
                 self.shared.self_id,
                 peer,
@@ -179,8 +188,7 @@ impl Actor {
                 // Where the peer says it listens goes into the book, so
                 // that we can advertise it: otherwise a peer's address
                 // would travel only when that peer itself is asked.
-                let protocol = conn.remote_endpoint().protocol;
-                if let Some(address) = info.self_address(protocol, outcome.ip) {
+                if let Some(address) = claimed {
                     tracing::debug!(%peer, %address, "learned the inbound peer's listen address");
                     let _ = self.pm.add(address);
                 }

@@ -38,6 +38,11 @@ impl<T> Owned<T> {
         self.by_task.remove(&id)
     }
 
+    /// What the running tasks own.
+    pub(super) fn values(&self) -> impl Iterator<Item = &T> {
+        self.by_task.values()
+    }
+
     /// How the task behind `done` ended, with what it owned (taken out).
     pub(super) fn ended<R>(&mut self, done: Joined<R>) -> Ended<T, R> {
         match done {
