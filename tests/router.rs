@@ -639,3 +639,52 @@ async fn a_full_node_admits_a_visit_that_neither_side_counts_as_a_peer() {
     let after = visitor.router.stats_when(|s| s.transient_peers == 0).await;
     assert_eq!(after.transient_peers, 0);
 }
+
+/// A peer that restarted on another port dials us while we still dial its
+/// old address (which never answers): it is admitted at once, not refused
+/// as the loser of a simultaneous dial until our stale dial times out.
+/// Real loopback QUIC, where a dial to a silent port hangs; both id orders,
+/// so that ours would win the simultaneous-dial tie in one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_dial_does_not_hold_off_the_peer_dialing_us() {
+    use p2p_router::{LocalNode, PeerAddress};
+    use p2p_transport_quic::{QuicConfig, QuicTransport};
+    use std::time::Duration;
+
+    for (ours, theirs) in [(141, 142), (142, 141)] {
+        let start = |n: u64, builder: TestNodeBuilder| {
+            let local = LocalNode::new(key(n), builder.network.clone());
+            let mut config = QuicConfig::new().listen_on("127.0.0.1:0".parse().unwrap());
+            // The stale dial then lasts far longer than the test's patience.
+            config.idle_timeout = Duration::from_secs(300);
+            config.listener.handshake_timeout = Duration::from_secs(300);
+            let transport = Arc::new(QuicTransport::bind(&local, config).unwrap());
+            let addr = transport.local_addrs()[0];
+            let address: PeerAddress = format!("quic://{}@{addr}", key(n).node_id())
+                .parse()
+                .unwrap();
+            builder.start(transport, address)
+        };
+        let mut builder = TestNodeBuilder::new(key(ours));
+        // Our stale dial would otherwise end within the test's patience.
+        builder.router.dial_timeout = Duration::from_secs(300);
+        let mut a = start(ours, builder);
+        let mut b = start(theirs, TestNodeBuilder::new(key(theirs)));
+        // Its old address: a socket that never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stale: PeerAddress = format!(
+            "quic://{}@{}",
+            key(theirs).node_id(),
+            silent.local_addr().unwrap()
+        )
+        .parse()
+        .unwrap();
+        a.router.add_peer(stale).await.unwrap();
+        b.router.add_peer(a.address()).await.unwrap();
+        let patience = Duration::from_secs(60);
+        within(patience, "admitted", require_up(&mut a.updates, b.id())).await;
+        within(patience, "admitted", require_up(&mut b.updates, a.id())).await;
+        a.router.shutdown().await;
+        b.router.shutdown().await;
+    }
+}
