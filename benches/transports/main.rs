@@ -8,17 +8,21 @@
 //! ```
 //!
 //! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, idle_memory,
-//! fanout. Both router nodes of a pair live in this process (one tokio
-//! runtime, all cores); `idle_memory` and `fanout` put their peers in a
-//! second process (this binary with `--peers`). `hol_loss` runs `hol`
+//! fanout, consensus, consensus_loss. Both router nodes of a pair live in
+//! this process (one tokio runtime, all cores); `idle_memory` and `fanout`
+//! put their peers in a second process (this binary with `--peers`).
+//! `consensus` runs 4 validators (tasks in this process, each with its own
+//! router and transport) on 1 MiB blocks: heights per second and commit
+//! latency. `hol_loss` and `consensus_loss` run `hol` and `consensus`
 //! again in a private network namespace that drops 1 % of packets (root,
-//! `ip`, `nft`; otherwise it is reported as skipped).
+//! `ip`, `nft`; otherwise they are reported as skipped).
 //!
 //! Every figure is the median of three repetitions, with min and max.
 
 // A binary's items are reachable only from itself.
 #![allow(unreachable_pub)]
 
+mod consensus;
 mod nodes;
 mod peers;
 mod raw;
@@ -33,7 +37,7 @@ use raw::Raw;
 use report::{Figure, Results};
 use scenarios::{Latencies, Sample};
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 10] = [
     "bulk",
     "small",
     "rtt",
@@ -42,6 +46,8 @@ const SCENARIOS: [&str; 8] = [
     "handshake",
     "idle_memory",
     "fanout",
+    "consensus",
+    "consensus_loss",
 ];
 const REPETITIONS: usize = 3;
 
@@ -116,6 +122,15 @@ impl Options {
             Duration::from_millis(300)
         } else {
             Duration::from_secs(3)
+        }
+    }
+
+    /// How long each consensus run lasts after its first height.
+    fn consensus_duration(&self) -> Duration {
+        if self.quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(5)
         }
     }
 
@@ -289,7 +304,22 @@ async fn run(o: &Options) -> Results {
         }
     }
     if o.wants("hol_loss") && !o.netns_child {
-        hol_loss(o, &mut r).await;
+        under_loss(o, &mut r, "hol").await;
+    }
+    if o.wants("consensus") {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
+            let s = samples(|| consensus::consensus(kind, o.consensus_duration())).await;
+            let rates = s.iter().map(|s| s.value).collect();
+            put(&mut r, "consensus", kind.name(), rates, "heights/s");
+            put_latency(&mut r, "consensus", kind.name(), &s, false);
+        }
+        r.settings.insert(
+            "consensus".into(),
+            "4 validators in this process, 1 MiB blocks in 64 KiB parts, Malachite's core".into(),
+        );
+    }
+    if o.wants("consensus_loss") && !o.netns_child {
+        under_loss(o, &mut r, "consensus").await;
     }
     if o.wants("handshake") {
         for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
@@ -374,12 +404,13 @@ fn put_latency(r: &mut Results, scenario: &str, transport: &str, samples: &[Samp
     }
 }
 
-/// Runs `hol` again inside a network namespace whose loopback drops 1 % of
-/// incoming packets.
-async fn hol_loss(o: &Options, r: &mut Results) {
+/// Runs `scenario` again inside a network namespace whose loopback drops
+/// 1 % of incoming packets; its figures are named `<scenario>_loss…`.
+async fn under_loss(o: &Options, r: &mut Results, scenario: &str) {
+    let lossy = format!("{scenario}_loss");
     let skip = |r: &mut Results, why: String| {
-        eprintln!("hol_loss skipped: {why}");
-        r.skipped.push(format!("hol_loss: {why}"));
+        eprintln!("{lossy} skipped: {why}");
+        r.skipped.push(format!("{lossy}: {why}"));
     };
     let uid = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -427,7 +458,7 @@ async fn hol_loss(o: &Options, r: &mut Results) {
         "ip netns exec {ns} ethtool -K lo tso off gso off gro off >/dev/null 2>&1"
     ));
     r.settings.insert(
-        "hol_loss".into(),
+        lossy.clone(),
         format!(
             "namespace loopback, MTU 1500, nft input drop 1 %, offloads {}",
             if offloads {
@@ -440,7 +471,7 @@ async fn hol_loss(o: &Options, r: &mut Results) {
     let tmp = std::env::temp_dir().join(format!("{ns}.json"));
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = format!(
-        "ip netns exec {ns} {} --netns-child --only hol --json {}",
+        "ip netns exec {ns} {} --netns-child --only {scenario} --json {}",
         exe.display(),
         tmp.display()
     );
@@ -460,9 +491,11 @@ async fn hol_loss(o: &Options, r: &mut Results) {
     };
     if let Some(results) = json["results"].as_object() {
         for (key, f) in results {
-            let key = key.replacen("hol_", "hol_loss_", 1);
-            let unit = if key.starts_with("hol_loss_bulk") {
+            let key = key.replacen(scenario, &lossy, 1);
+            let unit = if key.contains("_bulk") {
                 "MB/s"
+            } else if key.starts_with(&format!("{lossy}/")) {
+                "heights/s"
             } else {
                 "us"
             };
@@ -479,8 +512,8 @@ async fn hol_loss(o: &Options, r: &mut Results) {
             eprintln!("{key}: {:.1} {unit}", num(&f["value"]));
         }
     }
-    if let Some(series) = json["latencies"]["hol"].as_object() {
-        let entry = r.latencies.entry("hol_loss".into()).or_default();
+    if let Some(series) = json["latencies"][scenario].as_object() {
+        let entry = r.latencies.entry(lossy).or_default();
         for (t, v) in series {
             let values = v
                 .as_array()

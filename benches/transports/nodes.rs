@@ -94,7 +94,7 @@ pub use p2p_router::test_utils::key;
 
 /// Options for benchmark nodes: every peer comes from 127.0.0.1, and
 /// thousands of them may connect.
-fn router_options(peers: usize) -> RouterOptions {
+pub fn router_options(peers: usize) -> RouterOptions {
     let mut o = p2p_router::test_utils::loopback_options(peers);
     o.max_inbound_handshakes = 256;
     o.max_handshakes_per_ip = o.max_inbound_handshakes;
@@ -102,7 +102,7 @@ fn router_options(peers: usize) -> RouterOptions {
     o
 }
 
-fn pm_options(peers: usize) -> PeerManagerOptions {
+pub fn pm_options(peers: usize) -> PeerManagerOptions {
     let mut o = PeerManagerOptions::default();
     o.max_connected = peers + 16;
     o.max_outgoing = peers + 16;

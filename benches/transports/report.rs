@@ -130,6 +130,16 @@ impl Results {
                 "≥ 8",
             ),
             (
+                "consensus commit p50: quic ÷ mconn-fast".into(),
+                r("consensus_p50/quic", "consensus_p50/mconn-fast"),
+                "",
+            ),
+            (
+                "consensus_loss commit p50: quic ÷ mconn-fast".into(),
+                r("consensus_loss_p50/quic", "consensus_loss_p50/mconn-fast"),
+                "",
+            ),
+            (
                 "handshake p50: quic ÷ raw-quinn".into(),
                 r("handshake_p50/quic", "handshake_p50/raw-quinn"),
                 "≤ 1.5",
