@@ -252,18 +252,25 @@ mod tests {
         p2p_router::NodeKey::from_seed([n; 32]).node_id()
     }
 
-    #[test]
-    fn parts_reassemble_to_the_block_and_its_hash() {
-        let proposer = Address([7; 20]);
-        let block = make_block(Height(3), proposer, 100_000);
+    const PROPOSER: Address = Address([7; 20]);
+
+    /// A block of `size` bytes at height 3, round 1, and its 16 KiB parts.
+    fn block_and_parts(size: usize) -> (Bytes, Vec<BlockPartMessage>) {
+        let block = make_block(Height(3), PROPOSER, size);
         let parts = parts(
             &block,
             Height(3),
             Round::new(1),
             Round::Nil,
-            proposer,
+            PROPOSER,
             16 << 10,
         );
+        (block, parts)
+    }
+
+    #[test]
+    fn parts_reassemble_to_the_block_and_its_hash() {
+        let (block, parts) = block_and_parts(100_000);
         assert_eq!(parts.len(), 7);
         let mut a = Assembler::new(1 << 20);
         let mut done = None;
@@ -274,22 +281,13 @@ mod tests {
         assert_eq!(done.hash, BlockHash::of(&block));
         assert_eq!(
             (done.height, done.round, done.proposer),
-            (Height(3), Round::new(1), proposer)
+            (Height(3), Round::new(1), PROPOSER)
         );
     }
 
     #[test]
     fn out_of_order_oversized_and_mismatched_parts_are_refused() {
-        let proposer = Address([7; 20]);
-        let block = make_block(Height(3), proposer, 50_000);
-        let parts = parts(
-            &block,
-            Height(3),
-            Round::new(0),
-            Round::Nil,
-            proposer,
-            16 << 10,
-        );
+        let (_, parts) = block_and_parts(50_000);
         let mut a = Assembler::new(1 << 20);
         assert_eq!(
             a.push(peer(1), parts[1].clone()).unwrap_err(),

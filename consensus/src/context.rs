@@ -28,20 +28,27 @@ impl Address {
     }
 }
 
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0[..4] {
-            write!(f, "{b:02x}")?;
+/// Display and Debug as the first `$shown` bytes in hex (enough to tell
+/// values apart in logs), Debug wrapped in the type's name.
+macro_rules! short_hex {
+    ($type:ident, $shown:expr) => {
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0[..$shown]
+                    .iter()
+                    .try_for_each(|b| write!(f, "{b:02x}"))
+            }
         }
-        Ok(())
-    }
+
+        impl fmt::Debug for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({self})", stringify!($type))
+            }
+        }
+    };
 }
 
-impl fmt::Debug for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Address({self})")
-    }
-}
+short_hex!(Address, 4);
 
 impl malachite_types::Address for Address {}
 
@@ -83,20 +90,7 @@ impl BlockHash {
     }
 }
 
-impl fmt::Display for BlockHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in &self.0[..6] {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for BlockHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BlockHash({self})")
-    }
-}
+short_hex!(BlockHash, 6);
 
 impl malachite_types::Value for BlockHash {
     type Id = BlockHash;
@@ -377,7 +371,8 @@ impl Context for Ctx {
     }
 }
 
-fn new_vote(
+/// A vote without extension.
+pub(crate) fn new_vote(
     vote_type: VoteType,
     height: Height,
     round: Round,

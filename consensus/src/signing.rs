@@ -12,8 +12,7 @@ use malachite_types::{
 };
 
 use crate::codec::{proposal_sign_bytes, vote_sign_bytes};
-use crate::context::{Address, BlockHash, Ctx, Height, Proposal, ValidatorSet, Vote};
-use malachite_types::Round;
+use crate::context::{new_vote as vote, Ctx, Proposal, ValidatorSet, Vote};
 
 /// Signs with the validator key.
 pub(crate) struct Signer {
@@ -99,23 +98,6 @@ fn verify_votes<'a>(
     Ok(())
 }
 
-fn vote(
-    vote_type: VoteType,
-    height: Height,
-    round: Round,
-    value: NilOrVal<BlockHash>,
-    validator: Address,
-) -> Vote {
-    Vote {
-        vote_type,
-        height,
-        round,
-        value,
-        validator,
-        extension: None,
-    }
-}
-
 /// A commit certificate: +2/3 of the power precommitted its value.
 pub(crate) fn verify_commit(
     c: &CommitCertificate<Ctx>,
@@ -147,23 +129,17 @@ pub(crate) fn verify_extended_commit(
     if let Some(s) = c.commit_signatures.iter().find(|s| s.extension.is_some()) {
         return Err(CertificateError::UnexpectedVoteExtension(s.address));
     }
-    let votes = c.commit_signatures.iter().map(|s| Signed {
-        vote: vote(
-            VoteType::Precommit,
-            c.height,
-            c.round,
-            NilOrVal::Val(c.value_id),
-            s.address,
-        ),
-        signature: &s.signature,
-    });
-    verify_votes(votes, set, thresholds.quorum, |i| {
-        let s = &c.commit_signatures[i];
-        CertificateError::InvalidCommitSignature(malachite_types::CommitSignature::new(
-            s.address,
-            s.signature,
-        ))
-    })
+    let plain = CommitCertificate {
+        height: c.height,
+        round: c.round,
+        value_id: c.value_id,
+        commit_signatures: c
+            .commit_signatures
+            .iter()
+            .map(|s| malachite_types::CommitSignature::new(s.address, s.signature))
+            .collect(),
+    };
+    verify_commit(&plain, set, thresholds)
 }
 
 /// A polka certificate: +2/3 of the power prevoted its value.
