@@ -376,11 +376,17 @@ mod tests {
         (dir, path)
     }
 
-    #[test]
-    fn key_file_round_trip_with_private_mode() {
-        let (_dir, path) = key_path();
+    /// A new key saved at a fresh [`key_path`].
+    fn saved_key() -> (tempfile::TempDir, std::path::PathBuf, NodeKey) {
+        let (dir, path) = key_path();
         let key = NodeKey::generate();
         key.save(&path).unwrap();
+        (dir, path, key)
+    }
+
+    #[test]
+    fn key_file_round_trip_with_private_mode() {
+        let (_dir, path, key) = saved_key();
         let loaded = NodeKey::load(&path).unwrap();
         assert_eq!(loaded.node_id(), key.node_id());
         #[cfg(unix)]
@@ -401,9 +407,7 @@ mod tests {
 
     #[test]
     fn corrupt_key_files_are_clear_errors() {
-        let (dir, path) = key_path();
-        let key = NodeKey::generate();
-        key.save(&path).unwrap();
+        let (dir, path, key) = saved_key();
         let good = fs::read_to_string(&path).unwrap();
 
         let write = |s: &str| fs::write(&path, s).unwrap();

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use malachite_types::{CommitCertificate, Round};
+use malachite_consensus::ProposedValue;
+use malachite_types::{CommitCertificate, Round, Validity};
 use p2p_router::NodeId;
 use prost::Message;
 
@@ -56,14 +57,11 @@ pub(crate) fn parts(
         .collect()
 }
 
-/// A block reassembled from a peer's parts.
+/// A block reassembled from a peer's parts: the value the core is told
+/// of (well-formed blocks are valid in this application) and its bytes.
 #[derive(Debug)]
 pub(crate) struct Assembled {
-    pub(crate) height: Height,
-    pub(crate) round: Round,
-    pub(crate) valid_round: Round,
-    pub(crate) proposer: Address,
-    pub(crate) hash: BlockHash,
+    pub(crate) value: ProposedValue<Ctx>,
     pub(crate) bytes: Bytes,
 }
 
@@ -153,14 +151,15 @@ impl Assembler {
         if height.0 != first.height || proposer.0[..] != first.proposer[..] {
             return Err(PartError::Mismatch);
         }
-        Ok(Some(Assembled {
+        let value = ProposedValue {
             height,
             round: read_round(first.round).map_err(|_| PartError::Invalid)?,
             valid_round: read_optional_round(first.valid_round).map_err(|_| PartError::Invalid)?,
             proposer,
-            hash: BlockHash::of(&bytes),
-            bytes,
-        }))
+            value: BlockHash::of(&bytes),
+            validity: Validity::Valid,
+        };
+        Ok(Some(Assembled { value, bytes }))
     }
 
     /// Forgets a peer that left.
@@ -277,8 +276,8 @@ mod tests {
         for p in parts {
             done = a.push(peer(1), p).unwrap();
         }
-        let done = done.unwrap();
-        assert_eq!(done.hash, BlockHash::of(&block));
+        let done = done.unwrap().value;
+        assert_eq!(done.value, BlockHash::of(&block));
         assert_eq!(
             (done.height, done.round, done.proposer),
             (Height(3), Round::new(1), PROPOSER)

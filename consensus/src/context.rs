@@ -8,8 +8,7 @@ use std::fmt;
 
 use malachite_ed25519::{Ed25519, PublicKey};
 use malachite_types::{
-    Context, Height as _, LinearTimeouts, NilOrVal, Round, SignedExtension, ValueId, VoteType,
-    VotingPower,
+    Context, Height as _, LinearTimeouts, NilOrVal, Round, SignedExtension, VoteType, VotingPower,
 };
 use sha2::{Digest, Sha256};
 
@@ -350,24 +349,12 @@ impl Context for Ctx {
         }
     }
 
-    fn new_prevote(
-        &self,
-        height: Height,
-        round: Round,
-        value_id: NilOrVal<ValueId<Ctx>>,
-        address: Address,
-    ) -> Vote {
-        new_vote(VoteType::Prevote, height, round, value_id, address)
+    fn new_prevote(&self, h: Height, r: Round, v: NilOrVal<BlockHash>, a: Address) -> Vote {
+        new_vote(VoteType::Prevote, h, r, v, a)
     }
 
-    fn new_precommit(
-        &self,
-        height: Height,
-        round: Round,
-        value_id: NilOrVal<ValueId<Ctx>>,
-        address: Address,
-    ) -> Vote {
-        new_vote(VoteType::Precommit, height, round, value_id, address)
+    fn new_precommit(&self, h: Height, r: Round, v: NilOrVal<BlockHash>, a: Address) -> Vote {
+        new_vote(VoteType::Precommit, h, r, v, a)
     }
 }
 

@@ -7,12 +7,14 @@ use malachite_consensus::ConsensusMsg;
 use malachite_ed25519::{PrivateKey, PublicKey, Signature};
 use malachite_types::{
     CertificateError, CommitCertificate, ExtendedCommitCertificate, NilOrVal, PolkaCertificate,
-    RoundCertificate, RoundCertificateType, SignedMessage, ThresholdParam, ThresholdParams,
+    Round, RoundCertificate, RoundCertificateType, SignedMessage, ThresholdParam, ThresholdParams,
     ValidatorSet as _, VoteType,
 };
 
 use crate::codec::{proposal_sign_bytes, vote_sign_bytes};
-use crate::context::{new_vote as vote, Ctx, Proposal, ValidatorSet, Vote};
+use crate::context::{
+    new_vote as vote, Address, BlockHash, Ctx, Height, Proposal, ValidatorSet, Vote,
+};
 
 /// Signs with the validator key.
 pub(crate) struct Signer {
@@ -52,6 +54,19 @@ pub(crate) fn verify(message: &ConsensusMsg<Ctx>, signature: &Signature, key: &P
 struct Signed<'a> {
     vote: Vote,
     signature: &'a Signature,
+}
+
+/// The votes that the signatures of a commit or polka certificate sign:
+/// all of one type, for one value at one height and round.
+fn votes_for<'a>(
+    vote_type: VoteType,
+    (height, round, value): (Height, Round, BlockHash),
+    signatures: impl Iterator<Item = (Address, &'a Signature)>,
+) -> impl Iterator<Item = Signed<'a>> {
+    signatures.map(move |(address, signature)| Signed {
+        vote: vote(vote_type, height, round, NilOrVal::Val(value), address),
+        signature,
+    })
 }
 
 /// Checks that each vote is signed by a distinct validator of `set`, and
@@ -104,16 +119,12 @@ pub(crate) fn verify_commit(
     set: &ValidatorSet,
     thresholds: ThresholdParams,
 ) -> Result<(), CertificateError<Ctx>> {
-    let votes = c.commit_signatures.iter().map(|s| Signed {
-        vote: vote(
-            VoteType::Precommit,
-            c.height,
-            c.round,
-            NilOrVal::Val(c.value_id),
-            s.address,
-        ),
-        signature: &s.signature,
-    });
+    let signatures = c.commit_signatures.iter();
+    let votes = votes_for(
+        VoteType::Precommit,
+        (c.height, c.round, c.value_id),
+        signatures.map(|s| (s.address, &s.signature)),
+    );
     verify_votes(votes, set, thresholds.quorum, |i| {
         CertificateError::InvalidCommitSignature(c.commit_signatures[i].clone())
     })
@@ -148,16 +159,12 @@ pub(crate) fn verify_polka(
     set: &ValidatorSet,
     thresholds: ThresholdParams,
 ) -> Result<(), CertificateError<Ctx>> {
-    let votes = c.polka_signatures.iter().map(|s| Signed {
-        vote: vote(
-            VoteType::Prevote,
-            c.height,
-            c.round,
-            NilOrVal::Val(c.value_id),
-            s.address,
-        ),
-        signature: &s.signature,
-    });
+    let signatures = c.polka_signatures.iter();
+    let votes = votes_for(
+        VoteType::Prevote,
+        (c.height, c.round, c.value_id),
+        signatures.map(|s| (s.address, &s.signature)),
+    );
     verify_votes(votes, set, thresholds.quorum, |i| {
         CertificateError::InvalidPolkaSignature(c.polka_signatures[i].clone())
     })

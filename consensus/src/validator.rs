@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::time::{delay_queue, DelayQueue};
 use tracing::{debug, info, warn, Instrument};
 
-use crate::blocks::{check_block, make_block, parts, Assembler, BlockStore};
+use crate::blocks::{check_block, make_block, parts, Assembled, Assembler, BlockStore};
 use crate::codec::{
     decode_commit, decode_consensus, encode_commit, encode_polka, encode_round, encode_signed,
     encode_vote, sync_message, BlockPartMessage, ConsensusMessage, Decoded, SyncMessage,
@@ -641,36 +641,21 @@ impl Host {
     }
 
     fn on_part(&mut self, peer: NodeId, part: BlockPartMessage) {
-        let assembled = match self.assembler.push(peer, part) {
+        let Assembled { value, bytes } = match self.assembler.push(peer, part) {
             Ok(Some(block)) => block,
             Ok(None) => return,
             Err(e) => return self.report(peer, PROPOSAL_CHANNEL, e),
         };
-        if assembled.height < self.state.height() {
-            return;
-        }
-        if !self
-            .io
-            .store
-            .propose(assembled.height, assembled.hash, assembled.bytes)
+        if value.height < self.state.height()
+            || !self.io.store.propose(value.height, value.value, bytes)
         {
             return;
         }
         self.io
             .first_seen
-            .entry(assembled.height)
+            .entry(value.height)
             .or_insert_with(Instant::now);
-        self.feed(Input::ProposedValue(
-            ProposedValue {
-                height: assembled.height,
-                round: assembled.round,
-                valid_round: assembled.valid_round,
-                proposer: assembled.proposer,
-                value: assembled.hash,
-                validity: Validity::Valid,
-            },
-            ValueOrigin::Consensus,
-        ));
+        self.feed(Input::ProposedValue(value, ValueOrigin::Consensus));
     }
 
     fn on_sync(&mut self, peer: NodeId, message: SyncMessage) {

@@ -154,20 +154,26 @@ impl Validators {
         let height = self.height();
         let (at, before) = std::mem::replace(&mut self.last, (Instant::now(), height));
         let rate = (height - before) as f64 / at.elapsed().as_secs_f64().max(1e-3);
-        let mut recent = p2p_examples::Latencies::default();
+        let CommitLatency { p50_us, p99_us } = self.commit_latency(20);
+        let (p50, p99) = (p50_us as f64 / 1e3, p99_us as f64 / 1e3);
+        format!("consensus: height {height}, {rate:.1} heights/s, commit p50 {p50:.1} ms p99 {p99:.1} ms")
+    }
+
+    /// The commit latencies of each validator's last `last` heights.
+    fn commit_latency(&self, last: usize) -> CommitLatency {
+        let mut latencies = p2p_examples::Latencies::default();
         for log in &self.logs {
-            for d in log.all().iter().rev().take(20) {
+            for d in log.all().iter().rev().take(last) {
                 if let Some(l) = d.latency {
-                    recent.record(l.as_micros() as u64);
+                    latencies.record(l.as_micros() as u64);
                 }
             }
         }
-        let l = recent.overall(&[0.5, 0.99]);
-        format!(
-            "consensus: height {height}, {rate:.1} heights/s, commit p50 {:.1} ms p99 {:.1} ms",
-            l[0] as f64 / 1e3,
-            l[1] as f64 / 1e3
-        )
+        let l = latencies.overall(&[0.5, 0.99]);
+        CommitLatency {
+            p50_us: l[0],
+            p99_us: l[1],
+        }
     }
 
     /// Stops every validator and sums the run up.
@@ -177,30 +183,21 @@ impl Validators {
         }
         let elapsed = self.started.elapsed().as_secs_f64();
         let agreement = check_agreement(&self.logs);
-        let mut latencies = p2p_examples::Latencies::default();
-        for log in &self.logs {
-            for d in log.all() {
-                if let Some(l) = d.latency {
-                    latencies.record(l.as_micros() as u64);
-                }
-            }
-        }
-        let l = latencies.overall(&[0.5, 0.99]);
         let heights = self.height();
         ConsensusSummary {
             validators: self.set.validators().len(),
             heights,
             heights_per_s: heights as f64 / elapsed.max(1e-3),
-            commit_latency_us_p50: l[0],
-            commit_latency_us_p99: l[1],
-            agree: agreement.is_ok(),
-            shared_heights: agreement.as_ref().map_or(0, |a| a.shared_heights),
-            disagreement: agreement.err().map(|d| d.to_string()),
-            restarted: self.restart.as_ref().map(|r| r.index),
-            catch_up_s: self
-                .restart
-                .as_ref()
-                .and_then(|r| r.caught_up.map(|d| d.as_secs_f64())),
+            commit_latency: self.commit_latency(usize::MAX),
+            agreement: AgreementSummary {
+                agree: agreement.is_ok(),
+                shared_heights: agreement.as_ref().map_or(0, |a| a.shared_heights),
+                disagreement: agreement.err().map(|d| d.to_string()),
+            },
+            restart: self.restart.as_ref().map(|r| RestartSummary {
+                node: r.index,
+                catch_up_s: r.caught_up.map(|d| d.as_secs_f64()),
+            }),
         }
     }
 }
@@ -213,40 +210,71 @@ pub struct ConsensusSummary {
     pub heights: u64,
     pub heights_per_s: f64,
     /// First proposal part seen to decided, over every validator and height.
-    pub commit_latency_us_p50: u32,
-    pub commit_latency_us_p99: u32,
-    /// Whether every height two validators decided was decided alike.
-    pub agree: bool,
-    pub shared_heights: u64,
-    pub disagreement: Option<String>,
+    pub commit_latency: CommitLatency,
+    pub agreement: AgreementSummary,
     /// The validator stopped and restarted (`--kill-one`).
-    pub restarted: Option<usize>,
+    pub restart: Option<RestartSummary>,
+}
+
+/// Commit latency percentiles, in microseconds.
+#[derive(Debug, Serialize)]
+pub struct CommitLatency {
+    pub p50_us: u32,
+    pub p99_us: u32,
+}
+
+/// Whether every height two validators decided was decided alike.
+#[derive(Debug, Serialize)]
+pub struct AgreementSummary {
+    pub agree: bool,
+    /// Heights decided by two validators or more.
+    pub shared_heights: u64,
+    /// The first height decided differently, and how.
+    pub disagreement: Option<String>,
+}
+
+/// `--kill-one`: the validator stopped and restarted, and how long it
+/// took to catch up (`None`: it did not).
+#[derive(Debug, Serialize)]
+pub struct RestartSummary {
+    pub node: usize,
     pub catch_up_s: Option<f64>,
 }
 
 impl ConsensusSummary {
     pub fn ok(&self, kill_one: bool) -> bool {
-        self.agree && self.heights > 0 && (!kill_one || self.catch_up_s.is_some())
+        let caught_up = self
+            .restart
+            .as_ref()
+            .is_some_and(|r| r.catch_up_s.is_some());
+        self.agreement.agree && self.heights > 0 && (!kill_one || caught_up)
     }
 
     pub fn print(&self) {
+        let Self {
+            heights,
+            validators,
+            heights_per_s,
+            ..
+        } = self;
+        let CommitLatency { p50_us, p99_us } = self.commit_latency;
+        let (p50, p99) = (p50_us as f64 / 1e3, p99_us as f64 / 1e3);
         println!(
-            "consensus: {} heights by {} validators ({:.1} heights/s), commit latency p50 {:.1} ms, p99 {:.1} ms",
-            self.heights,
-            self.validators,
-            self.heights_per_s,
-            self.commit_latency_us_p50 as f64 / 1e3,
-            self.commit_latency_us_p99 as f64 / 1e3,
+            "consensus: {heights} heights by {validators} validators ({heights_per_s:.1} heights/s), commit latency p50 {p50:.1} ms, p99 {p99:.1} ms"
         );
-        match &self.disagreement {
+        let shared = self.agreement.shared_heights;
+        match &self.agreement.disagreement {
             None => println!(
-                "agreement: all validators agree ({} heights decided by two or more)",
-                self.shared_heights
+                "agreement: all validators agree ({shared} heights decided by two or more)"
             ),
             Some(d) => println!("agreement: FAILED: {d}"),
         }
-        if let Some(i) = self.restarted {
-            match self.catch_up_s {
+        if let Some(RestartSummary {
+            node: i,
+            catch_up_s,
+        }) = &self.restart
+        {
+            match catch_up_s {
                 Some(s) => println!(
                     "restart: node {i} stopped and restarted, caught up by sync in {s:.2} s"
                 ),

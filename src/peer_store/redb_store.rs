@@ -120,9 +120,11 @@ mod tests {
         (dir, path)
     }
 
-    /// What a store opened afresh at `path` loads.
-    fn reopen(path: &Path) -> LoadedPeers {
-        RedbPeerStore::open(path).unwrap().load().unwrap()
+    /// What a store opened afresh at `path` loads: the records, and how
+    /// many were corrupt.
+    fn reopen(path: &Path) -> (Vec<PeerRecord>, usize) {
+        let loaded = RedbPeerStore::open(path).unwrap().load().unwrap();
+        (loaded.peers, loaded.corrupt)
     }
 
     #[test]
@@ -132,9 +134,7 @@ mod tests {
         store.write(&[record(1), record(2)], &[]).unwrap();
         store.write(&[], &[record(1).node_id]).unwrap();
         drop(store);
-        let loaded = reopen(&path);
-        assert_eq!(loaded.peers, vec![record(2)]);
-        assert_eq!(loaded.corrupt, 0);
+        assert_eq!(reopen(&path), (vec![record(2)], 0));
     }
 
     #[test]
@@ -170,9 +170,7 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let loaded = reopen(&path);
-        assert_eq!(loaded.peers, vec![record(1)]);
-        assert_eq!(loaded.corrupt, 2);
+        assert_eq!(reopen(&path), (vec![record(1)], 2));
     }
 
     #[test]
@@ -245,18 +243,15 @@ mod tests {
         child.wait().unwrap();
         let committed = committed.expect("the writer committed batches");
 
-        let loaded = reopen(&path);
-        assert_eq!(loaded.corrupt, 0);
-        assert_eq!(loaded.peers.len(), 20);
+        let (peers, corrupt) = reopen(&path);
+        assert_eq!(corrupt, 0);
+        assert_eq!(peers.len(), 20);
         // Every record comes from the same batch: transactions are atomic.
-        let batch = loaded.peers[0].addresses[0].dial_failures;
+        let batch = peers[0].addresses[0].dial_failures;
         assert!(
             batch >= committed,
             "batch {batch} older than committed {committed}"
         );
-        assert!(loaded
-            .peers
-            .iter()
-            .all(|p| p.addresses[0].dial_failures == batch));
+        assert!(peers.iter().all(|p| p.addresses[0].dial_failures == batch));
     }
 }

@@ -492,11 +492,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn under_pressure_a_new_handshake_gets_a_quarter_of_the_timeout() {
-        let (mut listener, _queue) = configured(ListenerConfig {
+        let config = ListenerConfig {
             max_incoming_handshakes: 4,
             handshake_timeout: Duration::from_secs(8),
             ..ListenerConfig::default()
-        });
+        };
+        let (mut listener, _queue) = configured(config);
         for ip in ["10.0.0.1", "10.0.0.2"] {
             assert!(!listener.under_pressure());
             assert_eq!(admit_pending(&mut listener, ip), Ok(()));

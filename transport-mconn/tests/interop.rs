@@ -66,11 +66,12 @@ struct TheirView {
     remote: NodeId,
 }
 
-/// What the tendermint-rs side does once its SecretConnection is up: send
-/// its NodeInfo and read ours, send a 5000-byte message in 1024-byte
-/// packets and a ping, then read packets until our 3000-byte reply is
-/// complete.
-fn tendermint_side(conn: SecretConnection<TcpStream>) -> TheirView {
+/// What the tendermint-rs side does on a TCP connection: the
+/// SecretConnection handshake with key `sk`, send its NodeInfo and read
+/// ours, send a 5000-byte message in 1024-byte packets and a ping, then
+/// read packets until our 3000-byte reply is complete.
+fn tendermint_side(stream: TcpStream, sk: ed25519_consensus::SigningKey) -> TheirView {
+    let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
     let remote = conn.remote_pubkey().peer_id();
     let remote = NodeId::from_bytes(*remote.as_bytes().first_chunk::<20>().unwrap());
     let (mut send, recv) = conn.split().unwrap();
@@ -172,8 +173,7 @@ async fn our_listener_accepts_tendermint_rs() {
     let theirs = tokio::task::spawn_blocking(move || {
         let stream = TcpStream::connect(addr).unwrap();
         let sk = ed25519_consensus::SigningKey::from(their_seed());
-        let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
-        tendermint_side(conn)
+        tendermint_side(stream, sk)
     });
     let conn = patiently(transport.accept()).await;
     conn.send_admission(Admission::Accepted).await.unwrap();
@@ -185,10 +185,7 @@ async fn our_listener_accepts_tendermint_rs() {
 async fn our_dialer_connects_to_tendermint_rs() {
     let key = NodeKey::from_seed([0x12; 32]);
     let transport = common::fast_dialer(&key).await;
-    let (addr, theirs) = tendermint_listener(|stream, sk| {
-        let conn = SecretConnection::new(stream, sk, Version::V0_34).unwrap();
-        tendermint_side(conn)
-    });
+    let (addr, theirs) = tendermint_listener(tendermint_side);
     let conn = patiently(transport.dial_mconn(their_id(), addr)).await;
     let their_info = our_side(&conn, &key).await;
     assert_eq!(conn.recv_admission().await.unwrap(), Admission::Accepted);

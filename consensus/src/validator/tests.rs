@@ -61,8 +61,9 @@ async fn a_peer_forging_votes_is_reported_and_the_validators_go_on() {
         let (node, channels) = TestNodeBuilder::new(key(i)).start_declaring_on(&net, |b| {
             ConsensusChannels::declare(b, &config).expect("channels declare")
         });
+        let router = node.router.handle();
         handles.push(spawn_validator(
-            node.router.handle(),
+            router,
             channels,
             secret(i),
             set.clone(),
