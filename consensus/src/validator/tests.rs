@@ -10,6 +10,7 @@ use p2p_transport_memory::test_utils::StartOnMemory;
 use p2p_transport_memory::MemoryNetwork;
 
 use super::*;
+use crate::codec::encode_vote;
 use crate::context::{Validator, Vote};
 
 const PATIENCE: Duration = Duration::from_secs(600);
