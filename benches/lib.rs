@@ -1,5 +1,8 @@
-//! What the benchmark targets share: latency figures in HDR histograms.
-//! The benchmarks themselves are `transports/` and `micro.rs`.
+//! What the benchmark targets share: latency figures in HDR histograms,
+//! and the WAN link's model ([`link`]). The benchmarks themselves are
+//! `transports/` and `micro.rs`.
+
+pub mod link;
 
 /// Latencies in an HDR histogram of nanoseconds (3 significant digits):
 /// bounded memory whatever the count, and mergeable across repetitions.

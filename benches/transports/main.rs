@@ -28,6 +28,7 @@ mod peers;
 mod raw;
 mod report;
 mod scenarios;
+mod wan;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +38,7 @@ use raw::Raw;
 use report::{Figure, Results};
 use scenarios::{Latencies, Sample};
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "bulk",
     "small",
     "rtt",
@@ -48,6 +49,7 @@ const SCENARIOS: [&str; 10] = [
     "fanout",
     "consensus",
     "consensus_loss",
+    "wan",
 ];
 const REPETITIONS: usize = 3;
 
@@ -63,6 +65,8 @@ struct Options {
     workers: Option<usize>,
     /// Running inside the loss namespace for the parent's `hol_loss`.
     netns_child: bool,
+    /// Running on the WAN link: side B's namespace and the stream window.
+    wan_peer: Option<(String, u32)>,
 }
 
 impl Options {
@@ -75,6 +79,7 @@ impl Options {
             transports: Vec::new(),
             workers: None,
             netns_child: false,
+            wan_peer: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -86,6 +91,12 @@ impl Options {
                 "--json" => o.json = Some(it.next().ok_or("--json needs a path")?.into()),
                 "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
                 "--netns-child" => o.netns_child = true,
+                "--wan-peer" => {
+                    let ns = it.next().ok_or("--wan-peer needs a namespace")?;
+                    let w = it.next().ok_or("--wan-peer needs a window")?;
+                    let w = w.parse().map_err(|_| format!("bad window {w}"))?;
+                    o.wan_peer = Some((ns.clone(), w));
+                }
                 "--workers" => {
                     let n = it.next().ok_or("--workers needs a number")?;
                     o.workers = Some(n.parse().map_err(|_| format!("bad --workers {n}"))?);
@@ -118,6 +129,10 @@ impl Options {
     }
 
     fn duration(&self) -> Duration {
+        if self.wan_peer.is_some() {
+            // Long enough for slow start to end at 50 ms per round trip.
+            return Duration::from_secs(if self.quick { 2 } else { 5 });
+        }
         if self.quick {
             Duration::from_millis(300)
         } else {
@@ -135,6 +150,9 @@ impl Options {
     }
 
     fn rounds(&self) -> usize {
+        if self.wan_peer.is_some() {
+            return if self.quick { 20 } else { 100 };
+        }
         if self.quick {
             200
         } else {
@@ -182,6 +200,9 @@ fn main() {
         }
     };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
+    if let Some((ns, window)) = &options.wan_peer {
+        wan::join(ns, *window);
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = options.workers {
         builder.worker_threads(n);
@@ -321,6 +342,9 @@ async fn run(o: &Options) -> Results {
     if o.wants("consensus_loss") && !o.netns_child {
         under_loss(o, &mut r, "consensus").await;
     }
+    if o.wants("wan") && !o.netns_child {
+        over_wan(o, &mut r).await;
+    }
     if o.wants("handshake") {
         for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
             let s = samples(|| scenarios::handshake(kind, o.handshakes())).await;
@@ -412,12 +436,7 @@ async fn under_loss(o: &Options, r: &mut Results, scenario: &str) {
         eprintln!("{lossy} skipped: {why}");
         r.skipped.push(format!("{lossy}: {why}"));
     };
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next().map(str::to_string));
-    if uid.as_deref() != Some("0") {
+    if !is_root() {
         return skip(r, "needs root to create a network namespace".into());
     }
     for tool in ["ip", "nft"] {
@@ -468,53 +487,72 @@ async fn under_loss(o: &Options, r: &mut Results, scenario: &str) {
             }
         ),
     );
-    let tmp = std::env::temp_dir().join(format!("{ns}.json"));
+    let ran = child_figures(
+        o,
+        r,
+        &format!("ip netns exec {ns}"),
+        &["--only", scenario],
+        |key| key.replacen(scenario, &lossy, 1),
+    )
+    .await;
+    sh(format!("ip netns del {ns}"));
+    if let Err(why) = ran {
+        skip(r, why);
+    }
+}
+
+/// Runs this benchmark again as a child (`--netns-child`) under `exec`
+/// (e.g. `ip netns exec <ns>`) with `args`, and takes in its figures and
+/// latency series under the names `rename` gives them.
+async fn child_figures(
+    o: &Options,
+    r: &mut Results,
+    exec: &str,
+    args: &[&str],
+    rename: impl Fn(&str) -> String,
+) -> Result<(), String> {
+    let tmp = std::env::temp_dir().join(format!("p2pbench-child{}.json", std::process::id()));
     let exe = std::env::current_exe().expect("own path");
     let mut cmd = format!(
-        "ip netns exec {ns} {} --netns-child --only {scenario} --json {}",
+        "{exec} {} --netns-child {} --json {}",
         exe.display(),
+        args.join(" "),
         tmp.display()
     );
     if o.quick {
         cmd.push_str(" --quick");
     }
-    let ran = tokio::task::spawn_blocking(move || sh(cmd))
-        .await
-        .unwrap_or(false);
-    sh(format!("ip netns del {ns}"));
+    let ran = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .await
+    .unwrap_or(false);
     let parsed = std::fs::read_to_string(&tmp)
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok());
     let _ = std::fs::remove_file(&tmp);
     let Some(json) = parsed.filter(|_| ran) else {
-        return skip(r, "the run inside the namespace failed".into());
+        return Err("the run in the child process failed".into());
     };
-    if let Some(results) = json["results"].as_object() {
-        for (key, f) in results {
-            let key = key.replacen(scenario, &lossy, 1);
-            let unit = if key.contains("_bulk") {
-                "MB/s"
-            } else if key.starts_with(&format!("{lossy}/")) {
-                "heights/s"
-            } else {
-                "us"
-            };
-            let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-            r.figures.insert(
-                key.clone(),
-                Figure {
-                    value: num(&f["value"]),
-                    min: num(&f["min"]),
-                    max: num(&f["max"]),
-                    unit,
-                },
-            );
-            eprintln!("{key}: {:.1} {unit}", num(&f["value"]));
-        }
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    for (key, f) in json["results"].as_object().into_iter().flatten() {
+        let key = rename(key);
+        let unit = report::unit(f["unit"].as_str().unwrap_or(""));
+        let figure = Figure {
+            value: num(&f["value"]),
+            min: num(&f["min"]),
+            max: num(&f["max"]),
+            unit,
+        };
+        eprintln!("{key}: {:.1} {unit}", figure.value);
+        r.figures.insert(key, figure);
     }
-    if let Some(series) = json["latencies"][scenario].as_object() {
-        let entry = r.latencies.entry(lossy).or_default();
-        for (t, v) in series {
+    for (scenario, series) in json["latencies"].as_object().into_iter().flatten() {
+        let entry = r.latencies.entry(rename(scenario)).or_default();
+        for (t, v) in series.as_object().into_iter().flatten() {
             let values = v
                 .as_array()
                 .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
@@ -522,4 +560,66 @@ async fn under_loss(o: &Options, r: &mut Results, scenario: &str) {
             entry.insert(t.clone(), values);
         }
     }
+    Ok(())
+}
+
+/// Runs bulk, hol and rtt again across the WAN link (see [`wan`]) for
+/// quic, mconn-fast and raw quinn; figures are named `wan_<figure>`.
+async fn over_wan(o: &Options, r: &mut Results) {
+    let skip = |r: &mut Results, why: String| {
+        eprintln!("wan skipped: {why}");
+        r.skipped.push(format!("wan: {why}"));
+    };
+    if !is_root() {
+        return skip(r, "needs root to create network namespaces".into());
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return skip(r, "no /dev/net/tun".into());
+    }
+    let config = wan::LinkConfig::wan();
+    let link = match wan::WanLink::create(config) {
+        Ok(link) => link,
+        Err(why) => return skip(r, why),
+    };
+    let window = wan::window_for(&config);
+    r.settings.insert(
+        "wan".into(),
+        format!(
+            "{}; QUIC stream window {} KiB (1 BDP) for quic and raw-quinn; TCP autotuned",
+            config.describe(),
+            window / 1024
+        ),
+    );
+    let wan_peer = format!("{} {window}", link.ns_b);
+    let mut args = vec!["--wan-peer", &wan_peer];
+    for scenario in ["bulk", "hol", "rtt"] {
+        args.extend(["--only", scenario]);
+    }
+    for transport in ["quic", "mconn-fast", "raw-quinn"] {
+        if o.runs(transport) {
+            args.extend(["--transport", transport]);
+        }
+    }
+    let exec = format!("ip netns exec {}", link.ns_a);
+    let ran = child_figures(o, r, &exec, &args, |key| format!("wan_{key}")).await;
+    let stats = &link.stats;
+    let seen = stats.packets.load(std::sync::atomic::Ordering::Relaxed);
+    let queue = stats
+        .dropped_queue
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("wan link: {seen} packets forwarded, {queue} dropped at the full queue");
+    drop(link);
+    if let Err(why) = ran {
+        skip(r, why);
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .as_deref()
+        == Some("0")
 }

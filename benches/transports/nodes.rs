@@ -1,6 +1,7 @@
 //! Router nodes for the benchmark: the same two channels over each
 //! transport.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use p2p_transport_memory::MemoryNetwork;
 use p2p_transport_quic::{QuicConfig, QuicTransport};
 use tokio::sync::broadcast;
+
+use crate::wan::{self, Side};
 
 pub const NETWORK: &str = "bench";
 pub const BULK: ChannelId = ChannelId(1);
@@ -117,7 +120,18 @@ pub async fn transport(
     listen: bool,
     memory: &MemoryNetwork,
 ) -> Arc<dyn Transport> {
-    let any = "127.0.0.1:0".parse().expect("address");
+    transport_on(kind, key, listen, memory, Side::A).await
+}
+
+/// A transport whose sockets are `side`'s (see [`wan`]).
+async fn transport_on(
+    kind: Kind,
+    key: &NodeKey,
+    listen: bool,
+    memory: &MemoryNetwork,
+    side: Side,
+) -> Arc<dyn Transport> {
+    let any = SocketAddr::new(wan::bind_ip(side), 0);
     match kind {
         Kind::Quic => {
             let mut c = QuicConfig::new();
@@ -128,8 +142,11 @@ pub async fn transport(
             c.listener.max_incoming_handshakes = 256;
             // Every peer comes from 127.0.0.1.
             c.listener.single_source(8192);
+            if let Some(window) = wan::stream_window() {
+                c.stream_receive_window = window;
+            }
             let node = LocalNode::new(key.clone(), NETWORK);
-            Arc::new(QuicTransport::bind(&node, c).expect("quic"))
+            Arc::new(wan::on_side(side, || QuicTransport::bind(&node, c)).expect("quic"))
         }
         Kind::MconnDefault | Kind::MconnFast => {
             let mut c = if kind == Kind::MconnFast {
@@ -144,7 +161,11 @@ pub async fn transport(
             c.listener.max_incoming_handshakes = 256;
             // Every peer comes from 127.0.0.1.
             c.listener.single_source(8192);
-            Arc::new(MconnTransport::bind(key, c).await.expect("mconn"))
+            Arc::new(
+                wan::on_side_async(side, MconnTransport::bind(key, c))
+                    .await
+                    .expect("mconn"),
+            )
         }
         Kind::Memory => Arc::new(memory.transport(key)),
     }
@@ -158,8 +179,19 @@ pub async fn node(
     peers: usize,
     memory: &MemoryNetwork,
 ) -> Node {
+    node_on(kind, seed, listen, peers, memory, Side::A).await
+}
+
+async fn node_on(
+    kind: Kind,
+    seed: u64,
+    listen: bool,
+    peers: usize,
+    memory: &MemoryNetwork,
+    side: Side,
+) -> Node {
     let key = key(seed);
-    let transport = transport(kind, &key, listen, memory).await;
+    let transport = transport_on(kind, &key, listen, memory, side).await;
     let id = key.node_id();
     let address = match transport.listen_endpoints().into_iter().next() {
         Some(e) => e.peer_address(id),
@@ -222,11 +254,12 @@ pub async fn wait_up(updates: &mut broadcast::Receiver<PeerUpdate>, peers: &[Nod
     }
 }
 
-/// Two connected nodes (A dialed B).
+/// Two connected nodes (A dialed B); over the WAN link when this process
+/// runs on it.
 pub async fn pair(kind: Kind) -> (Node, Node, MemoryNetwork) {
     let memory = MemoryNetwork::new();
-    let mut a = node(kind, 1, true, 4, &memory).await;
-    let mut b = node(kind, 2, true, 4, &memory).await;
+    let mut a = node_on(kind, 1, true, 4, &memory, Side::A).await;
+    let mut b = node_on(kind, 2, true, 4, &memory, Side::B).await;
     a.router.add_peer(b.address.clone()).await.expect("add");
     wait_up(&mut a.updates, &[b.id()]).await;
     wait_up(&mut b.updates, &[a.id()]).await;

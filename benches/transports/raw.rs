@@ -12,6 +12,7 @@ use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::scenarios::Sample;
+use crate::wan::{self, Side};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Raw {
@@ -63,8 +64,10 @@ fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
 
 fn quinn_transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(quinn::VarInt::from_u32(128 * 1024));
-    t.receive_window(quinn::VarInt::from_u32(33 * 128 * 1024));
+    // The transport's default window, or the one it gets on the WAN link.
+    let window = wan::stream_window().unwrap_or(128 * 1024);
+    t.stream_receive_window(quinn::VarInt::from_u32(window));
+    t.receive_window(quinn::VarInt::from_u64(33 * u64::from(window)).expect("window"));
     t.send_window(16 * 1024 * 1024);
     t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     let mut ack = quinn::AckFrequencyConfig::default();
@@ -73,12 +76,17 @@ fn quinn_transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-fn udp_socket() -> std::net::UdpSocket {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("udp");
+/// A UDP socket of `side` (see [`wan`]).
+fn udp_socket(side: Side) -> std::net::UdpSocket {
+    // A socket lives in the namespace it is created in.
+    let s = wan::on_side(side, || {
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+    })
+    .expect("udp");
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind");
+    let addr = SocketAddr::new(wan::bind_ip(side), 0);
+    s.bind(&addr.into()).expect("bind");
     s.into()
 }
 
@@ -98,7 +106,7 @@ fn quinn_endpoints() -> (quinn::Endpoint, quinn::Endpoint) {
     let server = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(server_cfg),
-        udp_socket(),
+        udp_socket(Side::B),
         Arc::new(quinn::TokioRuntime),
     )
     .expect("server");
@@ -109,7 +117,7 @@ fn quinn_endpoints() -> (quinn::Endpoint, quinn::Endpoint) {
     let mut client = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
-        udp_socket(),
+        udp_socket(Side::A),
         Arc::new(quinn::TokioRuntime),
     )
     .expect("client");
