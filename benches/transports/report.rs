@@ -270,18 +270,83 @@ impl Results {
                 cdf(&dir.join(format!("{scenario}_cdf.svg")), scenario, series)?;
             }
         }
+        // What a reader compares: memory's in-process copy (tens of GB/s)
+        // would flatten every other bar, so its value goes in the title.
+        let mut memory = None;
         let bars: Vec<(String, f64)> = self
             .figures
             .iter()
             .filter_map(|(k, f)| {
                 let t = k.strip_prefix("bulk/")?;
+                if t == "memory" {
+                    memory = Some(f.value);
+                    return None;
+                }
                 f.value.is_finite().then(|| (t.to_string(), f.value))
             })
             .collect();
         if !bars.is_empty() {
-            bar_chart(&dir.join("bulk.svg"), &bars)?;
+            let title = match memory {
+                Some(m) => {
+                    format!("bulk throughput, MB/s (64 KiB messages; memory, not drawn: {m:.0})")
+                }
+                None => "bulk throughput, MB/s (64 KiB messages)".to_string(),
+            };
+            let chart = Bars {
+                title: &title,
+                axis: "MB/s",
+                log: false,
+                mark: None,
+            };
+            chart.draw(&dir.join("bulk.svg"), &bars)?;
+        }
+        let advantages = self.advantages();
+        if !advantages.is_empty() {
+            let chart = Bars {
+                title: "QUIC's advantage per scenario (> 1: QUIC better; log scale)",
+                axis: "× (throughput: quic ÷ other; latency, memory: other ÷ quic)",
+                log: true,
+                mark: Some(1.0),
+            };
+            chart.draw(&dir.join("ratios.svg"), &advantages)?;
         }
         Ok(())
+    }
+
+    /// For every scenario, how many times better quic did than mconn-fast
+    /// and than raw quinn (where both ran): above 1 QUIC wins.
+    fn advantages(&self) -> Vec<(String, f64)> {
+        // (figure, whether more is better)
+        const SCENARIOS: [(&str, bool); 13] = [
+            ("bulk", true),
+            ("small", true),
+            ("rtt_p50", false),
+            ("hol_p99", false),
+            ("hol_loss_p99", false),
+            ("handshake_p50", false),
+            ("fanout_p99", false),
+            ("idle_memory", false),
+            ("consensus_p50", false),
+            ("consensus_loss_p50", false),
+            ("wan_bulk", true),
+            ("wan_hol_p99", false),
+            ("wan_rtt_p50", false),
+        ];
+        let mut out = Vec::new();
+        for (scenario, more_is_better) in SCENARIOS {
+            let Some(quic) = self.get(&format!("{scenario}/quic")) else {
+                continue;
+            };
+            for other in ["mconn-fast", "raw-quinn"] {
+                if let Some(v) = self.get(&format!("{scenario}/{other}")) {
+                    let ratio = if more_is_better { quic / v } else { v / quic };
+                    if ratio.is_finite() && ratio > 0.0 {
+                        out.push((format!("{scenario} vs {other}"), ratio));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -336,33 +401,125 @@ fn cdf(
     Ok(())
 }
 
-fn bar_chart(path: &Path, bars: &[(String, f64)]) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let max = bars.iter().map(|b| b.1).fold(1.0f64, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "bulk throughput, MB/s (64 KiB messages)",
-            ("sans-serif", 20),
-        )
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0usize..bars.len(), 0.0f64..max * 1.15)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(bars.len())
-        .x_label_formatter(&|i| bars.get(*i).map(|b| b.0.clone()).unwrap_or_default())
-        .y_desc("MB/s")
-        .draw()?;
-    chart.draw_series(
-        bars.iter()
-            .enumerate()
-            .map(|(i, (_, v))| Rectangle::new([(i, 0.0), (i + 1, *v)], BLUE.mix(0.6).filled())),
-    )?;
-    root.present()?;
-    Ok(())
+/// A bar with a gap above and below it.
+fn inset<C>(mut bar: Rectangle<C>) -> Rectangle<C> {
+    bar.set_margin(4, 4, 0, 0);
+    bar
+}
+
+/// A horizontal bar chart: one labelled bar per row, its value printed at
+/// its end, optionally on a log scale with a reference line.
+struct Bars<'a> {
+    title: &'a str,
+    axis: &'a str,
+    log: bool,
+    /// A vertical line at this value (e.g. 1 for ratios).
+    mark: Option<f64>,
+}
+
+impl Bars<'_> {
+    fn draw(&self, path: &Path, bars: &[(String, f64)]) -> Result<(), Box<dyn std::error::Error>> {
+        let height = 90 + 28 * bars.len() as u32;
+        let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = bars
+            .iter()
+            .map(|b| b.1)
+            .fold(self.mark.unwrap_or(1.0), f64::max);
+        let min = bars
+            .iter()
+            .map(|b| b.1)
+            .fold(self.mark.unwrap_or(1.0), f64::min);
+        // A segmented range over 0..=n-1 has a row per bar, labels centred.
+        let rows = (0..bars.len().saturating_sub(1)).into_segmented();
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(self.title, ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(210);
+        let label = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
+                bars.get(*i).map(|b| b.0.clone()).unwrap_or_default()
+            }
+            SegmentValue::Last => String::new(),
+        };
+        let value_at = |v: f64| {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        if self.log {
+            let range = (min / 2.0).max(1e-3)..max * 4.0;
+            let mut chart = builder.build_cartesian_2d(range.clone().log_scale(), rows)?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .light_line_style(WHITE)
+                .x_labels(8)
+                .y_labels(bars.len())
+                .y_label_formatter(&label)
+                .x_desc(self.axis)
+                .draw()?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                let color = if *v >= 1.0 {
+                    BLUE.mix(0.6)
+                } else {
+                    RED.mix(0.6)
+                };
+                let (from, to) = if *v >= 1.0 { (1.0, *v) } else { (*v, 1.0) };
+                inset(Rectangle::new(
+                    [
+                        (from, SegmentValue::Exact(i)),
+                        (to, SegmentValue::Exact(i + 1)),
+                    ],
+                    color.filled(),
+                ))
+            }))?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                Text::new(
+                    value_at(*v),
+                    (v.max(1.0) * 1.1, SegmentValue::CenterOf(i)),
+                    ("sans-serif", 13),
+                )
+            }))?;
+            if let Some(m) = self.mark {
+                let line = vec![(m, SegmentValue::Exact(0)), (m, SegmentValue::Last)];
+                chart.draw_series(std::iter::once(PathElement::new(line, BLACK)))?;
+            }
+        } else {
+            let mut chart = builder.build_cartesian_2d(0.0f64..max * 1.2, rows)?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .light_line_style(WHITE)
+                .x_labels(8)
+                .y_labels(bars.len())
+                .y_label_formatter(&label)
+                .x_desc(self.axis)
+                .draw()?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                inset(Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(i)),
+                        (*v, SegmentValue::Exact(i + 1)),
+                    ],
+                    BLUE.mix(0.6).filled(),
+                ))
+            }))?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+                Text::new(
+                    value_at(*v),
+                    (*v + max * 0.01, SegmentValue::CenterOf(i)),
+                    ("sans-serif", 13),
+                )
+            }))?;
+        }
+        root.present()?;
+        Ok(())
+    }
 }
 
 /// What the report says about the machine.
