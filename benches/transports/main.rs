@@ -7,8 +7,8 @@
 //!                                    [--workers <n>] [--json <path>] [--out <dir>]
 //! ```
 //!
-//! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, idle_memory,
-//! fanout, consensus, consensus_loss. Both router nodes of a pair live in
+//! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, reconnect,
+//! idle_memory, fanout, consensus, consensus_loss, wan. Both router nodes of a pair live in
 //! this process (one tokio runtime, all cores); `idle_memory` and `fanout`
 //! put their peers in a second process (this binary with `--peers`).
 //! `consensus` runs 4 validators (tasks in this process, each with its own
@@ -38,13 +38,14 @@ use raw::Raw;
 use report::{Figure, Results};
 use scenarios::{Latencies, Sample};
 
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "bulk",
     "small",
     "rtt",
     "hol",
     "hol_loss",
     "handshake",
+    "reconnect",
     "idle_memory",
     "fanout",
     "consensus",
@@ -353,6 +354,12 @@ async fn run(o: &Options) -> Results {
         for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
             let s = samples(|| raw::handshake(raw, o.handshakes())).await;
             put_latency(&mut r, "handshake", raw.name(), &s, false);
+        }
+    }
+    if o.wants("reconnect") {
+        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
+            let s = samples(|| scenarios::reconnect(kind, o.handshakes())).await;
+            put_latency(&mut r, "reconnect", kind.name(), &s, false);
         }
     }
     if o.wants("idle_memory") {

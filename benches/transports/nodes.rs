@@ -12,7 +12,7 @@ use p2p_router::{
 };
 use p2p_transport_mconn::{MconnConfig, MconnTransport};
 use p2p_transport_memory::MemoryNetwork;
-use p2p_transport_quic::{QuicConfig, QuicTransport};
+use p2p_transport_quic::{QuicConfig, QuicTransport, SessionCache};
 use tokio::sync::broadcast;
 
 use crate::wan::{self, Side};
@@ -120,16 +120,18 @@ pub async fn transport(
     listen: bool,
     memory: &MemoryNetwork,
 ) -> Arc<dyn Transport> {
-    transport_on(kind, key, listen, memory, Side::A).await
+    transport_on(kind, key, listen, memory, Side::A, None).await
 }
 
-/// A transport whose sockets are `side`'s (see [`wan`]).
+/// A transport whose sockets are `side`'s (see [`wan`]); QUIC keeps its
+/// session tickets in `sessions` when given.
 async fn transport_on(
     kind: Kind,
     key: &NodeKey,
     listen: bool,
     memory: &MemoryNetwork,
     side: Side,
+    sessions: Option<&SessionCache>,
 ) -> Arc<dyn Transport> {
     let any = SocketAddr::new(wan::bind_ip(side), 0);
     match kind {
@@ -144,6 +146,9 @@ async fn transport_on(
             c.listener.single_source(8192);
             if let Some(window) = wan::stream_window() {
                 c.stream_receive_window = window;
+            }
+            if let Some(sessions) = sessions {
+                c.session_cache = sessions.clone();
             }
             let node = LocalNode::new(key.clone(), NETWORK);
             Arc::new(wan::on_side(side, || QuicTransport::bind(&node, c)).expect("quic"))
@@ -179,7 +184,18 @@ pub async fn node(
     peers: usize,
     memory: &MemoryNetwork,
 ) -> Node {
-    node_on(kind, seed, listen, peers, memory, Side::A).await
+    node_on(kind, seed, listen, peers, memory, Side::A, None).await
+}
+
+/// A node that keeps its QUIC session tickets in `sessions`, as a node
+/// restarted in the same process would.
+pub async fn node_with_sessions(
+    kind: Kind,
+    seed: u64,
+    memory: &MemoryNetwork,
+    sessions: &SessionCache,
+) -> Node {
+    node_on(kind, seed, true, 4, memory, Side::A, Some(sessions)).await
 }
 
 async fn node_on(
@@ -189,9 +205,10 @@ async fn node_on(
     peers: usize,
     memory: &MemoryNetwork,
     side: Side,
+    sessions: Option<&SessionCache>,
 ) -> Node {
     let key = key(seed);
-    let transport = transport_on(kind, &key, listen, memory, side).await;
+    let transport = transport_on(kind, &key, listen, memory, side, sessions).await;
     let id = key.node_id();
     let address = match transport.listen_endpoints().into_iter().next() {
         Some(e) => e.peer_address(id),
@@ -239,6 +256,17 @@ async fn node_on(
     }
 }
 
+/// Waits until `peer` is down on `updates`.
+pub async fn wait_down(updates: &mut broadcast::Receiver<PeerUpdate>, peer: NodeId) {
+    loop {
+        match updates.recv().await {
+            Ok(PeerUpdate::Down { peer: p, .. }) if p == peer => return,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// Waits until every id in `peers` is up on `updates`.
 pub async fn wait_up(updates: &mut broadcast::Receiver<PeerUpdate>, peers: &[NodeId]) {
     let mut missing: std::collections::BTreeSet<NodeId> = peers.iter().copied().collect();
@@ -258,8 +286,8 @@ pub async fn wait_up(updates: &mut broadcast::Receiver<PeerUpdate>, peers: &[Nod
 /// runs on it.
 pub async fn pair(kind: Kind) -> (Node, Node, MemoryNetwork) {
     let memory = MemoryNetwork::new();
-    let mut a = node_on(kind, 1, true, 4, &memory, Side::A).await;
-    let mut b = node_on(kind, 2, true, 4, &memory, Side::B).await;
+    let mut a = node_on(kind, 1, true, 4, &memory, Side::A, None).await;
+    let mut b = node_on(kind, 2, true, 4, &memory, Side::B, None).await;
     a.router.add_peer(b.address.clone()).await.expect("add");
     wait_up(&mut a.updates, &[b.id()]).await;
     wait_up(&mut b.updates, &[a.id()]).await;

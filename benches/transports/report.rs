@@ -78,7 +78,7 @@ impl Results {
     /// The ratios the targets are set in, as (label, value, target): a
     /// figure divided by another, or a figure alone.
     pub fn ratios(&self) -> Vec<(String, Option<f64>, &'static str)> {
-        const RATIOS: [(&str, &str, Option<&str>, &str); 19] = [
+        const RATIOS: [(&str, &str, Option<&str>, &str); 20] = [
             (
                 "rtt p50: quic ÷ mconn-fast",
                 "rtt_p50/quic",
@@ -96,6 +96,12 @@ impl Results {
                 "handshake_p50/quic",
                 Some("handshake_p50/raw-quinn"),
                 "≤ 1.25",
+            ),
+            (
+                "reconnect p50: quic ÷ mconn-fast",
+                "reconnect_p50/quic",
+                Some("reconnect_p50/mconn-fast"),
+                "≤ 1",
             ),
             (
                 "handshake p50: quic ÷ mconn-fast",
@@ -317,13 +323,14 @@ impl Results {
     /// and than raw quinn (where both ran): above 1 QUIC wins.
     fn advantages(&self) -> Vec<(String, f64)> {
         // (figure, whether more is better)
-        const SCENARIOS: [(&str, bool); 13] = [
+        const SCENARIOS: [(&str, bool); 14] = [
             ("bulk", true),
             ("small", true),
             ("rtt_p50", false),
             ("hol_p99", false),
             ("hol_loss_p99", false),
             ("handshake_p50", false),
+            ("reconnect_p50", false),
             ("fanout_p99", false),
             ("idle_memory", false),
             ("consensus_p50", false),

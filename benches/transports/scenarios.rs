@@ -227,6 +227,40 @@ pub async fn handshake(kind: Kind, count: usize) -> Sample {
     }
 }
 
+/// Time from `add_peer` to Up when a node that met the listener before
+/// comes back (a new router and transport with the same key and, over
+/// QUIC, the same session tickets): `count` reconnects after a first
+/// contact that is not counted.
+pub async fn reconnect(kind: Kind, count: usize) -> Sample {
+    let memory = MemoryNetwork::new();
+    let mut listener = nodes::node(kind, 10_000, true, count + 16, &memory).await;
+    let sessions = p2p_transport_quic::SessionCache::default();
+    let mut latencies = Vec::with_capacity(count);
+    for i in 0..=count {
+        let mut dialer = nodes::node_with_sessions(kind, 30_000, &memory, &sessions).await;
+        let t = Instant::now();
+        dialer
+            .router
+            .add_peer(listener.address.clone())
+            .await
+            .expect("add");
+        nodes::wait_up(&mut dialer.updates, &[listener.id()]).await;
+        if i > 0 {
+            latencies.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let id = dialer.id();
+        dialer.router.shutdown().await;
+        // The next one must not find this one still connected.
+        nodes::wait_down(&mut listener.updates, id).await;
+    }
+    listener.router.shutdown().await;
+    Sample {
+        value: 0.0,
+        latencies: Latencies::from_us(&latencies),
+        side: None,
+    }
+}
+
 async fn shutdown(a: nodes::Node, b: nodes::Node) {
     let (x, y) = (a.router, b.router);
     tokio::join!(x.shutdown(), y.shutdown());

@@ -8,6 +8,8 @@ use p2p_router::transport::listener::{ListenerConfig, ListenerConfigError};
 use p2p_router::MAX_CHANNELS;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
+use crate::resumption::SessionCache;
+
 /// Settings of a [`QuicTransport`](crate::QuicTransport).
 ///
 /// Construct with [`QuicConfig::new`] and adjust the public fields. The
@@ -66,6 +68,12 @@ pub struct QuicConfig {
     /// 1 ms: quinn's 25 ms default dominated tail latency under loss.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_ack_delay: Duration,
+    /// Tickets for resuming TLS sessions with peers we dialed (a reconnect
+    /// then skips the certificates and their signatures). Clones of this
+    /// config share it; a listener remembers up to
+    /// `listener.max_connections` sessions for its dialers.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub session_cache: SessionCache,
 }
 
 impl Default for QuicConfig {
@@ -91,6 +99,7 @@ impl QuicConfig {
             socket_buffer: 4 * 1024 * 1024,
             bbr: true,
             max_ack_delay: Duration::from_millis(1),
+            session_cache: SessionCache::default(),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct QuicConnection {
     conn: quinn::Connection,
     peer_key: VerifyingKey,
     dialer: bool,
+    /// A dial that resumed an earlier TLS session.
+    resumed: bool,
     config: Arc<QuicConfig>,
     control: AsyncMutex<Control>,
     channels: OnceLock<Arc<Channels>>,
@@ -65,6 +67,7 @@ impl QuicConnection {
             conn,
             peer_key,
             dialer,
+            resumed: false,
             config,
             control: AsyncMutex::default(),
             channels: OnceLock::new(),
@@ -73,6 +76,18 @@ impl QuicConnection {
             acceptor: OnceLock::new(),
             _permit: permit,
         }
+    }
+
+    pub(crate) fn with_resumed(mut self, resumed: bool) -> Self {
+        self.resumed = resumed;
+        self
+    }
+
+    /// Whether this connection, dialed by us, resumed an earlier TLS
+    /// session with the peer (see [`SessionCache`](crate::SessionCache));
+    /// always false for an accepted connection.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     /// The underlying quinn connection (statistics such as RTT and lost

@@ -49,10 +49,12 @@
 mod codes;
 mod config;
 mod connection;
+mod failures;
 mod framing;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod resumption;
 mod signer;
 mod socket;
 mod streams;
@@ -60,8 +62,10 @@ mod streams;
 pub mod test_utils;
 mod tls;
 mod transport;
+mod verdicts;
 
 pub use config::{QuicConfig, QuicConfigError};
 pub use connection::QuicConnection;
+pub use resumption::SessionCache;
 pub use tls::{certificate_key, verify_certificate, CertificateError};
 pub use transport::QuicTransport;

@@ -2,7 +2,7 @@
 //! that accept exactly those, ALPN with the network folded in, and the
 //! rustls configurations built from them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ed25519_dalek::VerifyingKey;
 use p2p_router::transport::AuthFailure;
@@ -12,6 +12,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::verdicts::Verdicts;
 use sha2::{Digest, Sha256};
 
 use crate::signer::OwnCertificate;
@@ -243,15 +245,13 @@ macro_rules! tls13_signatures {
 pub(crate) use tls13_signatures;
 
 /// The dialer's verifier: the server's certificate must prove the node id
-/// named in the server name (see [`server_name`]).
-#[derive(Debug)]
+/// named in the server name (see [`server_name`]). One per transport (a
+/// session resumes only with the verifier that checked it); each dial
+/// reads what it saw from `verdicts`.
+#[derive(Debug, Default)]
 pub(crate) struct ServerVerifier {
-    /// Why the last certificate was refused, for a typed dial error.
-    verdict: Verdict,
+    pub(crate) verdicts: Arc<Verdicts>,
 }
-
-/// Where a verifier leaves its refusal.
-pub(crate) type Verdict = Arc<Mutex<Option<CertificateError>>>;
 
 impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
@@ -262,8 +262,12 @@ impl ServerCertVerifier for ServerVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let name = match server_name {
+            ServerName::DnsName(name) => name.as_ref(),
+            _ => "",
+        };
         let refuse = |e: CertificateError| {
-            *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            self.verdicts.record(name, Some(e.clone()));
             e.into_rustls()
         };
         let key = verify_certificate(end_entity, intermediates).map_err(refuse)?;
@@ -273,7 +277,10 @@ impl ServerCertVerifier for ServerVerifier {
             _ => None,
         };
         match expected {
-            Some(expected) if expected == actual => Ok(ServerCertVerified::assertion()),
+            Some(expected) if expected == actual => {
+                self.verdicts.record(name, None);
+                Ok(ServerCertVerified::assertion())
+            }
             Some(expected) => Err(refuse(CertificateError::WrongNodeId { expected, actual })),
             None => Err(rustls::Error::General(
                 "server name is not a node id".into(),
@@ -313,30 +320,33 @@ impl ClientCertVerifier for ClientVerifier {
     );
 }
 
-/// Builds the rustls client (dialer) configuration, with the slot where
-/// its verifier explains a refusal.
+/// Builds the rustls client (dialer) configuration around the
+/// transport's one `verifier`, resuming sessions by `resumption`.
 pub(crate) fn client_config(
     identity: &Identity,
     alpn: Vec<u8>,
-) -> Result<(rustls::ClientConfig, Verdict), rustls::Error> {
+    resumption: rustls::client::Resumption,
+    verifier: Arc<ServerVerifier>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = provider();
-    let verdict = Verdict::default();
-    let verifier = Arc::new(ServerVerifier {
-        verdict: verdict.clone(),
-    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(identity.own.clone());
     config.alpn_protocols = vec![alpn];
-    Ok((config, verdict))
+    config.resumption = resumption;
+    Ok(config)
 }
 
-/// Builds the rustls server (listener) configuration.
+/// Builds the rustls server (listener) configuration. It remembers up to
+/// `sessions` sessions so that dialers can resume them (see
+/// [`crate::SessionCache`]); one ticket per handshake, so a dialer holds
+/// one reconnect's worth and gets the next one on that reconnect.
 pub(crate) fn server_config(
     identity: &Identity,
     alpn: Vec<u8>,
+    sessions: usize,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -344,6 +354,8 @@ pub(crate) fn server_config(
         .with_client_cert_verifier(Arc::new(ClientVerifier))
         .with_cert_resolver(identity.own.clone());
     config.alpn_protocols = vec![alpn];
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(sessions);
+    config.send_tls13_tickets = usize::from(sessions > 0);
     Ok(config)
 }
 

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use p2p_router::transport::listener::{accept_queue, AcceptQueue, AcceptSender, Listener};
-use p2p_router::transport::{AcceptFailure, AsyncTransport, AuthFailure, IncompatibleKind};
+use p2p_router::transport::{AcceptFailure, AsyncTransport, IncompatibleKind};
 use p2p_router::{
     AcceptError, BindError, DialError, Endpoint, LocalNode, NodeId, NodeKey, Protocol,
 };
@@ -21,8 +21,9 @@ use tracing::Instrument;
 use crate::codes::CloseCode;
 use crate::config::QuicConfig;
 use crate::connection::QuicConnection;
+use crate::failures::{accept_failure, dial_error};
 use crate::socket::bind_udp;
-use crate::tls::{self, CertificateError, Identity};
+use crate::tls::{self, CertificateError, Identity, ServerVerifier};
 
 /// The QUIC transport: see the crate documentation.
 pub struct QuicTransport {
@@ -33,6 +34,11 @@ pub struct QuicTransport {
 
 struct Inner {
     config: Arc<QuicConfig>,
+    /// How we dial: our TLS identity, one verifier for every dial (a
+    /// session resumes only with the verifier that checked it), tickets
+    /// filed under our node id in the config's session cache.
+    client: quinn::ClientConfig,
+    verifier: Arc<ServerVerifier>,
     identity: Identity,
     alpn: Vec<u8>,
     endpoint_config: quinn::EndpointConfig,
@@ -67,7 +73,8 @@ impl QuicTransport {
         let alpn = tls::alpn(node.network());
         let endpoint_config = endpoint_config(key);
 
-        let server_tls = tls::server_config(&identity, alpn.clone())
+        let sessions = config.listener.max_connections;
+        let server_tls = tls::server_config(&identity, alpn.clone(), sessions)
             .map_err(|e| BindError::Identity(Box::new(e)))?;
         let server_crypto =
             QuicServerConfig::try_from(server_tls).map_err(|e| BindError::Identity(Box::new(e)))?;
@@ -102,7 +109,21 @@ impl QuicTransport {
             .map_err(|source| BindError::Socket { address, source })?;
             listeners.push(endpoint);
         }
+        let verifier = Arc::new(ServerVerifier::default());
+        let resumption = config.session_cache.resumption(node.node_id());
+        let client_tls = tls::client_config(&identity, alpn.clone(), resumption, verifier.clone())
+            .map_err(|e| BindError::Identity(Box::new(e)))?;
+        let client_crypto =
+            QuicClientConfig::try_from(client_tls).map_err(|e| BindError::Identity(Box::new(e)))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(
+            config
+                .transport(false)
+                .map_err(|e| BindError::Config(Box::new(e)))?,
+        );
         let inner = Arc::new(Inner {
+            client,
+            verifier,
             connections: Arc::new(Semaphore::new(config.listener.max_connections)),
             config,
             identity,
@@ -229,20 +250,16 @@ impl Inner {
             .clone()
             .try_acquire_owned()
             .map_err(|_| DialError::LimitReached)?;
-        // A verifier per dial, so its verdict comes back typed. The TLS and
-        // transport settings were checked at bind: failing here is a bug.
         let local = |error: &dyn std::fmt::Display| {
             tracing::error!(%error, "QUIC dial could not start");
             DialError::Local
         };
-        let (client_tls, verdict) =
-            tls::client_config(&self.identity, self.alpn.clone()).map_err(|e| local(&e))?;
-        let crypto = QuicClientConfig::try_from(client_tls).map_err(|e| local(&e))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(self.config.transport(false).map_err(|e| local(&e))?);
+        // The verifier tells this dial why it refused, or that it saw no
+        // certificate (a resumed session).
+        let watch = self.verifier.verdicts.watch(peer);
         let server_name = peer.to_string();
         let connecting = endpoint
-            .connect_with(client, address, &server_name)
+            .connect_with(self.client.clone(), address, &server_name)
             .map_err(|e| match e {
                 quinn::ConnectError::InvalidRemoteAddress(_) => DialError::Refused,
                 quinn::ConnectError::EndpointStopping => DialError::Closed,
@@ -253,10 +270,7 @@ impl Inner {
             () = self.closed.cancelled() => return Err(DialError::Closed),
             r = tokio::time::timeout(self.config.listener.handshake_timeout, connecting) => match r {
                 Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    let verdict = verdict.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    return Err(dial_error(e, verdict));
-                }
+                Ok(Err(e)) => return Err(dial_error(e, watch.verdict().refusal)),
                 Err(_) => return Err(DialError::Timeout),
             },
         };
@@ -273,13 +287,8 @@ impl Inner {
                 actual,
             });
         }
-        Ok(QuicConnection::new(
-            conn,
-            key,
-            true,
-            self.config.clone(),
-            permit,
-        ))
+        let conn = QuicConnection::new(conn, key, true, self.config.clone(), permit);
+        Ok(conn.with_resumed(!watch.verdict().checked))
     }
 
     /// Checks what TLS negotiated and returns the peer's key.
@@ -315,76 +324,12 @@ enum PeerCheck {
     Certificate(CertificateError),
 }
 
-/// Maps a failed QUIC handshake to the dial error a caller can act on.
-fn dial_error(error: quinn::ConnectionError, verdict: Option<CertificateError>) -> DialError {
-    match verdict {
-        Some(CertificateError::WrongNodeId { expected, actual }) => {
-            return DialError::WrongPeer { expected, actual }
-        }
-        Some(other) => return DialError::Authentication(other.auth_failure()),
-        None => {}
-    }
-    match &error {
-        quinn::ConnectionError::ConnectionClosed(close) => match tls_alert(close.error_code) {
-            Some(NO_APPLICATION_PROTOCOL) => DialError::Incompatible(IncompatibleKind::Alpn),
-            Some(alert) => DialError::Authentication(AuthFailure::TlsAlert(alert)),
-            // CONNECTION_REFUSED: the listener refused before any TLS work
-            // (over its limits); any other code: it will not talk.
-            None => DialError::Refused,
-        },
-        quinn::ConnectionError::TimedOut => DialError::Timeout,
-        quinn::ConnectionError::LocallyClosed => DialError::Closed,
-        quinn::ConnectionError::TransportError(_) => DialError::Authentication(AuthFailure::Tls),
-        // Reset, closed by the application, version mismatch: the peer
-        // went away or will not talk.
-        _ => DialError::Refused,
-    }
-}
-
 /// An ephemeral address of the family `endpoint` listens on.
 fn spare_address(endpoint: &quinn::Endpoint) -> SocketAddr {
     match endpoint.local_addr() {
         Ok(SocketAddr::V6(_)) => SocketAddr::from((Ipv6Addr::LOCALHOST, 0)),
         _ => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
     }
-}
-
-/// What a failed incoming QUIC handshake says about the peer.
-fn accept_failure(error: &quinn::ConnectionError) -> AcceptFailure {
-    let aborted = AcceptFailure::Io(std::io::ErrorKind::ConnectionAborted);
-    match error {
-        quinn::ConnectionError::TimedOut => AcceptFailure::Timeout,
-        // Our TLS refused the dialer, or (a close from the dialer) its TLS
-        // refused us, say because we are not the node it meant to reach:
-        // either way the alert says why.
-        quinn::ConnectionError::TransportError(e) => {
-            alert_failure(e.code).unwrap_or(AcceptFailure::Authentication(AuthFailure::Tls))
-        }
-        quinn::ConnectionError::ConnectionClosed(close) => {
-            alert_failure(close.error_code).unwrap_or(aborted)
-        }
-        _ => aborted,
-    }
-}
-
-/// What a TLS alert carried by `code` says, if it carries one.
-fn alert_failure(code: quinn::TransportErrorCode) -> Option<AcceptFailure> {
-    Some(match tls_alert(code)? {
-        NO_APPLICATION_PROTOCOL => AcceptFailure::Incompatible(IncompatibleKind::Alpn),
-        alert => AcceptFailure::Authentication(AuthFailure::TlsAlert(alert)),
-    })
-}
-
-/// TLS alert `no_application_protocol` (RFC 7301).
-const NO_APPLICATION_PROTOCOL: u8 = 120;
-
-/// The TLS alert a crypto error code carries (RFC 9001 §4.8), if it is
-/// one.
-fn tls_alert(code: quinn::TransportErrorCode) -> Option<u8> {
-    let code = u64::from(code);
-    (0x100..0x200)
-        .contains(&code)
-        .then_some((code & 0xff) as u8)
 }
 
 async fn accept_loop(

@@ -10,44 +10,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use p2p_router::transport::CloseReason;
-use p2p_router::{conformance, ChannelId, Connection, Transport};
-use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
+use p2p_router::{ChannelId, Connection};
+use p2p_transport_quic::{QuicConfig, QuicTransport};
 
 fn config(idle: Duration, keep_alive: Duration) -> QuicConfig {
     let mut c = quic_config("127.0.0.1:0");
     c.idle_timeout = idle;
     c.keep_alive_interval = keep_alive;
     c
-}
-
-/// Dials `listener_key` at `addr` from `dialer` and completes the
-/// handshake with `listener`.
-async fn handshaken(
-    dialer: &QuicTransport,
-    dialer_key: &p2p_router::NodeKey,
-    listener: &QuicTransport,
-    listener_key: &p2p_router::NodeKey,
-    addr: std::net::SocketAddr,
-) -> (QuicConnection, Box<dyn Connection>) {
-    let (d, a) = tokio::join!(
-        dialer.dial_quic(listener_key.node_id(), addr),
-        listener.accept()
-    );
-    let (d, a) = (d.unwrap(), a.unwrap());
-    let (di, li) = (
-        conformance::node_info(dialer_key),
-        conformance::node_info(listener_key),
-    );
-    let (x, y) = tokio::join!(d.handshake(&di), a.handshake(&li));
-    x.unwrap();
-    y.unwrap();
-    let (s, r) = tokio::join!(
-        a.send_admission(p2p_router::transport::Admission::Accepted),
-        d.recv_admission()
-    );
-    s.unwrap();
-    r.unwrap();
-    (d, a)
 }
 
 #[tokio::test]

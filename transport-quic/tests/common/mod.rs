@@ -19,8 +19,8 @@ use std::time::Duration;
 use p2p_router::conformance;
 pub use p2p_router::test_utils::{self, key, send_to, text, TestNode, TestNodeBuilder, Text};
 use p2p_router::{
-    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, LocalNode, NodeId, NodeKey,
-    PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
+    ChannelDescriptor, ChannelId, ChannelReceiver, ChannelSender, Connection, LocalNode, NodeId,
+    NodeKey, PeerAddress, PeerManagerOptions, PeerUpdate, Router, RouterOptions, Transport,
 };
 pub use p2p_transport_quic::test_utils::AcceptAnyCert;
 use p2p_transport_quic::{QuicConfig, QuicConnection, QuicTransport};
@@ -446,4 +446,34 @@ impl UdpProxy {
         self.task.abort();
         let _ = self.task.await;
     }
+}
+
+/// Dials `listener_key` at `addr` from `dialer` and completes the
+/// handshake with `listener`.
+pub async fn handshaken(
+    dialer: &QuicTransport,
+    dialer_key: &p2p_router::NodeKey,
+    listener: &QuicTransport,
+    listener_key: &p2p_router::NodeKey,
+    addr: SocketAddr,
+) -> (QuicConnection, Box<dyn p2p_router::Connection>) {
+    let (d, a) = tokio::join!(
+        dialer.dial_quic(listener_key.node_id(), addr),
+        listener.accept()
+    );
+    let (d, a) = (d.unwrap(), a.unwrap());
+    let (di, li) = (
+        conformance::node_info(dialer_key),
+        conformance::node_info(listener_key),
+    );
+    let (x, y) = tokio::join!(d.handshake(&di), a.handshake(&li));
+    x.unwrap();
+    y.unwrap();
+    let (s, r) = tokio::join!(
+        a.send_admission(p2p_router::transport::Admission::Accepted),
+        d.recv_admission()
+    );
+    s.unwrap();
+    r.unwrap();
+    (d, a)
 }
