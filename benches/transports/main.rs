@@ -299,20 +299,17 @@ async fn run(o: &Options) -> Results {
         }
     }
     if o.wants("rtt") {
-        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
+        latency_rows(o, &mut r, "rtt", kinds(), |kind| {
             // A 100 ms flush throttle makes each round ~200 ms.
             let rounds = if kind == Kind::MconnDefault {
                 20
             } else {
                 o.rounds()
             };
-            let s = samples(|| scenarios::rtt(kind, rounds)).await;
-            put_latency(&mut r, "rtt", kind.name(), &s, false);
-        }
-        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
-            let s = samples(|| raw::rtt(raw, o.rounds())).await;
-            put_latency(&mut r, "rtt", raw.name(), &s, false);
-        }
+            scenarios::rtt(kind, rounds)
+        })
+        .await;
+        latency_rows(o, &mut r, "rtt", raws(), |raw| raw::rtt(raw, o.rounds())).await;
     }
     if o.wants("hol") {
         for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
@@ -347,20 +344,19 @@ async fn run(o: &Options) -> Results {
         over_wan(o, &mut r).await;
     }
     if o.wants("handshake") {
-        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
-            let s = samples(|| scenarios::handshake(kind, o.handshakes())).await;
-            put_latency(&mut r, "handshake", kind.name(), &s, false);
-        }
-        for raw in Raw::ALL.into_iter().filter(|r| o.runs(r.name())) {
-            let s = samples(|| raw::handshake(raw, o.handshakes())).await;
-            put_latency(&mut r, "handshake", raw.name(), &s, false);
-        }
+        let n = o.handshakes();
+        latency_rows(o, &mut r, "handshake", kinds(), |kind| {
+            scenarios::handshake(kind, n)
+        })
+        .await;
+        latency_rows(o, &mut r, "handshake", raws(), |raw| raw::handshake(raw, n)).await;
     }
     if o.wants("reconnect") {
-        for kind in Kind::ALL.into_iter().filter(|k| o.runs(k.name())) {
-            let s = samples(|| scenarios::reconnect(kind, o.handshakes())).await;
-            put_latency(&mut r, "reconnect", kind.name(), &s, false);
-        }
+        let n = o.handshakes();
+        latency_rows(o, &mut r, "reconnect", kinds(), |kind| {
+            scenarios::reconnect(kind, n)
+        })
+        .await;
     }
     if o.wants("idle_memory") {
         for kind in Kind::ALL
@@ -386,6 +382,35 @@ async fn run(o: &Options) -> Results {
             .insert("fanout_peers".into(), o.fanout_peers().to_string());
     }
     r
+}
+
+/// Every router transport, with its name.
+fn kinds() -> impl Iterator<Item = (Kind, &'static str)> {
+    Kind::ALL.into_iter().map(|k| (k, k.name()))
+}
+
+/// Every raw baseline, with its name.
+fn raws() -> impl Iterator<Item = (Raw, &'static str)> {
+    Raw::ALL.into_iter().map(|r| (r, r.name()))
+}
+
+/// `scenario`'s latency figures for each of `subjects` (a router
+/// transport or a raw baseline, with its name) the options ask for.
+async fn latency_rows<T, F, Fut>(
+    o: &Options,
+    r: &mut Results,
+    scenario: &str,
+    subjects: impl IntoIterator<Item = (T, &'static str)>,
+    run: F,
+) where
+    T: Copy,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Sample>,
+{
+    for (subject, name) in subjects.into_iter().filter(|(_, n)| o.runs(n)) {
+        let s = samples(|| run(subject)).await;
+        put_latency(r, scenario, name, &s, false);
+    }
 }
 
 async fn reps<F, Fut>(f: F) -> Vec<f64>

@@ -300,8 +300,7 @@ impl Results {
             };
             let chart = Bars {
                 title: &title,
-                axis: "MB/s",
-                log: false,
+                axis: "MB/s (log scale)",
                 mark: None,
             };
             chart.draw(&dir.join("bulk.svg"), &bars)?;
@@ -311,7 +310,6 @@ impl Results {
             let chart = Bars {
                 title: "QUIC's advantage per scenario (> 1: QUIC better; log scale)",
                 axis: "× (throughput: quic ÷ other; latency, memory: other ÷ quic)",
-                log: true,
                 mark: Some(1.0),
             };
             chart.draw(&dir.join("ratios.svg"), &advantages)?;
@@ -414,12 +412,11 @@ fn inset<C>(mut bar: Rectangle<C>) -> Rectangle<C> {
     bar
 }
 
-/// A horizontal bar chart: one labelled bar per row, its value printed at
-/// its end, optionally on a log scale with a reference line.
+/// A horizontal bar chart on a log scale: one labelled bar per row, its
+/// value printed at its end, optionally around a reference line.
 struct Bars<'a> {
     title: &'a str,
     axis: &'a str,
-    log: bool,
     /// A vertical line at this value (e.g. 1 for ratios).
     mark: Option<f64>,
 }
@@ -458,71 +455,39 @@ impl Bars<'_> {
                 format!("{v:.2}")
             }
         };
-        if self.log {
-            let range = (min / 2.0).max(1e-3)..max * 4.0;
-            let mut chart = builder.build_cartesian_2d(range.clone().log_scale(), rows)?;
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .light_line_style(WHITE)
-                .x_labels(8)
-                .y_labels(bars.len())
-                .y_label_formatter(&label)
-                .x_desc(self.axis)
-                .draw()?;
-            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                let color = if *v >= 1.0 {
-                    BLUE.mix(0.6)
-                } else {
-                    RED.mix(0.6)
-                };
-                let (from, to) = if *v >= 1.0 { (1.0, *v) } else { (*v, 1.0) };
-                inset(Rectangle::new(
-                    [
-                        (from, SegmentValue::Exact(i)),
-                        (to, SegmentValue::Exact(i + 1)),
-                    ],
-                    color.filled(),
-                ))
-            }))?;
-            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                Text::new(
-                    value_at(*v),
-                    (v.max(1.0) * 1.1, SegmentValue::CenterOf(i)),
-                    ("sans-serif", 13),
-                )
-            }))?;
-            if let Some(m) = self.mark {
-                let line = vec![(m, SegmentValue::Exact(0)), (m, SegmentValue::Last)];
-                chart.draw_series(std::iter::once(PathElement::new(line, BLACK)))?;
-            }
-        } else {
-            let mut chart = builder.build_cartesian_2d(0.0f64..max * 1.2, rows)?;
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .light_line_style(WHITE)
-                .x_labels(8)
-                .y_labels(bars.len())
-                .y_label_formatter(&label)
-                .x_desc(self.axis)
-                .draw()?;
-            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                inset(Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(i)),
-                        (*v, SegmentValue::Exact(i + 1)),
-                    ],
-                    BLUE.mix(0.6).filled(),
-                ))
-            }))?;
-            chart.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                Text::new(
-                    value_at(*v),
-                    (*v + max * 0.01, SegmentValue::CenterOf(i)),
-                    ("sans-serif", 13),
-                )
-            }))?;
+        let range = (min / 2.0).max(1e-3)..max * 4.0;
+        // Bars grow from the mark (a ratio of 1) or from the axis.
+        let base = self.mark.unwrap_or(range.start);
+        let mut chart = builder.build_cartesian_2d(range.log_scale(), rows)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(WHITE)
+            .x_labels(8)
+            .y_labels(bars.len())
+            .y_label_formatter(&label)
+            .x_desc(self.axis)
+            .draw()?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
+            let color = if v >= base {
+                BLUE.mix(0.6)
+            } else {
+                RED.mix(0.6)
+            };
+            let (from, to) = (v.min(base), v.max(base));
+            let rows = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
+            inset(Rectangle::new(
+                [(from, rows.0), (to, rows.1)],
+                color.filled(),
+            ))
+        }))?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, &(_, v))| {
+            let at = (v.max(base) * 1.1, SegmentValue::CenterOf(i));
+            Text::new(value_at(v), at, ("sans-serif", 13))
+        }))?;
+        if let Some(m) = self.mark {
+            let line = vec![(m, SegmentValue::Exact(0)), (m, SegmentValue::Last)];
+            chart.draw_series(std::iter::once(PathElement::new(line, BLACK)))?;
         }
         root.present()?;
         Ok(())

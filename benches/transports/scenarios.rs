@@ -202,29 +202,7 @@ pub async fn hol(kind: Kind, duration: Duration) -> Sample {
 
 /// Time from `add_peer` to Up, over `count` sequential fresh dialers.
 pub async fn handshake(kind: Kind, count: usize) -> Sample {
-    let memory = MemoryNetwork::new();
-    let listener = nodes::node(kind, 10_000, true, count + 16, &memory).await;
-    let mut latencies = Vec::with_capacity(count);
-    for i in 0..count {
-        // Dialers listen like real nodes do: their socket exists before the
-        // dial, which then leaves from it.
-        let mut dialer = nodes::node(kind, 20_000 + i as u64, true, 4, &memory).await;
-        let t = Instant::now();
-        dialer
-            .router
-            .add_peer(listener.address.clone())
-            .await
-            .expect("add");
-        nodes::wait_up(&mut dialer.updates, &[listener.id()]).await;
-        latencies.push(t.elapsed().as_secs_f64() * 1e6);
-        dialer.router.shutdown().await;
-    }
-    listener.router.shutdown().await;
-    Sample {
-        value: 0.0,
-        latencies: Latencies::from_us(&latencies),
-        side: None,
-    }
+    dial_times(kind, count, None).await
 }
 
 /// Time from `add_peer` to Up when a node that met the listener before
@@ -232,12 +210,28 @@ pub async fn handshake(kind: Kind, count: usize) -> Sample {
 /// QUIC, the same session tickets): `count` reconnects after a first
 /// contact that is not counted.
 pub async fn reconnect(kind: Kind, count: usize) -> Sample {
+    let sessions = p2p_transport_quic::SessionCache::default();
+    dial_times(kind, count, Some(&sessions)).await
+}
+
+/// `count` timed dials of one listener: by fresh dialers, or with
+/// `sessions` by one node coming back each time.
+async fn dial_times(
+    kind: Kind,
+    count: usize,
+    sessions: Option<&p2p_transport_quic::SessionCache>,
+) -> Sample {
     let memory = MemoryNetwork::new();
     let mut listener = nodes::node(kind, 10_000, true, count + 16, &memory).await;
-    let sessions = p2p_transport_quic::SessionCache::default();
+    let warmup = usize::from(sessions.is_some());
     let mut latencies = Vec::with_capacity(count);
-    for i in 0..=count {
-        let mut dialer = nodes::node_with_sessions(kind, 30_000, &memory, &sessions).await;
+    for i in 0..count + warmup {
+        // Dialers listen like real nodes do: their socket exists before the
+        // dial, which then leaves from it.
+        let mut dialer = match sessions {
+            Some(sessions) => nodes::node_with_sessions(kind, 30_000, &memory, sessions).await,
+            None => nodes::node(kind, 20_000 + i as u64, true, 4, &memory).await,
+        };
         let t = Instant::now();
         dialer
             .router
@@ -245,13 +239,15 @@ pub async fn reconnect(kind: Kind, count: usize) -> Sample {
             .await
             .expect("add");
         nodes::wait_up(&mut dialer.updates, &[listener.id()]).await;
-        if i > 0 {
+        if i >= warmup {
             latencies.push(t.elapsed().as_secs_f64() * 1e6);
         }
         let id = dialer.id();
         dialer.router.shutdown().await;
-        // The next one must not find this one still connected.
-        nodes::wait_down(&mut listener.updates, id).await;
+        if sessions.is_some() {
+            // The one coming back must not find itself still connected.
+            nodes::wait_down(&mut listener.updates, id).await;
+        }
     }
     listener.router.shutdown().await;
     Sample {

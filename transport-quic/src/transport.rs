@@ -79,11 +79,12 @@ impl QuicTransport {
         let server_crypto =
             QuicServerConfig::try_from(server_tls).map_err(|e| BindError::Identity(Box::new(e)))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(
+        let transport = |server| {
             config
-                .transport(true)
-                .map_err(|e| BindError::Config(Box::new(e)))?,
-        );
+                .transport(server)
+                .map_err(|e| BindError::Config(Box::new(e)))
+        };
+        server.transport_config(transport(true)?);
         // Connections waiting for `Incoming` handling; our accept loop takes
         // them at once, so this only absorbs bursts.
         server.max_incoming(
@@ -116,11 +117,7 @@ impl QuicTransport {
         let client_crypto =
             QuicClientConfig::try_from(client_tls).map_err(|e| BindError::Identity(Box::new(e)))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client.transport_config(
-            config
-                .transport(false)
-                .map_err(|e| BindError::Config(Box::new(e)))?,
-        );
+        client.transport_config(transport(false)?);
         let inner = Arc::new(Inner {
             client,
             verifier,

@@ -95,27 +95,31 @@ impl Drop for Watch {
 mod tests {
     use super::*;
 
+    /// A node id of a generated key.
     fn peer(n: u8) -> NodeId {
-        NodeId::from_bytes([n; 20])
+        p2p_router::NodeKey::from_seed([n; 32]).node_id()
     }
 
     #[test]
-    fn a_watched_dial_sees_its_verdict_and_the_entry_goes_with_the_last_watch() {
+    fn a_dial_sees_what_was_recorded_for_its_name_only() {
         let verdicts = Arc::new(Verdicts::default());
-        let (a, b) = (peer(1), peer(2));
-        let watch_a = verdicts.watch(a);
-        let watch_b = verdicts.watch(b);
-        verdicts.record(&a.to_string(), Some(CertificateError::Missing));
-        assert!(watch_a.verdict().checked);
-        assert_eq!(watch_a.verdict().refusal, Some(CertificateError::Missing));
-        // Nothing seen for b: a resumed handshake looks like this.
-        assert!(!watch_b.verdict().checked);
-        // An unwatched name is not recorded, so nothing grows.
+        let (refused, resumed) = (verdicts.watch(peer(1)), verdicts.watch(peer(2)));
+        verdicts.record(&peer(1).to_string(), Some(CertificateError::Missing));
+        let seen = refused.verdict();
+        assert!(seen.checked && seen.refusal == Some(CertificateError::Missing));
+        // Nothing checked for the other: a resumed handshake looks so.
+        assert!(!resumed.verdict().checked);
+    }
+
+    #[test]
+    fn entries_live_while_watched_and_unwatched_names_are_not_kept() {
+        let verdicts = Arc::new(Verdicts::default());
         verdicts.record(&peer(3).to_string(), None);
-        let again = verdicts.watch(a);
-        drop(watch_a);
-        assert_eq!(verdicts.lock().len(), 2, "a is still watched once");
-        drop((again, watch_b));
+        assert!(verdicts.lock().is_empty());
+        let (first, second) = (verdicts.watch(peer(1)), verdicts.watch(peer(1)));
+        drop(first);
+        assert_eq!(verdicts.lock().len(), 1, "still watched once");
+        drop(second);
         assert!(verdicts.lock().is_empty());
     }
 }
