@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use p2p_bench::link::LinkConfig;
+
+use crate::namespaces::sh;
 use p2p_bench::link::{Bottleneck, Fate};
 
 /// Node A's address inside namespace A.
@@ -41,18 +43,6 @@ pub struct WanLink {
     pub stats: Arc<LinkStats>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-}
-
-fn sh(cmd: &str) -> Result<(), String> {
-    let status = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .status()
-        .map_err(|e| format!("`{cmd}`: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{cmd}` failed"))
-    }
 }
 
 impl WanLink {

@@ -12,11 +12,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-
-use crate::verdicts::Verdicts;
 use sha2::{Digest, Sha256};
 
 use crate::signer::OwnCertificate;
+use crate::verdicts::Verdicts;
 
 /// The protocol name in ALPN; the version follows it.
 pub(crate) const ALPN_PREFIX: &str = "p2p-router/1/";
