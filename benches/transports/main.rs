@@ -8,14 +8,18 @@
 //! ```
 //!
 //! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, reconnect,
-//! idle_memory, fanout, consensus, consensus_loss, wan. Both router nodes of a pair live in
-//! this process (one tokio runtime, all cores); `idle_memory` and `fanout`
+//! idle_memory, fanout, consensus, consensus_loss, wan. Both router nodes
+//! of a pair live in this process (one tokio runtime, all cores);
+//! `reconnect` brings one dialer back with its key (and its QUIC session
+//! tickets) again and again; `idle_memory` and `fanout`
 //! put their peers in a second process (this binary with `--peers`).
 //! `consensus` runs 4 validators (tasks in this process, each with its own
 //! router and transport) on 1 MiB blocks: heights per second and commit
 //! latency. `hol_loss` and `consensus_loss` run `hol` and `consensus`
 //! again in a private network namespace that drops 1 % of packets (root,
-//! `ip`, `nft`; otherwise they are reported as skipped).
+//! `ip`, `nft`; otherwise they are reported as skipped). `wan` runs bulk,
+//! hol and rtt across a 50 ms-RTT link between two namespaces (see
+//! `wan.rs`; root and `/dev/net/tun`, else skipped).
 //!
 //! Every figure is the median of three repetitions, with min and max.
 
