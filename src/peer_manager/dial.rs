@@ -19,7 +19,7 @@ impl PeerManager {
         let room = self.dial_room();
         let mut chosen = None;
         // Peers due now, best first: usually the first one is dialed.
-        for id in self.index.ready() {
+        for id in self.index.ready(!room.new_allowed) {
             if room.none_further(self, id) {
                 break;
             }
@@ -190,7 +190,7 @@ impl PeerManager {
         let room = self.dial_room();
         let due_now = self
             .index
-            .ready()
+            .ready(!room.new_allowed)
             .take_while(|id| !room.none_further(self, id))
             .any(|id| room.allows(self, id) && self.index.due(id).is_some_and(|d| d <= now));
         if due_now {
@@ -211,7 +211,7 @@ impl PeerManager {
         } else {
             // Every peer may be dialed: the soonest one is first in line.
             self.index
-                .waiting()
+                .waiting(!room.new_allowed)
                 .find(|(_, id)| room.allows(self, id))
                 .map(|(due, _)| due)
         };
@@ -233,6 +233,7 @@ impl PeerManager {
         let at_target =
             !full && o.target_connected > 0 && self.limited_connected() >= o.target_connected;
         DialRoom {
+            new_allowed: o.max_dialing_new == 0 || self.dialing_new() < o.max_dialing_new,
             limited: !over_ceiling && !over_outgoing && !at_target,
             full,
             lowest_victim: if full {
@@ -281,6 +282,23 @@ impl PeerManager {
             .min_by_key(|&(due, i)| (due, peer.addresses[i].record.dial_failures, i))
     }
 
+    /// Whether `peer` is configured (persistent or unconditional) or was
+    /// connected at some time: a peer worth a dial slot before addresses
+    /// only heard of, which may not exist (see `max_dialing_new`).
+    pub(super) fn is_proven(&self, peer: &super::peer::Peer) -> bool {
+        peer.last_connected.is_some()
+            || self.persistent.contains(&peer.id)
+            || self.options.unconditional_peers.contains(&peer.id)
+    }
+
+    /// Dials in progress to peers that are not proven.
+    fn dialing_new(&self) -> usize {
+        self.dialing
+            .iter()
+            .filter(|id| self.peers.get(id).is_some_and(|p| !self.is_proven(p)))
+            .count()
+    }
+
     pub(super) fn draw_jitter(&mut self) -> Duration {
         let max = self.options.retry_time_jitter;
         if max.is_zero() {
@@ -293,6 +311,8 @@ impl PeerManager {
 
 /// What the limits allow a dial right now; see `PeerManager::dial_room`.
 pub(super) struct DialRoom {
+    /// Peers that are not proven may be dialed (`max_dialing_new`).
+    new_allowed: bool,
     /// Limited peers may be dialed.
     pub(super) limited: bool,
     /// The limited slots are full: a limited dial must be an upgrade.
@@ -323,6 +343,9 @@ impl DialRoom {
 
     /// Whether the limits allow dialing `id`.
     fn allows(&self, manager: &PeerManager, id: &NodeId) -> bool {
+        if !self.new_allowed && !manager.peers.get(id).is_some_and(|p| manager.is_proven(p)) {
+            return false;
+        }
         if !manager.is_limited(id) {
             return true;
         }

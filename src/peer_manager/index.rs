@@ -25,6 +25,9 @@ struct Placed {
     /// When the peer may be dialed, if it can be without a new event.
     due: Option<SystemTime>,
     connected: bool,
+    /// Configured, or connected to at some time (see
+    /// [`PeerManager::is_proven`]).
+    proven: bool,
 }
 
 #[derive(Debug)]
@@ -38,6 +41,10 @@ pub(super) struct PeerIndex {
     waiting: BTreeSet<(SystemTime, RankKey)>,
     /// Dialable peers due at `promoted`, best first.
     ready: BTreeSet<RankKey>,
+    /// The proven peers of `waiting` and `ready`: what may be dialed while
+    /// the dials of new peers are at their limit.
+    waiting_proven: BTreeSet<(SystemTime, RankKey)>,
+    ready_proven: BTreeSet<RankKey>,
     /// The latest `now` the waiting peers were promoted at (the epoch at
     /// first, so peers due at once, the usual new peer, go straight to
     /// `ready`).
@@ -52,6 +59,8 @@ impl Default for PeerIndex {
             connected: BTreeSet::new(),
             waiting: BTreeSet::new(),
             ready: BTreeSet::new(),
+            waiting_proven: BTreeSet::new(),
+            ready_proven: BTreeSet::new(),
             promoted: SystemTime::UNIX_EPOCH,
         }
     }
@@ -67,6 +76,8 @@ impl PeerIndex {
         if let Some(due) = old.due {
             self.waiting.remove(&(due, old.rank));
             self.ready.remove(&old.rank);
+            self.waiting_proven.remove(&(due, old.rank));
+            self.ready_proven.remove(&old.rank);
         }
     }
 
@@ -78,8 +89,14 @@ impl PeerIndex {
         if let Some(due) = placed.due {
             if due <= self.promoted {
                 self.ready.insert(placed.rank);
+                if placed.proven {
+                    self.ready_proven.insert(placed.rank);
+                }
             } else {
                 self.waiting.insert((due, placed.rank));
+                if placed.proven {
+                    self.waiting_proven.insert((due, placed.rank));
+                }
             }
         }
         self.placed.insert(id, placed);
@@ -98,6 +115,13 @@ impl PeerIndex {
             self.waiting.pop_first();
             self.ready.insert(key);
         }
+        while let Some(&(due, key)) = self.waiting_proven.first() {
+            if due > now {
+                break;
+            }
+            self.waiting_proven.pop_first();
+            self.ready_proven.insert(key);
+        }
     }
 
     /// Every known peer, best first.
@@ -110,14 +134,26 @@ impl PeerIndex {
         self.connected.iter().map(|(_, _, id)| id)
     }
 
-    /// Dialable peers due at the last promotion, best first.
-    pub(super) fn ready(&self) -> impl Iterator<Item = &NodeId> {
-        self.ready.iter().map(|(_, _, id)| id)
+    /// Dialable peers due at the last promotion, best first; only the
+    /// proven ones if `proven_only`.
+    pub(super) fn ready(&self, proven_only: bool) -> impl Iterator<Item = &NodeId> {
+        let set = if proven_only {
+            &self.ready_proven
+        } else {
+            &self.ready
+        };
+        set.iter().map(|(_, _, id)| id)
     }
 
-    /// Dialable peers not yet due, soonest first.
-    pub(super) fn waiting(&self) -> impl Iterator<Item = (SystemTime, &NodeId)> {
-        self.waiting.iter().map(|(due, (_, _, id))| (*due, id))
+    /// Dialable peers not yet due, soonest first; only the proven ones if
+    /// `proven_only`.
+    pub(super) fn waiting(&self, proven_only: bool) -> impl Iterator<Item = (SystemTime, &NodeId)> {
+        let set = if proven_only {
+            &self.waiting_proven
+        } else {
+            &self.waiting
+        };
+        set.iter().map(|(due, (_, _, id))| (*due, id))
     }
 
     /// When `id` may be dialed, as last indexed.
@@ -156,6 +192,7 @@ impl PeerManager {
                 .dial_time(SystemTime::UNIX_EPOCH, &id)
                 .map(|(due, _)| due),
             connected: self.connected.contains_key(&id),
+            proven: self.is_proven(peer),
         };
         self.index.insert(id, placed);
     }
@@ -182,6 +219,18 @@ impl PeerManager {
                 .dial_time(SystemTime::UNIX_EPOCH, id)
                 .map(|(due, _)| due);
             assert_eq!(self.index.due(id), due, "due time of {id}");
+            let key = self.index.rank_key(id).expect("placed");
+            let proven = self.is_proven(&self.peers[id]);
+            assert_eq!(
+                self.index.ready_proven.contains(&key),
+                proven && self.index.ready.contains(&key),
+                "proven ready view for {id}"
+            );
+            assert_eq!(
+                due.is_some_and(|d| self.index.waiting_proven.contains(&(d, key))),
+                proven && due.is_some_and(|d| self.index.waiting.contains(&(d, key))),
+                "proven waiting view for {id}"
+            );
             assert_eq!(
                 self.index
                     .connected

@@ -45,6 +45,13 @@ pub struct PeerManagerOptions {
     pub max_connected_upgrade: usize,
     /// Most peers kept in the store (default 1000).
     pub max_peers: usize,
+    /// Most dials at once to peers the node has never been connected to
+    /// and that are not configured (default 4; the router dials 8 at
+    /// once by default). Addresses heard of through peer exchange may not
+    /// exist, and a dial of one can last its whole timeout: the other
+    /// dial slots stay free for peers known to be real, so that a burst
+    /// of bad addresses never holds up a reconnection.
+    pub max_dialing_new: usize,
     /// Retry delay per failed dial of an address (default 250 ms); 0 turns
     /// retries of failed addresses off.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
@@ -88,6 +95,7 @@ impl Default for PeerManagerOptions {
             max_outgoing: 0,
             max_connected_upgrade: 4,
             max_peers: 1000,
+            max_dialing_new: 4,
             min_retry_time: Duration::from_millis(250),
             max_retry_time: Duration::from_secs(30 * 60),
             max_retry_time_persistent: Duration::from_secs(5 * 60),

@@ -508,6 +508,72 @@ fn dial_next_returns_nothing_in_backoff_and_next_wakeup_says_when() {
 }
 
 #[test]
+fn dials_of_new_peers_are_capped_and_leave_room_for_a_proven_one() {
+    let mut m = manager(PeerManagerOptions {
+        max_dialing_new: 2,
+        ..opts()
+    });
+    // A peer we were connected to, whose connection failed at once: it
+    // now ranks below addresses never dialed.
+    connect_out(&mut m, 1);
+    m.disconnected(t(0), id(1));
+    for n in 2..=6 {
+        m.add(addr(n)).unwrap();
+    }
+    assert!(m.score_of(&id(1)) < m.score_of(&id(2)));
+    let first = m.dial_next(t(2000)).unwrap();
+    let second = m.dial_next(t(2000)).unwrap();
+    assert!(first.node_id() != id(1) && second.node_id() != id(1));
+    assert_eq!(
+        m.dial_next(t(2000)),
+        Some(addr(1)),
+        "two new dials at once: the proven peer goes next"
+    );
+    assert_eq!(m.dial_next(t(2000)), None, "no third new dial");
+    assert_eq!(
+        m.next_wakeup(t(2000)),
+        None,
+        "only a dial ending frees a slot for a new peer"
+    );
+    m.dial_failed(t(2050), &first);
+    assert!(m.dial_next(t(2050)).is_some_and(|a| a.node_id() != id(1)));
+    m.check_index();
+}
+
+#[test]
+fn configured_peers_are_never_counted_as_new() {
+    let mut m = manager(PeerManagerOptions {
+        max_dialing_new: 1,
+        persistent_peers: vec![addr(1)],
+        unconditional_peers: [id(2)].into(),
+        ..opts()
+    });
+    m.add(addr(2)).unwrap();
+    m.add(addr(3)).unwrap();
+    m.add(addr(4)).unwrap();
+    let dialed: Vec<PeerAddress> = std::iter::from_fn(|| m.dial_next(t(0))).collect();
+    assert_eq!(
+        dialed.len(),
+        3,
+        "persistent, unconditional and one new: {dialed:?}"
+    );
+    assert!(dialed.contains(&addr(1)) && dialed.contains(&addr(2)));
+    m.check_index();
+}
+
+#[test]
+fn no_cap_on_new_dials_when_zero() {
+    let mut m = manager(PeerManagerOptions {
+        max_dialing_new: 0,
+        ..opts()
+    });
+    for n in 1..=10 {
+        m.add(addr(n)).unwrap();
+    }
+    assert_eq!(std::iter::from_fn(|| m.dial_next(t(0))).count(), 10);
+}
+
+#[test]
 fn dial_next_respects_max_outgoing() {
     let mut m = manager(PeerManagerOptions {
         max_outgoing: 2,
