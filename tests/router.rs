@@ -139,6 +139,44 @@ async fn a_peer_without_the_channel_is_never_sent_to() {
     assert_eq!(a.router.stats().dropped_no_channel, 1);
 }
 
+/// A reactor slower than its peer: the receive buffer fills, deliveries
+/// wait for room in it (a few slots at a time) and every message still
+/// arrives once, in order. Buffers of 1 and 8 slots.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reactor_gets_every_message_in_order() {
+    for capacity in [1, 8] {
+        let net = MemoryNetwork::new();
+        let slow = ChannelDescriptor::new(ChannelId(0x21), "slow")
+            .with_receive_capacity(capacity)
+            .with_full_policy(FullPolicy::Wait);
+        let declare =
+            |r: &mut p2p_router::RouterBuilder| r.channel::<Text>(slow.clone()).unwrap().split();
+        let (mut a, (a_chan, _)) = TestNodeBuilder::new(key(1)).start_declaring_on(&net, declare);
+        let (mut b, (_, b_chan)) = TestNodeBuilder::new(key(2)).start_declaring_on(&net, declare);
+        connect(&mut a, &mut b).await;
+        let to = b.id();
+        let sender = tokio::spawn(async move {
+            for i in 0..300 {
+                let message = text(i.to_string());
+                a_chan
+                    .send(p2p_router::Envelope { peer: to, message })
+                    .await
+                    .unwrap();
+            }
+            a_chan
+        });
+        for i in 0..300 {
+            // Slower than the sender: the buffer is full most of the time.
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            let got = require_receive(&b_chan).await;
+            assert_eq!(got.message, text(i.to_string()), "capacity {capacity}");
+        }
+        sender.await.unwrap();
+        assert_eq!(b.router.stats().dropped_no_receiver, 0);
+    }
+}
+
 /// Node `a` sends `Number`s on channel 0x20, where node `b` (from
 /// `b_builder`) reads `Text`: a's bytes (fixed64 on field 1) do not decode
 /// as b's (a string). Connected.

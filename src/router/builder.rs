@@ -189,13 +189,22 @@ impl RouterBuilder {
                     shared::Delivery::Done(Err(DeliverError::ReceiverGone))
                 }
                 // The reactor is behind: wait for room (this is the
-                // channel's backpressure).
+                // channel's backpressure), and for a few slots rather
+                // than one, so that the reactor and this peer's receive
+                // task do not wake each other for every message.
                 Err(mpsc::error::TrySendError::Full(envelope)) => {
                     let tx = tx.clone();
                     shared::Delivery::Waiting(Box::pin(async move {
-                        tx.send(envelope)
+                        let mut room = tx
+                            .reserve_many(resume_room(tx.max_capacity()))
                             .await
-                            .map_err(|_| DeliverError::ReceiverGone)
+                            .map_err(|_| DeliverError::ReceiverGone)?;
+                        if let Some(permit) = room.next() {
+                            permit.send(envelope);
+                        }
+                        // The other slots go back: the messages after this
+                        // one find them free.
+                        Ok(())
                     }))
                 }
             }
@@ -319,5 +328,22 @@ impl RouterBuilder {
         );
         let task = tokio::spawn(actor.run());
         Ok(Router::new(handle, task))
+    }
+}
+
+/// How many free slots a full receive queue of `capacity` must have before
+/// a waiting delivery resumes: a quarter of it, at most 64 (a receive
+/// batch), at least 1.
+fn resume_room(capacity: usize) -> usize {
+    (capacity / 4).clamp(1, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_waiting_delivery_resumes_with_a_quarter_of_the_buffer_free() {
+        assert_eq!(super::resume_room(1), 1);
+        assert_eq!(super::resume_room(8), 2);
+        assert_eq!(super::resume_room(1024), 64);
     }
 }

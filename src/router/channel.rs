@@ -247,6 +247,11 @@ impl<M> ChannelReceiver<M> {
     /// is left), the messages still buffered are returned, then `None`.
     /// Cancel safe.
     pub async fn recv(&self) -> Option<Envelope<M>> {
+        // A reactor that keeps up finds a message waiting: take it without
+        // the wait's machinery (the cancellation future, a queued lock).
+        if let Some(message) = self.try_recv() {
+            return Some(message);
+        }
         let mut rx = self.rx.lock().await;
         tokio::select! {
             // Buffered messages first, even after the stop.
