@@ -133,12 +133,18 @@ impl<M: prost::Message> ChannelSender<M> {
             tokio::task::consume_budget().await;
             return Ok(());
         };
-        let Some((queue, _)) = route.queues.get(&self.id).cloned() else {
+        let Some((queue, _)) = route.queues.get(&self.id) else {
             stats.bump(&stats.dropped_no_channel);
             ChannelCounters::add(&self.counters.dropped_no_channel, 1);
             tokio::task::consume_budget().await;
             return Ok(());
         };
+        // Usually there is room: no clone of the queue, no wait.
+        let bytes = match queue.try_push(bytes) {
+            Ok(pushed) => return self.count(pushed),
+            Err(bytes) => bytes,
+        };
+        let queue = queue.clone();
         drop(route);
         self.count(queue.push(bytes).await)
     }
