@@ -12,7 +12,9 @@
 //! of a pair live in this process (one tokio runtime, all cores);
 //! `reconnect` brings one dialer back with its key (and its QUIC session
 //! tickets) again and again; `idle_memory` and `fanout`
-//! put their peers in a second process (this binary with `--peers`).
+//! put their peers in a second process (this binary with `--peers`);
+//! `fanout` also reports the CPU time both processes spent per delivered
+//! message (`fanout_cpu/<transport>`, from `/proc`, 10 ms ticks).
 //! `consensus` runs 4 validators (tasks in this process, each with its own
 //! router and transport) on 1 MiB blocks: heights per second and commit
 //! latency. `hol_loss` and `consensus_loss` run `hol` and `consensus`
@@ -383,6 +385,8 @@ async fn run(o: &Options) -> Results {
         {
             let s = samples(|| peers::fanout(kind, o.fanout_peers())).await;
             put_latency(&mut r, "fanout", kind.name(), &s, false);
+            let cpu = s.iter().map(|s| s.value).collect();
+            put(&mut r, "fanout_cpu", kind.name(), cpu, "us/msg");
         }
         r.settings
             .insert("fanout_peers".into(), o.fanout_peers().to_string());

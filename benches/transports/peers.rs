@@ -28,6 +28,29 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// CPU time (user and system) a process has used so far, µs, from
+/// `/proc/<pid>/stat` (Linux; 0 elsewhere). Resolution: one clock tick.
+fn cpu_us(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th of them.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks * 10_000.0
+}
+
 struct Child {
     process: tokio::process::Child,
     lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
@@ -145,7 +168,9 @@ pub fn idle_hub_process(args: &[String]) {
     });
 }
 
-/// Delivery latency of 1 KiB broadcasts from the hub to every peer, µs.
+/// Delivery latency of 1 KiB broadcasts from the hub to every peer, µs;
+/// the value is the CPU time both processes spent per delivered message
+/// while the broadcasts ran, µs.
 pub async fn fanout(kind: Kind, count: usize) -> Sample {
     let mut hub = hub(kind, count).await;
     let mut child = Child::spawn(kind, count, &hub.address, "fanout");
@@ -154,6 +179,8 @@ pub async fn fanout(kind: Kind, count: usize) -> Sample {
     let ready = child.line().await;
     assert_eq!(ready, "up", "peer process failed to connect");
     let data = Bytes::from(vec![0x42u8; 1024]);
+    let peers_pid = child.process.id();
+    let cpu_before = cpu_us(None) + cpu_us(peers_pid);
     for _ in 0..FANOUT_MESSAGES {
         let m = Payload {
             data: data.clone(),
@@ -163,6 +190,7 @@ pub async fn fanout(kind: Kind, count: usize) -> Sample {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let report = child.line().await;
+    let cpu = cpu_us(None) + cpu_us(peers_pid) - cpu_before;
     let latencies: Vec<f64> = report
         .strip_prefix("latencies ")
         .unwrap_or("")
@@ -172,8 +200,9 @@ pub async fn fanout(kind: Kind, count: usize) -> Sample {
     child.stop().await;
     hub.router.shutdown().await;
     Sample {
+        value: cpu / latencies.len().max(1) as f64,
         latencies: crate::scenarios::Latencies::from_us(&latencies),
-        ..Sample::default()
+        side: None,
     }
 }
 

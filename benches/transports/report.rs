@@ -78,7 +78,7 @@ impl Results {
     /// The ratios the targets are set in, as (label, value, target): a
     /// figure divided by another, or a figure alone.
     pub fn ratios(&self) -> Vec<(String, Option<f64>, &'static str)> {
-        const RATIOS: [(&str, &str, Option<&str>, &str); 20] = [
+        const RATIOS: [(&str, &str, Option<&str>, &str); 21] = [
             (
                 "rtt p50: quic ÷ mconn-fast",
                 "rtt_p50/quic",
@@ -114,6 +114,12 @@ impl Results {
                 "fanout_p99/quic",
                 Some("fanout_p99/mconn-fast"),
                 "≤ 1",
+            ),
+            (
+                "fanout CPU per delivered message: quic ÷ mconn-fast",
+                "fanout_cpu/quic",
+                Some("fanout_cpu/mconn-fast"),
+                "",
             ),
             (
                 "small: quic ÷ raw-quinn",
