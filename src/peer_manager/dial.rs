@@ -288,7 +288,7 @@ impl PeerManager {
     pub(super) fn is_proven(&self, peer: &super::peer::Peer) -> bool {
         peer.last_connected.is_some()
             || self.persistent.contains(&peer.id)
-            || self.options.unconditional_peers.contains(&peer.id)
+            || !self.is_limited(&peer.id)
     }
 
     /// Dials in progress to peers that are not proven.

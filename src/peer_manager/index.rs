@@ -30,6 +30,40 @@ struct Placed {
     proven: bool,
 }
 
+/// Dialable peers, split at the last promotion time.
+#[derive(Debug, Default)]
+struct Dialable {
+    /// Not yet due at `promoted`, by due time.
+    waiting: BTreeSet<(SystemTime, RankKey)>,
+    /// Due at `promoted`, best first.
+    ready: BTreeSet<RankKey>,
+}
+
+impl Dialable {
+    fn insert(&mut self, due: SystemTime, rank: RankKey, promoted: SystemTime) {
+        if due <= promoted {
+            self.ready.insert(rank);
+        } else {
+            self.waiting.insert((due, rank));
+        }
+    }
+
+    fn remove(&mut self, due: SystemTime, rank: &RankKey) {
+        self.waiting.remove(&(due, *rank));
+        self.ready.remove(rank);
+    }
+
+    fn promote(&mut self, now: SystemTime) {
+        while let Some(&(due, key)) = self.waiting.first() {
+            if due > now {
+                break;
+            }
+            self.waiting.pop_first();
+            self.ready.insert(key);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct PeerIndex {
     placed: HashMap<NodeId, Placed>,
@@ -37,14 +71,11 @@ pub(super) struct PeerIndex {
     rank: BTreeSet<RankKey>,
     /// Connected peers, best first.
     connected: BTreeSet<RankKey>,
-    /// Dialable peers not yet due at `promoted`, by due time.
-    waiting: BTreeSet<(SystemTime, RankKey)>,
-    /// Dialable peers due at `promoted`, best first.
-    ready: BTreeSet<RankKey>,
-    /// The proven peers of `waiting` and `ready`: what may be dialed while
-    /// the dials of new peers are at their limit.
-    waiting_proven: BTreeSet<(SystemTime, RankKey)>,
-    ready_proven: BTreeSet<RankKey>,
+    /// Every dialable peer.
+    dialable: Dialable,
+    /// The proven ones among them: what may be dialed while the dials of
+    /// new peers are at their limit.
+    proven: Dialable,
     /// The latest `now` the waiting peers were promoted at (the epoch at
     /// first, so peers due at once, the usual new peer, go straight to
     /// `ready`).
@@ -57,10 +88,8 @@ impl Default for PeerIndex {
             placed: HashMap::new(),
             rank: BTreeSet::new(),
             connected: BTreeSet::new(),
-            waiting: BTreeSet::new(),
-            ready: BTreeSet::new(),
-            waiting_proven: BTreeSet::new(),
-            ready_proven: BTreeSet::new(),
+            dialable: Dialable::default(),
+            proven: Dialable::default(),
             promoted: SystemTime::UNIX_EPOCH,
         }
     }
@@ -74,10 +103,8 @@ impl PeerIndex {
         self.rank.remove(&old.rank);
         self.connected.remove(&old.rank);
         if let Some(due) = old.due {
-            self.waiting.remove(&(due, old.rank));
-            self.ready.remove(&old.rank);
-            self.waiting_proven.remove(&(due, old.rank));
-            self.ready_proven.remove(&old.rank);
+            self.dialable.remove(due, &old.rank);
+            self.proven.remove(due, &old.rank);
         }
     }
 
@@ -87,40 +114,29 @@ impl PeerIndex {
             self.connected.insert(placed.rank);
         }
         if let Some(due) = placed.due {
-            if due <= self.promoted {
-                self.ready.insert(placed.rank);
-                if placed.proven {
-                    self.ready_proven.insert(placed.rank);
-                }
-            } else {
-                self.waiting.insert((due, placed.rank));
-                if placed.proven {
-                    self.waiting_proven.insert((due, placed.rank));
-                }
+            self.dialable.insert(due, placed.rank, self.promoted);
+            if placed.proven {
+                self.proven.insert(due, placed.rank, self.promoted);
             }
         }
         self.placed.insert(id, placed);
     }
 
-    /// Moves the peers due by `now` to the ready view.
+    /// Moves the peers due by `now` to the ready views.
     pub(super) fn promote(&mut self, now: SystemTime) {
         if self.promoted >= now {
             return;
         }
         self.promoted = now;
-        while let Some(&(due, key)) = self.waiting.first() {
-            if due > now {
-                break;
-            }
-            self.waiting.pop_first();
-            self.ready.insert(key);
-        }
-        while let Some(&(due, key)) = self.waiting_proven.first() {
-            if due > now {
-                break;
-            }
-            self.waiting_proven.pop_first();
-            self.ready_proven.insert(key);
+        self.dialable.promote(now);
+        self.proven.promote(now);
+    }
+
+    fn views(&self, proven_only: bool) -> &Dialable {
+        if proven_only {
+            &self.proven
+        } else {
+            &self.dialable
         }
     }
 
@@ -137,23 +153,16 @@ impl PeerIndex {
     /// Dialable peers due at the last promotion, best first; only the
     /// proven ones if `proven_only`.
     pub(super) fn ready(&self, proven_only: bool) -> impl Iterator<Item = &NodeId> {
-        let set = if proven_only {
-            &self.ready_proven
-        } else {
-            &self.ready
-        };
-        set.iter().map(|(_, _, id)| id)
+        self.views(proven_only).ready.iter().map(|(_, _, id)| id)
     }
 
     /// Dialable peers not yet due, soonest first; only the proven ones if
     /// `proven_only`.
     pub(super) fn waiting(&self, proven_only: bool) -> impl Iterator<Item = (SystemTime, &NodeId)> {
-        let set = if proven_only {
-            &self.waiting_proven
-        } else {
-            &self.waiting
-        };
-        set.iter().map(|(due, (_, _, id))| (*due, id))
+        self.views(proven_only)
+            .waiting
+            .iter()
+            .map(|(due, (_, _, id))| (*due, id))
     }
 
     /// When `id` may be dialed, as last indexed.
@@ -221,14 +230,15 @@ impl PeerManager {
             assert_eq!(self.index.due(id), due, "due time of {id}");
             let key = self.index.rank_key(id).expect("placed");
             let proven = self.is_proven(&self.peers[id]);
+            let (all, only) = (&self.index.dialable, &self.index.proven);
             assert_eq!(
-                self.index.ready_proven.contains(&key),
-                proven && self.index.ready.contains(&key),
+                only.ready.contains(&key),
+                proven && all.ready.contains(&key),
                 "proven ready view for {id}"
             );
             assert_eq!(
-                due.is_some_and(|d| self.index.waiting_proven.contains(&(d, key))),
-                proven && due.is_some_and(|d| self.index.waiting.contains(&(d, key))),
+                due.is_some_and(|d| only.waiting.contains(&(d, key))),
+                proven && due.is_some_and(|d| all.waiting.contains(&(d, key))),
                 "proven waiting view for {id}"
             );
             assert_eq!(

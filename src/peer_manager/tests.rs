@@ -507,12 +507,17 @@ fn dial_next_returns_nothing_in_backoff_and_next_wakeup_says_when() {
     assert_eq!(m.dial_next(t(110)), Some(addr(1)));
 }
 
+/// `opts()` with at most `max` dials of new peers at once.
+fn new_dials(max: usize) -> PeerManagerOptions {
+    PeerManagerOptions {
+        max_dialing_new: max,
+        ..opts()
+    }
+}
+
 #[test]
 fn dials_of_new_peers_are_capped_and_leave_room_for_a_proven_one() {
-    let mut m = manager(PeerManagerOptions {
-        max_dialing_new: 2,
-        ..opts()
-    });
+    let mut m = manager(new_dials(2));
     // A peer we were connected to, whose connection failed at once: it
     // now ranks below addresses never dialed.
     connect_out(&mut m, 1);
@@ -543,10 +548,9 @@ fn dials_of_new_peers_are_capped_and_leave_room_for_a_proven_one() {
 #[test]
 fn configured_peers_are_never_counted_as_new() {
     let mut m = manager(PeerManagerOptions {
-        max_dialing_new: 1,
         persistent_peers: vec![addr(1)],
         unconditional_peers: [id(2)].into(),
-        ..opts()
+        ..new_dials(1)
     });
     m.add(addr(2)).unwrap();
     m.add(addr(3)).unwrap();
@@ -563,10 +567,7 @@ fn configured_peers_are_never_counted_as_new() {
 
 #[test]
 fn no_cap_on_new_dials_when_zero() {
-    let mut m = manager(PeerManagerOptions {
-        max_dialing_new: 0,
-        ..opts()
-    });
+    let mut m = manager(new_dials(0));
     for n in 1..=10 {
         m.add(addr(n)).unwrap();
     }
