@@ -75,7 +75,7 @@ struct Options {
     /// Running inside the loss namespace for the parent's `hol_loss`.
     netns_child: bool,
     /// Running on the WAN link: side B's namespace and the stream window.
-    wan_peer: Option<(String, u32)>,
+    wan_peer: Option<(String, wan::Windows)>,
 }
 
 impl Options {
@@ -102,9 +102,14 @@ impl Options {
                 "--netns-child" => o.netns_child = true,
                 "--wan-peer" => {
                     let ns = it.next().ok_or("--wan-peer needs a namespace")?;
-                    let w = it.next().ok_or("--wan-peer needs a window")?;
-                    let w = w.parse().map_err(|_| format!("bad window {w}"))?;
-                    o.wan_peer = Some((ns.clone(), w));
+                    let mut window = || {
+                        let w = it.next().ok_or("--wan-peer needs two windows")?;
+                        w.parse::<u64>().map_err(|_| format!("bad window {w}"))
+                    };
+                    let stream = window()?;
+                    let congestion = window()?;
+                    let stream = u32::try_from(stream).map_err(|_| "stream window too large")?;
+                    o.wan_peer = Some((ns.clone(), wan::Windows { stream, congestion }));
                 }
                 "--workers" => {
                     let n = it.next().ok_or("--workers needs a number")?;
@@ -209,8 +214,8 @@ fn main() {
         }
     };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    if let Some((ns, window)) = &options.wan_peer {
-        wan::join(ns, *window);
+    if let Some((ns, windows)) = &options.wan_peer {
+        wan::join(ns, *windows);
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = options.workers {

@@ -171,16 +171,17 @@ pub async fn over_wan(o: &Options, r: &mut Results) {
         Ok(link) => link,
         Err(why) => return skip(r, why),
     };
-    let window = wan::window_for(&config);
+    let windows = wan::Windows::for_link(&config);
     r.settings.insert(
         "wan".into(),
         format!(
-            "{}; QUIC stream window {} KiB (1 BDP) for quic and raw-quinn; TCP autotuned",
+            "{}; QUIC congestion window capped at {} KiB (0.95 BDP), stream windows {} KiB (2 BDP), for quic and raw-quinn; TCP autotuned",
             config.describe(),
-            window / 1024
+            windows.congestion / 1024,
+            windows.stream / 1024
         ),
     );
-    let wan_peer = format!("{} {window}", link.ns_b);
+    let wan_peer = format!("{} {} {}", link.ns_b, windows.stream, windows.congestion);
     let mut args = vec!["--wan-peer", &wan_peer];
     for scenario in ["bulk", "hol", "rtt"] {
         args.extend(["--only", scenario]);

@@ -144,8 +144,9 @@ async fn transport_on(
             c.listener.max_incoming_handshakes = 256;
             // Every peer comes from 127.0.0.1.
             c.listener.single_source(8192);
-            if let Some(window) = wan::stream_window() {
-                c.stream_receive_window = window;
+            if let Some(windows) = wan::windows() {
+                c.stream_receive_window = windows.stream;
+                c.max_congestion_window = Some(windows.congestion);
             }
             if let Some(sessions) = sessions {
                 c.session_cache = sessions.clone();

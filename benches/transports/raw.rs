@@ -64,12 +64,18 @@ fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
 
 fn quinn_transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    // The transport's default window, or the one it gets on the WAN link.
-    let window = wan::stream_window().unwrap_or(128 * 1024);
-    t.stream_receive_window(quinn::VarInt::from_u32(window));
-    t.receive_window(quinn::VarInt::from_u64(33 * u64::from(window)).expect("window"));
+    // The transport's default windows, or those it gets on the WAN link.
+    let windows = wan::windows();
+    let stream = windows.map_or(128 * 1024, |w| w.stream);
+    t.stream_receive_window(quinn::VarInt::from_u32(stream));
+    t.receive_window(quinn::VarInt::from_u64(33 * u64::from(stream)).expect("window"));
     t.send_window(16 * 1024 * 1024);
-    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    match windows {
+        Some(w) => t.congestion_controller_factory(p2p_transport_quic::test_utils::capped_bbr(
+            w.congestion,
+        )),
+        None => t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
+    };
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.max_ack_delay(Some(Duration::from_millis(1)));
     t.ack_frequency_config(Some(ack));

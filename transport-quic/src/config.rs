@@ -30,7 +30,9 @@ pub struct QuicConfig {
     /// reader. Default 128 KiB: on loopback, 32–64 KiB gives the lowest
     /// latency for a small channel next to a saturated one, 128 KiB keeps
     /// p99 around 2 ms there while allowing ≈ 1.3 MB/s per channel at 100 ms
-    /// RTT. Raise it for long fat paths (window ≈ bandwidth × RTT).
+    /// RTT. On a long fat path raise it to about two bandwidth-delay
+    /// products, with [`max_congestion_window`](Self::max_congestion_window)
+    /// at about one.
     pub stream_receive_window: u32,
     /// Most channels a connection serves. Sizes the number of streams a peer
     /// may open (two per channel: the live one and one replacement) and the
@@ -64,6 +66,15 @@ pub struct QuicConfig {
     /// Use BBR congestion control (keeps latency and throughput under
     /// random loss); `false` uses CUBIC.
     pub bbr: bool,
+    /// Caps the congestion window, in bytes. `None` (the default): the
+    /// controller alone decides, right when the path is unknown. On a path
+    /// whose bandwidth-delay product is known, a cap of about one BDP
+    /// keeps BBR's second BDP in flight from standing in the bottleneck's
+    /// queue in front of every high-priority message; the stream windows
+    /// should then exceed the BDP, so the cap (which respects channel
+    /// priority) limits a bulk channel rather than flow control (which
+    /// does not).
+    pub max_congestion_window: Option<u64>,
     /// Maximum ACK delay requested from the peer (ACK frequency extension).
     /// 1 ms: quinn's 25 ms default dominated tail latency under loss.
     #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
@@ -98,6 +109,7 @@ impl QuicConfig {
             max_stream_errors: 32,
             socket_buffer: 4 * 1024 * 1024,
             bbr: true,
+            max_congestion_window: None,
             max_ack_delay: Duration::from_millis(1),
             session_cache: SessionCache::default(),
         }
@@ -150,9 +162,20 @@ impl QuicConfig {
             IdleTimeout::try_from(self.idle_timeout)
                 .map_err(|_| QuicConfigError::IdleTimeoutTooLong)?,
         ));
-        if self.bbr {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
-        }
+        let controller: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = if self.bbr {
+            Arc::new(quinn::congestion::BbrConfig::default())
+        } else {
+            Arc::new(quinn::congestion::CubicConfig::default())
+        };
+        match self.max_congestion_window {
+            Some(cap) => {
+                t.congestion_controller_factory(Arc::new(crate::congestion::CappedFactory {
+                    inner: controller,
+                    cap,
+                }))
+            }
+            None => t.congestion_controller_factory(controller),
+        };
         let mut ack = quinn::AckFrequencyConfig::default();
         ack.max_ack_delay(Some(self.max_ack_delay));
         t.ack_frequency_config(Some(ack));
@@ -173,12 +196,22 @@ impl QuicConfig {
                 self.stream_receive_window,
             ));
         }
+        if let Some(cap) = self
+            .max_congestion_window
+            .filter(|&cap| cap < MIN_CONGESTION_WINDOW)
+        {
+            return Err(QuicConfigError::CongestionWindowTooSmall(cap));
+        }
         self.listener.validate()?;
         // The remaining conversions can fail too: try them now, not at the
         // first dial.
         self.transport(true).map(|_| ())
     }
 }
+
+/// The smallest congestion window cap: two full-size packets (a window
+/// that cannot hold one stalls the connection).
+pub const MIN_CONGESTION_WINDOW: u64 = 2 * 1500;
 
 /// A [`QuicConfig`] value that cannot work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +226,9 @@ pub enum QuicConfigError {
     /// `stream_receive_window` is under 1024 bytes.
     #[error("stream_receive_window {0} is under 1024 bytes")]
     StreamWindowTooSmall(u32),
+    /// `max_congestion_window` is under two full-size packets.
+    #[error("max_congestion_window {0} is under {MIN_CONGESTION_WINDOW} bytes")]
+    CongestionWindowTooSmall(u64),
     /// The listener settings cannot work.
     #[error(transparent)]
     Listener(#[from] ListenerConfigError),

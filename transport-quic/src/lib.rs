@@ -48,6 +48,7 @@
 
 mod codes;
 mod config;
+mod congestion;
 mod connection;
 mod failures;
 mod framing;
@@ -64,7 +65,7 @@ mod tls;
 mod transport;
 mod verdicts;
 
-pub use config::{QuicConfig, QuicConfigError};
+pub use config::{QuicConfig, QuicConfigError, MIN_CONGESTION_WINDOW};
 pub use connection::QuicConnection;
 pub use resumption::SessionCache;
 pub use tls::{certificate_key, verify_certificate, CertificateError};

@@ -58,3 +58,13 @@ pub fn client_verifier() -> Arc<dyn ClientCertVerifier> {
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     crate::tls::provider()
 }
+
+/// BBR with its window capped at `cap` bytes, as
+/// [`QuicConfig::max_congestion_window`](crate::QuicConfig::max_congestion_window)
+/// sets it, for a hand-built quinn endpoint compared with the transport.
+pub fn capped_bbr(cap: u64) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+    Arc::new(crate::congestion::CappedFactory {
+        inner: Arc::new(quinn::congestion::BbrConfig::default()),
+        cap,
+    })
+}

@@ -106,3 +106,31 @@ async fn a_node_restarted_at_the_same_address_resets_stale_connections() {
         dialer.quinn().close_reason()
     );
 }
+
+#[tokio::test]
+async fn a_capped_congestion_window_carries_bulk_data_within_the_cap() {
+    let (kd, kl) = (key(170), key(171));
+    let cap = 64 * 1024;
+    let mut capped = quic_config("127.0.0.1:0");
+    capped.max_congestion_window = Some(cap);
+    let d = QuicTransport::bind(&node(&kd), capped.clone()).unwrap();
+    let l = QuicTransport::bind(&node(&kl), capped).unwrap();
+    let (dialer, accepted) = handshaken(&d, &kd, &l, &kl, l.local_addrs()[0]).await;
+    let message = Bytes::from(vec![7u8; 16 * 1024]);
+    let send = async {
+        for _ in 0..256 {
+            dialer.send(ChannelId(1), message.clone()).await.unwrap();
+            // Never more in flight than the cap allows.
+            assert!(dialer.quinn().stats().path.cwnd <= cap);
+        }
+    };
+    let receive = async {
+        for _ in 0..256 {
+            let got = within("message", accepted.recv(ChannelId(1), 32 * 1024))
+                .await
+                .unwrap();
+            assert_eq!(got.len(), message.len());
+        }
+    };
+    tokio::join!(send, receive);
+}

@@ -203,6 +203,16 @@ async fn a_bad_configuration_is_an_error_not_a_panic() {
         ),
         other => panic!("expected a config error, got {:?}", other.err()),
     }
+    // A congestion window that cannot hold a packet would stall every
+    // connection (and trips an assertion in quinn).
+    let mut config = QuicConfig::new();
+    config.max_congestion_window = Some(0);
+    assert_eq!(
+        config.validate(),
+        Err(QuicConfigError::CongestionWindowTooSmall(0))
+    );
+    config.max_congestion_window = Some(p2p_transport_quic::MIN_CONGESTION_WINDOW);
+    assert_eq!(config.validate(), Ok(()));
 }
 
 /// The listener does not offer QUIC datagrams (no channel uses them), so a
