@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench transports -- [--quick] [--only <scenario>]... [--transport <name>]...
 //!                                    [--workers <n>] [--json <path>] [--out <dir>]
+//! (relative `--json` and `--out` paths are taken from the workspace root)
 //! ```
 //!
 //! Scenarios: bulk, small, rtt, hol, hol_loss, handshake, reconnect,
@@ -97,8 +98,8 @@ impl Options {
                 "--only" => o
                     .only
                     .push(it.next().ok_or("--only needs a scenario")?.clone()),
-                "--json" => o.json = Some(it.next().ok_or("--json needs a path")?.into()),
-                "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
+                "--json" => o.json = Some(from_root(it.next().ok_or("--json needs a path")?)),
+                "--out" => o.out = Some(from_root(it.next().ok_or("--out needs a directory")?)),
                 "--netns-child" => o.netns_child = true,
                 "--wan-peer" => {
                     let ns = it.next().ok_or("--wan-peer needs a namespace")?;
@@ -473,4 +474,16 @@ fn put_latency(r: &mut Results, scenario: &str, transport: &str, samples: &[Samp
             .or_default()
             .insert(transport.to_string(), all);
     }
+}
+
+/// A relative output path names a place in the workspace: `cargo bench`
+/// runs this binary in the bench package's directory, not where the
+/// command was typed.
+fn from_root(path: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(path);
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    package.parent().unwrap_or(package).join(path)
 }
