@@ -75,7 +75,7 @@ struct Options {
     workers: Option<usize>,
     /// Running inside the loss namespace for the parent's `hol_loss`.
     netns_child: bool,
-    /// Running on the WAN link: side B's namespace and the stream window.
+    /// Running on the WAN link: side B's namespace and the QUIC windows.
     wan_peer: Option<(String, wan::Windows)>,
 }
 
@@ -103,13 +103,8 @@ impl Options {
                 "--netns-child" => o.netns_child = true,
                 "--wan-peer" => {
                     let ns = it.next().ok_or("--wan-peer needs a namespace")?;
-                    let mut window = || {
-                        let w = it.next().ok_or("--wan-peer needs two windows")?;
-                        w.parse::<u64>().map_err(|_| format!("bad window {w}"))
-                    };
-                    let stream = window()?;
-                    let congestion = window()?;
-                    let stream = u32::try_from(stream).map_err(|_| "stream window too large")?;
+                    let stream = parse_window(it.next())?;
+                    let congestion = parse_window(it.next())?;
                     o.wan_peer = Some((ns.clone(), wan::Windows { stream, congestion }));
                 }
                 "--workers" => {
@@ -486,4 +481,10 @@ fn from_root(path: &str) -> std::path::PathBuf {
     }
     let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     package.parent().unwrap_or(package).join(path)
+}
+
+/// One of `--wan-peer`'s windows, in bytes.
+fn parse_window<T: std::str::FromStr>(arg: Option<&String>) -> Result<T, String> {
+    let w = arg.ok_or("--wan-peer needs a namespace and two windows")?;
+    w.parse().map_err(|_| format!("bad window {w}"))
 }

@@ -70,12 +70,9 @@ fn quinn_transport() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(quinn::VarInt::from_u32(stream));
     t.receive_window(quinn::VarInt::from_u64(33 * u64::from(stream)).expect("window"));
     t.send_window(16 * 1024 * 1024);
-    match windows {
-        Some(w) => t.congestion_controller_factory(p2p_transport_quic::test_utils::capped_bbr(
-            w.congestion,
-        )),
-        None => t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default())),
-    };
+    t.congestion_controller_factory(p2p_transport_quic::test_utils::bbr(
+        windows.map(|w| w.congestion),
+    ));
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.max_ack_delay(Some(Duration::from_millis(1)));
     t.ack_frequency_config(Some(ack));

@@ -162,20 +162,10 @@ impl QuicConfig {
             IdleTimeout::try_from(self.idle_timeout)
                 .map_err(|_| QuicConfigError::IdleTimeoutTooLong)?,
         ));
-        let controller: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = if self.bbr {
-            Arc::new(quinn::congestion::BbrConfig::default())
-        } else {
-            Arc::new(quinn::congestion::CubicConfig::default())
-        };
-        match self.max_congestion_window {
-            Some(cap) => {
-                t.congestion_controller_factory(Arc::new(crate::congestion::CappedFactory {
-                    inner: controller,
-                    cap,
-                }))
-            }
-            None => t.congestion_controller_factory(controller),
-        };
+        t.congestion_controller_factory(crate::congestion::controller(
+            self.bbr,
+            self.max_congestion_window,
+        ));
         let mut ack = quinn::AckFrequencyConfig::default();
         ack.max_ack_delay(Some(self.max_ack_delay));
         t.ack_frequency_config(Some(ack));

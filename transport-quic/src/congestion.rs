@@ -15,10 +15,27 @@ use std::time::Instant;
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
 
+/// A controller factory, shared between connections.
+pub(crate) type Factory = Arc<dyn ControllerFactory + Send + Sync>;
+
+/// The controller for these settings: BBR or CUBIC, its window capped at
+/// `cap` bytes if given.
+pub(crate) fn controller(bbr: bool, cap: Option<u64>) -> Factory {
+    let inner: Factory = if bbr {
+        Arc::new(quinn::congestion::BbrConfig::default())
+    } else {
+        Arc::new(quinn::congestion::CubicConfig::default())
+    };
+    match cap {
+        Some(cap) => Arc::new(CappedFactory { inner, cap }),
+        None => inner,
+    }
+}
+
 /// Builds `inner`'s controller with its window capped at `cap` bytes.
-pub(crate) struct CappedFactory {
-    pub(crate) inner: Arc<dyn ControllerFactory + Send + Sync>,
-    pub(crate) cap: u64,
+struct CappedFactory {
+    inner: Factory,
+    cap: u64,
 }
 
 impl ControllerFactory for CappedFactory {
@@ -109,11 +126,7 @@ mod tests {
     use super::*;
 
     fn capped(cap: u64) -> Box<dyn Controller> {
-        let factory = Arc::new(CappedFactory {
-            inner: Arc::new(quinn::congestion::BbrConfig::default()),
-            cap,
-        });
-        factory.build(Instant::now(), 1200)
+        controller(true, Some(cap)).build(Instant::now(), 1200)
     }
 
     #[test]

@@ -59,12 +59,9 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     crate::tls::provider()
 }
 
-/// BBR with its window capped at `cap` bytes, as
+/// The congestion controller the transport runs with BBR and
 /// [`QuicConfig::max_congestion_window`](crate::QuicConfig::max_congestion_window)
-/// sets it, for a hand-built quinn endpoint compared with the transport.
-pub fn capped_bbr(cap: u64) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
-    Arc::new(crate::congestion::CappedFactory {
-        inner: Arc::new(quinn::congestion::BbrConfig::default()),
-        cap,
-    })
+/// set to `cap`, for a hand-built quinn endpoint compared with it.
+pub fn bbr(cap: Option<u64>) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+    crate::congestion::controller(true, cap)
 }
