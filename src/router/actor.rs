@@ -80,7 +80,7 @@ impl Actor {
             handshakes: options.max_handshakes_per_ip,
         });
         Self {
-            cancel: shared.shutdown.clone(),
+            cancel: shared.shutdown_token().clone(),
             shared,
             pm,
             writer: StoreWriter::spawn(store),

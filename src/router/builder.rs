@@ -303,7 +303,7 @@ impl RouterBuilder {
             mailbox,
         });
         let handle = RouterHandle::new(self.shared.clone());
-        let shutdown = self.shared.shutdown.clone();
+        let shutdown = self.shared.shutdown_token().clone();
         // Reactors subscribe now, before the actor can report any Up.
         let reactors = self
             .reactors

@@ -104,7 +104,7 @@ impl<M: prost::Message> ChannelSender<M> {
     }
 
     fn running(&self) -> Result<(), SendError> {
-        if self.shared.shutdown.is_cancelled() {
+        if self.shared.shutting_down() {
             return Err(SendError::RouterStopped);
         }
         Ok(())
@@ -133,7 +133,7 @@ impl<M: prost::Message> ChannelSender<M> {
             tokio::task::consume_budget().await;
             return Ok(());
         };
-        let Some((queue, _)) = route.queues.get(&self.id) else {
+        let Some(queue) = route.queue(self.id) else {
             stats.bump(&stats.dropped_no_channel);
             ChannelCounters::add(&self.counters.dropped_no_channel, 1);
             tokio::task::consume_budget().await;
@@ -161,7 +161,7 @@ impl<M: prost::Message> ChannelSender<M> {
             .shared
             .routes()
             .into_iter()
-            .filter_map(|(_, route)| route.queues.get(&self.id).map(|(q, _)| q.clone()))
+            .filter_map(|(_, route)| route.queue(self.id).cloned())
             .collect();
         // Most queues have room: those take the message at once, and only
         // full `Wait` queues cost a future.

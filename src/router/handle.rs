@@ -239,7 +239,7 @@ impl Router {
     /// spawned has ended. A panic of the router's actor or of a reactor is
     /// raised again here.
     pub async fn shutdown(mut self) {
-        self.handle.shared.shutdown.cancel();
+        self.handle.shared.begin_shutdown();
         if let Some(task) = self.task.take() {
             if let Err(error) = task.await {
                 if error.is_panic() {
@@ -260,6 +260,6 @@ impl std::ops::Deref for Router {
 
 impl Drop for Router {
     fn drop(&mut self) {
-        self.handle.shared.shutdown.cancel();
+        self.handle.shared.begin_shutdown();
     }
 }

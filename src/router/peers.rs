@@ -3,7 +3,6 @@
 //! (returned, failed or panicked), keeping the routes, the IP slots, the
 //! per-direction gauges and the peer manager in step.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -136,7 +135,7 @@ impl Actor {
         let conn_id = self.next_conn_id;
         let protocol = conn.remote_endpoint().protocol;
         let mut channels = Vec::new();
-        let mut queues = HashMap::new();
+        let mut queues = Vec::new();
         let shared = self.shared.clone();
         let Some(started) = shared.started() else {
             return;
@@ -154,7 +153,7 @@ impl Actor {
             let queue = Arc::new(
                 SendQueue::new(d.send_capacity, d.full_policy).waking(ready.clone(), index),
             );
-            queues.insert(*id, (queue.clone(), entry.counters.clone()));
+            queues.push((*id, queue.clone(), entry.counters.clone()));
             channels.push(PeerChannel {
                 id: *id,
                 queue,
@@ -163,6 +162,8 @@ impl Actor {
                 counters: entry.counters.clone(),
             });
         }
+        // `PeerRoute::queue` searches them.
+        queues.sort_by_key(|(id, _, _)| *id);
         let mut ids: Vec<_> = channels.iter().map(|c| c.id).collect();
         ids.sort();
         self.shared.insert_route(

@@ -4,6 +4,7 @@
 //! held only for lookups and never across an await.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -51,7 +52,20 @@ pub(crate) struct PeerRoute {
     pub(crate) conn_id: u64,
     /// For transport statistics at scrape time.
     pub(crate) conn: Arc<dyn Connection>,
-    pub(crate) queues: HashMap<ChannelId, (Arc<SendQueue>, Arc<ChannelCounters>)>,
+    /// Sorted by channel id: a lookup per send, cheaper searched than
+    /// hashed (a peer has at most a few dozen channels).
+    pub(crate) queues: Vec<(ChannelId, Arc<SendQueue>, Arc<ChannelCounters>)>,
+}
+
+impl PeerRoute {
+    /// The send queue of `channel`, if the peer has the channel.
+    pub(crate) fn queue(&self, channel: ChannelId) -> Option<&Arc<SendQueue>> {
+        let i = self
+            .queues
+            .binary_search_by_key(&channel, |(id, _, _)| *id)
+            .ok()?;
+        Some(&self.queues[i].1)
+    }
 }
 
 /// What is fixed when the router starts.
@@ -74,8 +88,11 @@ pub(crate) struct Shared {
     pub(crate) peers: RwLock<HashMap<NodeId, Arc<PeerRoute>>>,
     pub(crate) stats: Stats,
     pub(crate) connections: ConnectionCounters,
-    /// Cancelled when shutdown begins: sends fail from then on.
-    pub(crate) shutdown: CancellationToken,
+    /// Cancelled when shutdown begins (by `begin_shutdown` only).
+    shutdown: CancellationToken,
+    /// Set with `shutdown`, for the send path to check without the token's
+    /// lock: sends fail from then on.
+    stopping: AtomicBool,
     /// Cancelled once no peer task is left: receivers return what is
     /// buffered, then `None`.
     pub(crate) stopped: CancellationToken,
@@ -100,11 +117,30 @@ impl Shared {
             stats: Stats::default(),
             connections: ConnectionCounters::default(),
             shutdown: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
             stopped: CancellationToken::new(),
             started: OnceLock::new(),
             #[cfg(feature = "test-utils")]
             faults: Arc::default(),
         }
+    }
+
+    /// Begins shutdown: sends fail from now on, and every task waiting on
+    /// the shutdown token wakes.
+    pub(crate) fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Whether shutdown has begun. A load, where the token's check takes a
+    /// lock: every send asks.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The shutdown token, to wait on (cancel it through `begin_shutdown`).
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
     }
 
     /// Fixes the start-time state; called once, by the builder.
@@ -143,7 +179,7 @@ impl Shared {
         };
         let mut queued: HashMap<ChannelId, u64> = HashMap::new();
         for route in read(&self.peers).values() {
-            for (id, (queue, _)) in &route.queues {
+            for (id, queue, _) in &route.queues {
                 *queued.entry(*id).or_default() += queue.len() as u64;
             }
         }
@@ -210,7 +246,7 @@ impl Shared {
             route.conn.remote_endpoint().protocol,
             route.conn.path_stats(),
         );
-        for (queue, counters) in route.queues.values() {
+        for (_, queue, counters) in &route.queues {
             let dropped = queue.close() as u64;
             if dropped > 0 {
                 ChannelCounters::add(&counters.dropped_disconnected, dropped);
