@@ -162,17 +162,11 @@ impl Actor {
                 counters: entry.counters.clone(),
             });
         }
-        // `PeerRoute::queue` searches them.
-        queues.sort_by_key(|(id, _, _)| *id);
         let mut ids: Vec<_> = channels.iter().map(|c| c.id).collect();
         ids.sort();
         self.shared.insert_route(
             peer,
-            Arc::new(PeerRoute {
-                conn_id,
-                conn: conn.clone(),
-                queues,
-            }),
+            Arc::new(PeerRoute::new(conn_id, conn.clone(), queues)),
         );
         let cancel = self.cancel.child_token();
         let close = Arc::new(OnceLock::new());

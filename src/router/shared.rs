@@ -52,12 +52,25 @@ pub(crate) struct PeerRoute {
     pub(crate) conn_id: u64,
     /// For transport statistics at scrape time.
     pub(crate) conn: Arc<dyn Connection>,
-    /// Sorted by channel id: a lookup per send, cheaper searched than
-    /// hashed (a peer has at most a few dozen channels).
-    pub(crate) queues: Vec<(ChannelId, Arc<SendQueue>, Arc<ChannelCounters>)>,
+    /// Sorted by channel id (by `new`): a lookup per send, cheaper
+    /// searched than hashed (a peer has at most a few dozen channels).
+    queues: Vec<(ChannelId, Arc<SendQueue>, Arc<ChannelCounters>)>,
 }
 
 impl PeerRoute {
+    pub(crate) fn new(
+        conn_id: u64,
+        conn: Arc<dyn Connection>,
+        mut queues: Vec<(ChannelId, Arc<SendQueue>, Arc<ChannelCounters>)>,
+    ) -> Self {
+        queues.sort_by_key(|(id, _, _)| *id);
+        Self {
+            conn_id,
+            conn,
+            queues,
+        }
+    }
+
     /// The send queue of `channel`, if the peer has the channel.
     pub(crate) fn queue(&self, channel: ChannelId) -> Option<&Arc<SendQueue>> {
         let i = self
