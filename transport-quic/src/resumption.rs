@@ -18,17 +18,29 @@
 //!   transports of different keys never resumes one node as another (a
 //!   resumed session carries the client certificate of the first one).
 //!
+//! - rustls resumes a session only with the same verifier and the same
+//!   client certificate (the very `Arc`s) that made it. The cache keeps
+//!   both for each node that used it, so a transport bound again with the
+//!   same config (and key) can use the tickets its predecessor received.
+//!
 //! Nothing is sent as 0-RTT data: the session is resumed, then used.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use p2p_router::NodeId;
+use p2p_router::{NodeId, NodeKey};
 use rustls::client::{
     ClientSessionMemoryCache, ClientSessionStore, Resumption, Tls12ClientSessionValue,
     Tls12Resumption, Tls13ClientSessionValue,
 };
 use rustls::pki_types::ServerName;
 use rustls::NamedGroup;
+
+use crate::tls::{Identity, ServerVerifier};
+
+/// Nodes whose dialing TLS state one cache keeps (normally one: a cache
+/// belongs to a node's config); past this the oldest is forgotten, and its
+/// tickets are then of no use to a new transport.
+const MAX_NODES: usize = 8;
 
 /// Session tickets from the peers this node dialed, for resuming the next
 /// connection to them. Bounded (the least recently used peer goes first);
@@ -40,6 +52,17 @@ use rustls::NamedGroup;
 pub struct SessionCache {
     inner: Arc<ClientSessionMemoryCache>,
     peers: usize,
+    /// Per node that dialed with this cache: the certificate it presented
+    /// and the verifier that checked its peers, which its tickets are tied
+    /// to. Newest last.
+    dialers: Arc<Mutex<Vec<DialingTls>>>,
+}
+
+/// What a node's tickets are tied to.
+struct DialingTls {
+    node: NodeId,
+    identity: Identity,
+    verifier: Arc<ServerVerifier>,
 }
 
 impl SessionCache {
@@ -49,7 +72,35 @@ impl SessionCache {
         Self {
             inner: Arc::new(ClientSessionMemoryCache::new(peers)),
             peers,
+            dialers: Arc::default(),
         }
+    }
+
+    /// The TLS identity and server verifier a transport of `key` uses: the
+    /// ones an earlier transport of the same key and cache used, so that
+    /// its tickets resume, else new ones (remembered for the next).
+    pub(crate) fn tls_state(
+        &self,
+        key: &NodeKey,
+    ) -> Result<(Identity, Arc<ServerVerifier>), rcgen::Error> {
+        let id = key.node_id();
+        if self.peers == 0 {
+            return Ok((Identity::new(key)?, Arc::default()));
+        }
+        let mut dialers = self.dialers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = dialers.iter().find(|d| d.node == id) {
+            return Ok((known.identity.clone(), known.verifier.clone()));
+        }
+        let (identity, verifier) = (Identity::new(key)?, Arc::<ServerVerifier>::default());
+        if dialers.len() >= MAX_NODES {
+            dialers.remove(0);
+        }
+        dialers.push(DialingTls {
+            node: id,
+            identity: identity.clone(),
+            verifier: verifier.clone(),
+        });
+        Ok((identity, verifier))
     }
 
     /// The rustls resumption policy of a transport whose node is `ours`.

@@ -125,6 +125,7 @@ pub fn certificate_key(cert: &CertificateDer<'_>) -> Result<VerifyingKey, Certif
 }
 
 /// A node's certificate and the key that signs for it.
+#[derive(Clone)]
 pub(crate) struct Identity {
     pub(crate) cert: CertificateDer<'static>,
     own: Arc<OwnCertificate>,

@@ -69,7 +69,12 @@ impl QuicTransport {
             .validate()
             .map_err(|e| BindError::Config(Box::new(e)))?;
         let config = Arc::new(config);
-        let identity = Identity::new(key).map_err(|e| BindError::Identity(Box::new(e)))?;
+        // Kept by the session cache across binds: our tickets resume only
+        // with the certificate and verifier they were received with.
+        let (identity, verifier) = config
+            .session_cache
+            .tls_state(key)
+            .map_err(|e| BindError::Identity(Box::new(e)))?;
         let alpn = tls::alpn(node.network());
         let endpoint_config = endpoint_config(key);
 
@@ -110,7 +115,6 @@ impl QuicTransport {
             .map_err(|source| BindError::Socket { address, source })?;
             listeners.push(endpoint);
         }
-        let verifier = Arc::new(ServerVerifier::default());
         let resumption = config.session_cache.resumption(node.node_id());
         let client_tls = tls::client_config(&identity, alpn.clone(), resumption, verifier.clone())
             .map_err(|e| BindError::Identity(Box::new(e)))?;

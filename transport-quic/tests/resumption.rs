@@ -1,5 +1,6 @@
 //! TLS session resumption over loopback QUIC: a reconnect resumes and
-//! still names both peers; a dialer without tickets, or sharing a cache
+//! still names both peers, also from a transport bound again with the same
+//! config; a dialer without tickets, or sharing a cache
 //! with another key, does a full handshake; a listener whose key changed
 //! is refused although we hold a ticket for the id we dial.
 
@@ -49,6 +50,27 @@ async fn a_reconnect_resumes_the_session_and_still_names_both_peers() {
         assert_eq!(id_of(&*accepted), kd.node_id());
         again.close(CloseReason::Shutdown).await;
     }
+}
+
+#[tokio::test]
+async fn a_transport_bound_again_with_the_same_config_resumes() {
+    // rustls resumes only with the verifier and client certificate a
+    // ticket came with; the cache keeps them across binds.
+    let (kd, kl) = (key(182), key(183));
+    let l = bind(&kl, quic_config("127.0.0.1:0"));
+    let config = quic_config("127.0.0.1:0");
+    let first = bind(&kd, config.clone());
+    meet((&first, &kd), (&l, &kl)).await;
+    p2p_router::transport::AsyncTransport::close(&first).await;
+    drop(first);
+    let again = bind(&kd, config);
+    let (conn, accepted) = handshaken(&again, &kd, &l, &kl, l.local_addrs()[0]).await;
+    assert!(
+        conn.resumed(),
+        "the rebound transport used its predecessor's ticket"
+    );
+    assert_eq!(id_of(&conn), kl.node_id());
+    assert_eq!(id_of(&*accepted), kd.node_id());
 }
 
 #[tokio::test]
