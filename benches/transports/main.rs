@@ -366,6 +366,7 @@ async fn run(o: &Options) -> Results {
             scenarios::reconnect(kind, n)
         })
         .await;
+        latency_rows(o, &mut r, "reconnect", raws(), |raw| raw::reconnect(raw, n)).await;
     }
     if o.wants("idle_memory") {
         for kind in Kind::ALL

@@ -4,6 +4,7 @@
 //! AES-128-GCM first) and its QUIC settings (windows, BBR, ACK frequency).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,80 @@ impl Raw {
 
 use p2p_transport_quic::test_utils::{client_verifier, crypto_provider, AcceptAnyCert as AnyCert};
 
-fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
+/// Whether a client may resume the TLS session of its last connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sessions {
+    /// Every handshake is a full one (first contact).
+    Full,
+    /// The server issues one ticket per handshake, the client keeps it
+    /// and resumes with it (a reconnect), as our transport does.
+    Resumed,
+}
+
+/// The client's server-certificate check, counting the handshakes that
+/// made it: a resumed handshake carries no certificate, so a connection
+/// that left the count alone resumed.
+#[derive(Debug)]
+struct CountingVerifier {
+    inner: AnyCert,
+    full: AtomicUsize,
+}
+
+impl CountingVerifier {
+    fn full_handshakes(&self) -> usize {
+        self.full.load(Ordering::Relaxed)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for CountingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.full.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Server and client TLS configurations, and the client's verifier.
+/// rustls resumes by default (tickets and a session cache on both sides),
+/// so `Sessions::Full` turns that off explicitly: a first-contact
+/// baseline must not resume.
+fn tls_configs(
+    alpn: &[u8],
+    sessions: Sessions,
+) -> (
+    rustls::ServerConfig,
+    rustls::ClientConfig,
+    Arc<CountingVerifier>,
+) {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
     let cert = rcgen::CertificateParams::new(vec!["bench".into()])
         .expect("params")
@@ -51,15 +125,31 @@ fn tls_configs(alpn: &[u8]) -> (rustls::ServerConfig, rustls::ClientConfig) {
         .with_single_cert(vec![cert.der().clone()], key())
         .expect("server");
     server.alpn_protocols = vec![alpn.to_vec()];
-    let mut client = rustls::ClientConfig::builder_with_provider(p.clone())
+    let verifier = Arc::new(CountingVerifier {
+        inner: AnyCert(p.clone()),
+        full: AtomicUsize::new(0),
+    });
+    let mut client = rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(p)))
+        .with_custom_certificate_verifier(verifier.clone())
         .with_client_auth_cert(vec![cert.der().clone()], key())
         .expect("client");
     client.alpn_protocols = vec![alpn.to_vec()];
-    (server, client)
+    match sessions {
+        Sessions::Full => {
+            server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+            server.send_tls13_tickets = 0;
+            client.resumption = rustls::client::Resumption::disabled();
+        }
+        Sessions::Resumed => {
+            server.session_storage = rustls::server::ServerSessionMemoryCache::new(256);
+            server.send_tls13_tickets = 1;
+            client.resumption = rustls::client::Resumption::in_memory_sessions(256);
+        }
+    }
+    (server, client, verifier)
 }
 
 fn quinn_transport() -> Arc<quinn::TransportConfig> {
@@ -100,8 +190,10 @@ struct QuinnPair {
     b: quinn::Connection,
 }
 
-fn quinn_endpoints() -> (quinn::Endpoint, quinn::Endpoint) {
-    let (server_tls, client_tls) = tls_configs(b"bench");
+fn quinn_endpoints(
+    sessions: Sessions,
+) -> (quinn::Endpoint, quinn::Endpoint, Arc<CountingVerifier>) {
+    let (server_tls, client_tls, verifier) = tls_configs(b"bench", sessions);
     let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(
         quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).expect("quic server"),
     ));
@@ -125,7 +217,7 @@ fn quinn_endpoints() -> (quinn::Endpoint, quinn::Endpoint) {
     )
     .expect("client");
     client.set_default_client_config(client_cfg);
-    (server, client)
+    (server, client, verifier)
 }
 
 async fn quinn_connect(
@@ -153,7 +245,7 @@ async fn quinn_connect(
 }
 
 async fn quinn_pair() -> QuinnPair {
-    let (server, client) = quinn_endpoints();
+    let (server, client, _) = quinn_endpoints(Sessions::Full);
     let (a, b) = quinn_connect(&server, &client).await;
     QuinnPair {
         _server: server,
@@ -276,19 +368,21 @@ pub async fn throughput(raw: Raw, small: bool, duration: Duration) -> Sample {
 }
 
 struct TlsSetup {
+    verifier: Arc<CountingVerifier>,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     connector: tokio_rustls::TlsConnector,
 }
 
-async fn tls_setup() -> TlsSetup {
-    let (server_tls, client_tls) = tls_configs(b"bench");
+async fn tls_setup(sessions: Sessions) -> TlsSetup {
+    let (server_tls, client_tls, verifier) = tls_configs(b"bench", sessions);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     TlsSetup {
+        verifier,
         listener,
         addr,
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls)),
@@ -326,7 +420,7 @@ async fn tls_pair() -> (
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
 ) {
-    tls_connect(&tls_setup().await).await
+    tls_connect(&tls_setup(Sessions::Full).await).await
 }
 
 /// 64-byte ping-pong round trips, µs.
@@ -390,25 +484,73 @@ pub async fn rtt(raw: Raw, rounds: usize) -> Sample {
     }
 }
 
-/// Connection set-up (TLS included), µs, over `count` connections.
+/// First-contact connection set-up (a full TLS handshake, mutual
+/// authentication included), µs, over `count` connections.
 pub async fn handshake(raw: Raw, count: usize) -> Sample {
+    connections(raw, count, Sessions::Full).await
+}
+
+/// Set-up of a connection that resumes the TLS session of the one before
+/// (what our transport's reconnect does, without the router), µs, over
+/// `count` connections after a first one that is not counted.
+pub async fn reconnect(raw: Raw, count: usize) -> Sample {
+    connections(raw, count, Sessions::Resumed).await
+}
+
+/// `count` timed connections, each checked to have made the handshake
+/// `sessions` asks for.
+async fn connections(raw: Raw, count: usize, sessions: Sessions) -> Sample {
+    let warmup = usize::from(sessions == Sessions::Resumed);
     let mut latencies = Vec::with_capacity(count);
+    // Each connection must leave the verifier count as `sessions` says:
+    // one more for a full handshake, unchanged for a resumed one.
+    let check = |verifier: &CountingVerifier, before: usize, counted: bool| {
+        let full = verifier.full_handshakes() - before;
+        if counted {
+            let want = usize::from(sessions == Sessions::Full);
+            assert_eq!(
+                full, want,
+                "{sessions:?} connection made {full} full handshakes"
+            );
+        }
+    };
     match raw {
         Raw::Quinn => {
-            let (server, client) = quinn_endpoints();
-            for _ in 0..count {
+            let (server, client, verifier) = quinn_endpoints(sessions);
+            for i in 0..count + warmup {
+                let before = verifier.full_handshakes();
                 let t = Instant::now();
-                let (a, _b) = quinn_connect(&server, &client).await;
-                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                let (a, b) = quinn_connect(&server, &client).await;
+                let elapsed = t.elapsed();
+                check(&verifier, before, i >= warmup);
+                if i >= warmup {
+                    latencies.push(elapsed.as_secs_f64() * 1e6);
+                }
+                // The ticket for the next connection follows the
+                // handshake: a byte sent after it has arrived once read.
+                let mut send = b.open_uni().await.expect("open");
+                send.write_all(&[1]).await.expect("write");
+                let _ = send.finish();
+                let mut recv = a.accept_uni().await.expect("accept");
+                let _ = recv.read_to_end(1).await;
                 a.close(0u32.into(), b"");
             }
         }
         Raw::TlsTcp => {
-            let setup = tls_setup().await;
-            for _ in 0..count {
+            let setup = tls_setup(sessions).await;
+            for i in 0..count + warmup {
+                let before = setup.verifier.full_handshakes();
                 let t = Instant::now();
-                let (c, s) = tls_connect(&setup).await;
-                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+                let (mut c, mut s) = tls_connect(&setup).await;
+                let elapsed = t.elapsed();
+                check(&setup.verifier, before, i >= warmup);
+                if i >= warmup {
+                    latencies.push(elapsed.as_secs_f64() * 1e6);
+                }
+                s.write_all(&[1]).await.expect("write");
+                s.flush().await.expect("flush");
+                let mut byte = [0u8; 1];
+                c.read_exact(&mut byte).await.expect("read");
                 drop((c, s));
             }
         }

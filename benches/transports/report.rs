@@ -78,7 +78,7 @@ impl Results {
     /// The ratios the targets are set in, as (label, value, target): a
     /// figure divided by another, or a figure alone.
     pub fn ratios(&self) -> Vec<(String, Option<f64>, &'static str)> {
-        const RATIOS: [(&str, &str, Option<&str>, &str); 21] = [
+        const RATIOS: [(&str, &str, Option<&str>, &str); 23] = [
             (
                 "rtt p50: quic ÷ mconn-fast",
                 "rtt_p50/quic",
@@ -102,6 +102,18 @@ impl Results {
                 "reconnect_p50/quic",
                 Some("reconnect_p50/mconn-fast"),
                 "≤ 1",
+            ),
+            (
+                "reconnect p50: quic ÷ raw-quinn",
+                "reconnect_p50/quic",
+                Some("reconnect_p50/raw-quinn"),
+                "",
+            ),
+            (
+                "reconnect p50: raw-quinn ÷ mconn-fast",
+                "reconnect_p50/raw-quinn",
+                Some("reconnect_p50/mconn-fast"),
+                "",
             ),
             (
                 "handshake p50: quic ÷ mconn-fast",
