@@ -502,17 +502,16 @@ pub async fn reconnect(raw: Raw, count: usize) -> Sample {
 async fn connections(raw: Raw, count: usize, sessions: Sessions) -> Sample {
     let warmup = usize::from(sessions == Sessions::Resumed);
     let mut latencies = Vec::with_capacity(count);
-    // Each connection must leave the verifier count as `sessions` says:
-    // one more for a full handshake, unchanged for a resumed one.
-    let check = |verifier: &CountingVerifier, before: usize, counted: bool| {
+    // Only connections that made the handshake `sessions` asks for are
+    // counted: the verifier saw one more certificate for a full handshake,
+    // none for a resumed one. A reconnect whose ticket was lost with a
+    // packet makes a full one; a few may, most must not.
+    let mut off = 0;
+    let mut counts = |verifier: &CountingVerifier, before: usize, i: usize| {
         let full = verifier.full_handshakes() - before;
-        if counted {
-            let want = usize::from(sessions == Sessions::Full);
-            assert_eq!(
-                full, want,
-                "{sessions:?} connection made {full} full handshakes"
-            );
-        }
+        let as_asked = full == usize::from(sessions == Sessions::Full);
+        off += usize::from(i >= warmup && !as_asked);
+        i >= warmup && as_asked
     };
     match raw {
         Raw::Quinn => {
@@ -522,8 +521,7 @@ async fn connections(raw: Raw, count: usize, sessions: Sessions) -> Sample {
                 let t = Instant::now();
                 let (a, b) = quinn_connect(&server, &client).await;
                 let elapsed = t.elapsed();
-                check(&verifier, before, i >= warmup);
-                if i >= warmup {
+                if counts(&verifier, before, i) {
                     latencies.push(elapsed.as_secs_f64() * 1e6);
                 }
                 // The ticket for the next connection follows the
@@ -543,8 +541,7 @@ async fn connections(raw: Raw, count: usize, sessions: Sessions) -> Sample {
                 let t = Instant::now();
                 let (mut c, mut s) = tls_connect(&setup).await;
                 let elapsed = t.elapsed();
-                check(&setup.verifier, before, i >= warmup);
-                if i >= warmup {
+                if counts(&setup.verifier, before, i) {
                     latencies.push(elapsed.as_secs_f64() * 1e6);
                 }
                 s.write_all(&[1]).await.expect("write");
@@ -555,6 +552,10 @@ async fn connections(raw: Raw, count: usize, sessions: Sessions) -> Sample {
             }
         }
     }
+    assert!(
+        off * 10 <= count,
+        "{off} of {count} {sessions:?} connections made the other kind of handshake"
+    );
     Sample {
         latencies: crate::scenarios::Latencies::from_us(&latencies),
         ..Sample::default()
