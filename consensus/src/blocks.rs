@@ -146,15 +146,21 @@ impl Assembler {
             return Ok(None);
         };
         let bytes = Bytes::from(done.data);
-        let (height, proposer) = check_block(&bytes)?;
+        let (height, maker) = check_block(&bytes)?;
         let first = done.first;
-        if height.0 != first.height || proposer.0[..] != first.proposer[..] {
+        let proposer = read_address(&first.proposer).map_err(|_| PartError::Invalid)?;
+        let valid_round = read_optional_round(first.valid_round).map_err(|_| PartError::Invalid)?;
+        // A new block is its proposer's own. A block proposed again (its
+        // valid round set) was made by the proposer of an earlier round,
+        // so only its height must match.
+        let fresh = valid_round == Round::Nil;
+        if height.0 != first.height || (fresh && maker != proposer) {
             return Err(PartError::Mismatch);
         }
         let value = ProposedValue {
             height,
             round: read_round(first.round).map_err(|_| PartError::Invalid)?,
-            valid_round: read_optional_round(first.valid_round).map_err(|_| PartError::Invalid)?,
+            valid_round,
             proposer,
             value: BlockHash::of(&bytes),
             validity: Validity::Valid,
@@ -307,5 +313,43 @@ mod tests {
             last = a.push(peer(2), p);
         }
         assert_eq!(last.unwrap_err(), PartError::Mismatch);
+        // A new block claimed by another proposer is refused too.
+        let mut claimed = parts.clone();
+        for p in &mut claimed {
+            p.proposer = Bytes::copy_from_slice(&[9; 20]);
+        }
+        let mut last = Ok(None);
+        for p in claimed {
+            last = a.push(peer(3), p);
+        }
+        assert_eq!(last.unwrap_err(), PartError::Mismatch);
+    }
+
+    #[test]
+    fn a_block_proposed_again_by_a_later_proposer_is_accepted_as_theirs() {
+        // Round 2's proposer restreams the block PROPOSER made in round 1
+        // (a polka formed on it there): the parts name the new proposer
+        // and the valid round, the block still names its maker.
+        let block = make_block(Height(3), PROPOSER, 50_000);
+        let later = Address([8; 20]);
+        let parts = parts(
+            &block,
+            Height(3),
+            Round::new(2),
+            Round::new(1),
+            later,
+            16 << 10,
+        );
+        let mut a = Assembler::new(1 << 20);
+        let mut done = None;
+        for p in parts {
+            done = a.push(peer(1), p).unwrap();
+        }
+        let done = done.unwrap().value;
+        assert_eq!(done.value, BlockHash::of(&block));
+        assert_eq!(
+            (done.round, done.valid_round, done.proposer),
+            (Round::new(2), Round::new(1), later)
+        );
     }
 }
