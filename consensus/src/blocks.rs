@@ -259,6 +259,19 @@ mod tests {
 
     const PROPOSER: Address = Address([7; 20]);
 
+    /// Pushes all of `parts` from `peer`; what the last push returned.
+    fn push_all(
+        a: &mut Assembler,
+        peer: NodeId,
+        parts: Vec<BlockPartMessage>,
+    ) -> Result<Option<Assembled>, PartError> {
+        let mut last = Ok(None);
+        for p in parts {
+            last = a.push(peer, p);
+        }
+        last
+    }
+
     /// A block of `size` bytes at height 3, round 1, and its 16 KiB parts.
     fn block_and_parts(size: usize) -> (Bytes, Vec<BlockPartMessage>) {
         let block = make_block(Height(3), PROPOSER, size);
@@ -278,11 +291,7 @@ mod tests {
         let (block, parts) = block_and_parts(100_000);
         assert_eq!(parts.len(), 7);
         let mut a = Assembler::new(1 << 20);
-        let mut done = None;
-        for p in parts {
-            done = a.push(peer(1), p).unwrap();
-        }
-        let done = done.unwrap().value;
+        let done = push_all(&mut a, peer(1), parts).unwrap().unwrap().value;
         assert_eq!(done.value, BlockHash::of(&block));
         assert_eq!(
             (done.height, done.round, done.proposer),
@@ -308,21 +317,19 @@ mod tests {
         for p in &mut lying {
             p.height = 4;
         }
-        let mut last = Ok(None);
-        for p in lying {
-            last = a.push(peer(2), p);
-        }
-        assert_eq!(last.unwrap_err(), PartError::Mismatch);
+        assert_eq!(
+            push_all(&mut a, peer(2), lying).unwrap_err(),
+            PartError::Mismatch
+        );
         // A new block claimed by another proposer is refused too.
         let mut claimed = parts.clone();
         for p in &mut claimed {
             p.proposer = Bytes::copy_from_slice(&[9; 20]);
         }
-        let mut last = Ok(None);
-        for p in claimed {
-            last = a.push(peer(3), p);
-        }
-        assert_eq!(last.unwrap_err(), PartError::Mismatch);
+        assert_eq!(
+            push_all(&mut a, peer(3), claimed).unwrap_err(),
+            PartError::Mismatch
+        );
     }
 
     #[test]
@@ -341,11 +348,7 @@ mod tests {
             16 << 10,
         );
         let mut a = Assembler::new(1 << 20);
-        let mut done = None;
-        for p in parts {
-            done = a.push(peer(1), p).unwrap();
-        }
-        let done = done.unwrap().value;
+        let done = push_all(&mut a, peer(1), parts).unwrap().unwrap().value;
         assert_eq!(done.value, BlockHash::of(&block));
         assert_eq!(
             (done.round, done.valid_round, done.proposer),

@@ -130,6 +130,9 @@ pub(crate) struct BlockPartMessage {
     /// -1 for nil.
     #[prost(int64, tag = "3")]
     pub(crate) valid_round: i64,
+    /// The proposer of `round`. A new block names the same proposer; a
+    /// block proposed again (`valid_round` set) names its maker, the
+    /// proposer of an earlier round.
     #[prost(bytes = "bytes", tag = "4")]
     pub(crate) proposer: Bytes,
     #[prost(uint32, tag = "5")]

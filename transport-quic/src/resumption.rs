@@ -54,7 +54,7 @@ pub struct SessionCache {
     peers: usize,
     /// Per node that dialed with this cache: the certificate it presented
     /// and the verifier that checked its peers, which its tickets are tied
-    /// to. Newest last.
+    /// to, in the order the nodes first bound.
     dialers: Arc<Mutex<Vec<DialingTls>>>,
 }
 
